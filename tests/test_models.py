@@ -1,0 +1,117 @@
+import os
+import time
+
+import pytest
+import torch
+
+import workbench.models as models
+from workbench.models import REGISTRY, boot, load_hf, load_model
+
+from conftest import tiny_llama_config
+
+
+@pytest.mark.real_model
+def test_default_model_completes_offline(smollm2, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    text = smollm2.generate("The capital of France is", max_new_tokens=8, do_sample=False, verbose=False)
+    assert "Paris" in text
+
+
+@pytest.mark.real_model
+def test_bridge_generate_equals_hf_greedy(smollm2):
+    hf, tok, _, _ = load_hf("smollm2-135m-instruct")
+    ids = tok("The capital of France is", return_tensors="pt").input_ids
+    ref = hf.generate(ids, max_new_tokens=10, do_sample=False)
+    ours = smollm2.generate(ids, max_new_tokens=10, do_sample=False, verbose=False)
+    assert torch.equal(ours, ref)
+    assert torch.equal(smollm2.to_tokens("The capital of France is"), ids)  # no <|im_start|> BOS
+
+
+@pytest.mark.real_model
+def test_bridge_logits_equal_hf_logits():
+    hf, tok, hf_id, spec = load_hf("smollm2-135m-instruct")
+    ids = tok("Interpretability is the study of", return_tensors="pt").input_ids
+    with torch.no_grad():
+        ref = hf(ids).logits  # before the bridge folds norms into the HF weights
+    raw = boot(hf, tok, hf_id, compat=False)
+    with torch.no_grad():
+        assert (raw(ids) - ref).abs().max() <= 1e-4
+    hf, tok, hf_id, spec = load_hf("smollm2-135m-instruct")
+    compat = boot(hf, tok, hf_id, prepend_bos=spec.prepend_bos)
+    with torch.no_grad():
+        got = compat(ids)
+    # compatibility mode centres the unembedding: logits move by a constant per position
+    assert (got.log_softmax(-1) - ref.log_softmax(-1)).abs().max() <= 1e-4
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_second_load_comes_from_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    target = models.cached_model_dir("smollm2-135m-instruct")
+    assert not target.exists()
+    t0 = time.perf_counter()
+    first = load_model("smollm2-135m-instruct")
+    t_first = time.perf_counter() - t0
+    assert (target / "config.json").exists() and any(target.glob("*.safetensors"))
+    assert not [p for p in tmp_path.joinpath("models").iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+    def no_dequantize(*args, **kwargs):
+        raise AssertionError("the second load de-quantised the GGUF instead of reading the cache")
+
+    monkeypatch.setattr(models, "_dequantize_gguf", no_dequantize)
+    t0 = time.perf_counter()
+    second = load_model("smollm2-135m-instruct")
+    t_second = time.perf_counter() - t0
+    tokens = torch.tensor([[504, 3575, 282, 4649, 314]])
+    with torch.no_grad():
+        assert torch.allclose(first(tokens), second(tokens), atol=1e-5)
+    print(f"SmolLM2 load: first {t_first:.1f} s, cached {t_second:.1f} s")
+
+
+def test_unknown_name_lists_known_names():
+    with pytest.raises(ValueError, match="Known names: smollm2-135m-instruct") as err:
+        load_model("smollm2-135m-instrct")
+    assert "Did you mean 'smollm2-135m-instruct'" in str(err.value)
+
+
+def test_missing_path_raises(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no model directory"):
+        load_model(str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model("llama-2-7b-chat", local_dir=tmp_path / "nope")
+
+
+def test_hub_unreachable_names_the_fix(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv(REGISTRY["llama-2-7b-chat"].env_var, raising=False)
+    with pytest.raises(OSError, match="no network.*local directory.*WORKBENCH_MODEL_DIR_LLAMA_2_7B_CHAT_HF"):
+        load_model("llama-2-7b-chat")
+
+
+def test_local_directory_loads_through_the_real_path(tokenizer, tmp_path, monkeypatch):
+    """A Llama saved as an HF folder loads by path and by registry name + env var, like Llama-2-7b."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(3)
+    hf = LlamaForCausalLM(tiny_llama_config(len(tokenizer))).eval()
+    hf.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    tokens = torch.tensor([[5, 17, 300, 42]])
+    with torch.no_grad():
+        expected = hf(tokens).logits.log_softmax(-1)
+        by_path = load_model(tmp_path)
+        assert (by_path(tokens).log_softmax(-1) - expected).abs().max() < 1e-5
+        monkeypatch.setenv(REGISTRY["llama-2-7b-chat"].env_var, str(tmp_path))
+        by_name = load_model("llama-2-7b-chat")
+        assert (by_name(tokens).log_softmax(-1) - expected).abs().max() < 1e-5
+    assert by_name.cfg.model_name == "meta-llama/Llama-2-7b-chat-hf"
+
+
+def test_unsupported_architecture(tokenizer):
+    from transformers import AutoModelForSequenceClassification, BertConfig
+
+    hf = AutoModelForSequenceClassification.from_config(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
+    hf.config.architectures = ["MyOwnArchitecture"]
+    with pytest.raises(ValueError, match="unsupported architecture 'MyOwnArchitecture'"):
+        boot(hf, tokenizer, "mine")

@@ -1,0 +1,108 @@
+"""Hook names, checked against the model, and hooks that never outlive their ``with`` block.
+
+Names follow TransformerLens's HookedTransformer convention (the bridge's compatibility mode):
+``hook_name(model, "resid_post", 3) == "blocks.3.hook_resid_post"``. Every name is checked against
+``model.hook_dict``; a typo raises :class:`KeyError` listing the closest real names, a layer out of
+range raises :class:`IndexError` naming the valid range.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+
+__all__ = ["HOOK_KINDS", "hook_name", "hook_names", "check_hook_name", "check_layer", "attach", "capture"]
+
+HOOK_KINDS: dict[str, str] = {
+    "resid_pre": "blocks.{layer}.hook_resid_pre",
+    "resid_mid": "blocks.{layer}.hook_resid_mid",
+    "resid_post": "blocks.{layer}.hook_resid_post",
+    "attn_out": "blocks.{layer}.hook_attn_out",
+    "mlp_out": "blocks.{layer}.hook_mlp_out",
+    "z": "blocks.{layer}.attn.hook_z",
+    "pattern": "blocks.{layer}.attn.hook_pattern",
+    "q": "blocks.{layer}.attn.hook_q",
+    "k": "blocks.{layer}.attn.hook_k",
+    "v": "blocks.{layer}.attn.hook_v",
+    "mlp_pre": "blocks.{layer}.mlp.hook_pre",
+    "mlp_post": "blocks.{layer}.mlp.hook_post",
+}
+"""Short names of per-layer hook points and the full TransformerLens name they stand for."""
+
+HookFn = Callable[..., torch.Tensor | None]
+
+
+def check_layer(model, layer: int) -> int:
+    """Return ``layer`` (negative counts from the end) or raise ``IndexError`` naming the range."""
+    n = model.cfg.n_layers
+    if not isinstance(layer, int) or not -n <= layer < n:
+        raise IndexError(f"layer {layer} is out of range: this model has layers 0..{n - 1} (n_layers={n})")
+    return layer % n
+
+
+def check_hook_name(model, name: str) -> str:
+    """Return ``name`` if the model has that hook point, else raise ``KeyError`` with close matches."""
+    if name in model.hook_dict:
+        return name
+    close = difflib.get_close_matches(name, list(model.hook_dict), n=5, cutoff=0.6)
+    hint = f"; close matches: {', '.join(close)}" if close else ""
+    raise KeyError(f"unknown hook name {name!r}{hint}. model.hook_dict lists every hook point")
+
+
+def hook_name(model, kind: str, layer: int | None = None) -> str:
+    """Build and check a hook name.
+
+    Args:
+        model: the bridge.
+        kind: a short name from :data:`HOOK_KINDS` (then ``layer`` is required) or a full hook name.
+        layer: layer index; negative counts from the end.
+    """
+    if kind in HOOK_KINDS:
+        if layer is None:
+            raise ValueError(f"hook kind {kind!r} needs a layer")
+        return check_hook_name(model, HOOK_KINDS[kind].format(layer=check_layer(model, layer)))
+    if layer is not None:
+        raise KeyError(f"unknown hook kind {kind!r}; kinds: {', '.join(HOOK_KINDS)} (or pass a full hook name without layer)")
+    return check_hook_name(model, kind)
+
+
+def hook_names(model, kind: str, layers: Iterable[int] | None = None) -> list[str]:
+    """Hook names of one kind for several layers (all layers by default)."""
+    layers = range(model.cfg.n_layers) if layers is None else layers
+    return [hook_name(model, kind, layer) for layer in layers]
+
+
+@contextmanager
+def attach(model, fwd: Sequence[tuple[str, HookFn]] = (), bwd: Sequence[tuple[str, HookFn]] = ()) -> Iterator:
+    """Attach forward (and backward) hooks for the duration of a ``with`` block.
+
+    Hook functions take ``(activation, hook)`` and return a replacement or ``None``, as in
+    TransformerLens. Names are checked first, so nothing is attached when one is wrong; the hooks
+    are removed when the block ends, also when it raises.
+
+    Example:
+        >>> with attach(model, [(hook_name(model, "resid_post", 3), lambda x, hook: x * 0)]):
+        ...     logits = model(tokens)
+    """
+    for name, _ in (*fwd, *bwd):
+        check_hook_name(model, name)
+    with model.hooks(fwd_hooks=list(fwd), bwd_hooks=list(bwd)):
+        yield model
+
+
+@contextmanager
+def capture(model, names: Iterable[str], *, detach: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the activations at ``names`` (keyed as given) into a dict filled as the model runs in the block."""
+    store: dict[str, torch.Tensor] = {}
+
+    def saver(name: str) -> HookFn:
+        def save(x: torch.Tensor, hook) -> None:
+            store[name] = x.detach() if detach else x
+
+        return save
+
+    with attach(model, [(n, saver(n)) for n in names]):
+        yield store

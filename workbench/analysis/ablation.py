@@ -44,6 +44,7 @@ __all__ = [
     "ablation_hooks",
     "by_layer",
     "next_token_metrics",
+    "pad_batches",
     "random_control",
     "tokenize_texts",
 ]
@@ -201,7 +202,8 @@ def tokenize_texts(model, texts: Sequence[str], *, max_len: int = 64) -> list[Te
     return [t for t in out if len(t) >= 2]
 
 
-def _batches(seqs: Sequence[Tensor], batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+def pad_batches(seqs: Sequence[Tensor], batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """Right-padded ``(tokens, mask)`` batches of ``batch_size`` sequences (pad id 0, masked out)."""
     for start in range(0, len(seqs), batch_size):
         chunk = seqs[start : start + batch_size]
         width = max(len(s) for s in chunk)
@@ -224,7 +226,7 @@ def next_token_metrics(model, seqs: Sequence[Tensor], *, batch_size: int = 16) -
     """
     device = model.cfg.device
     ent_mean, loss_mean, ent_last = [], [], []
-    for tokens, mask in _batches(seqs, batch_size):
+    for tokens, mask in pad_batches(seqs, batch_size):
         logits = model(tokens.to(device)).float().cpu()
         logp = logits.log_softmax(-1)
         entropy = -(logp.exp() * logp).sum(-1)  # batch pos

@@ -79,8 +79,9 @@ class Ablation(Config):
 
     @property
     def label(self) -> str:
-        """Short description, e.g. ``zero[gate-,post+]``."""
-        cond = ",".join(f"{k}{v}" for k, v in (("gate", self.gate), ("post", self.post)) if v)
+        """Short description, e.g. ``zero[gate-,post+]`` (``post~+`` when the post sign is oriented)."""
+        post = "post~" if self.orient_post else "post"
+        cond = ",".join(f"{k}{v}" for k, v in (("gate", self.gate), (post, self.post)) if v)
         val = f"({self.value:g})" if self.mode in ("multiply", "fix") else ""
         return f"{self.mode}{val}" + (f"[{cond}]" if cond else "")
 

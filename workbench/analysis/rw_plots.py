@@ -17,15 +17,15 @@ __all__ = ["ablation_figure", "class_fraction_figure", "cosine_distribution_figu
 CLASS_COLORS = {
     "strengthening": "#08519c",
     "atypical strengthening": "#6baed6",
-    "conditional strengthening": "#2171b5",
-    "atypical conditional strengthening": "#9ecae1",
+    "conditional strengthening": "#4eb3d3",
+    "atypical conditional strengthening": "#ccebc5",
     "proportional change": "#238b45",
     "atypical proportional change": "#a1d99b",
     "orthogonal output": "#d9d9d9",
     "weakening": "#a50f15",
     "atypical weakening": "#fc9272",
-    "conditional weakening": "#de2d26",
-    "atypical conditional weakening": "#fcbba1",
+    "conditional weakening": "#fd8d3c",
+    "atypical conditional weakening": "#fdd0a2",
 }
 
 
@@ -85,7 +85,8 @@ def cosine_distribution_figure(
             for edge in ("low", "high"):
                 fig.add_scatter(x=part[edge], y=part.layer, mode="lines", line=dict(color="white", dash="dash", width=1),
                                 showlegend=False, hoverinfo="skip", row=1, col=col)
-    fig.update_layout(title="Weight cosines per neuron, by layer (log10 fraction; black: class threshold, white: randomness regions)",
+    fig.update_layout(title=("Weight cosines by layer<br><sup>colour: log10 fraction of the layer's neurons; black: class threshold; "
+                             "white dotted: random-vector 95% region; white dashed: mismatched-pair 95% region</sup>"),
                       coloraxis=dict(colorscale="Viridis", colorbar_title="log10 frac"), yaxis_title="layer")
     fig.update_xaxes(range=[-1, 1])
     return fig
@@ -105,7 +106,8 @@ def ablation_figure(summary: pd.DataFrame, *, data: str = "corpus", metric: str 
                  error_y="delta_std" if "delta_std" in part else None,
                  color_discrete_map={"target": "#de2d26", "control": "#969696"},
                  labels={"delta": f"Δ {metric} (nats)", "set": "neuron set"})
-    fig.update_layout(title=f"Ablating RW classes vs random neurons of the same layers: Δ mean next-token {metric} ({data})")
+    fig.update_layout(title=f"Ablating RW classes: Δ mean next-token {metric} ({data})<br>"
+                            "<sup>red: the class set; grey: random sets of the same size per layer (mean ± sd over controls)</sup>")
     return fig
 
 
@@ -123,5 +125,5 @@ def frequency_figure(freq: pd.DataFrame, *, stat: str = "freq_gate_pos", min_neu
         cls = part[part.rw_class == name]
         fig.add_scatter(x=cls.layer, y=cls[stat], mode="lines+markers", name=name, line_color=CLASS_COLORS.get(name),
                         customdata=cls.n_neurons, hovertemplate="layer %{x}<br>%{y:.3f}<br>%{customdata} neurons")
-    fig.update_layout(title=f"{stat} by RW class and layer (cells with ≥ {min_neurons} neurons)", xaxis_title="layer", yaxis_title=stat)
+    fig.update_layout(title=f"{stat} by RW class and layer<br><sup>cells with at least {min_neurons} neurons</sup>", xaxis_title="layer", yaxis_title=stat)
     return fig

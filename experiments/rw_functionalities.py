@@ -78,7 +78,7 @@ class RWConfig(Config):
     seed: int = 0
     """Seed of the class samples, controls and corpus shuffle."""
     quick: bool = False
-    """Tiny run for tests: few texts, short, 1 control, 3 classes."""
+    """Tiny run for tests: 8 short texts, 1 control, only the two weakening classes ablated."""
     out: str = "figures/rw_functionalities"
     """Output folder."""
 
@@ -135,7 +135,7 @@ def main(cfg: RWConfig) -> dict:
     n_pick = cfg.n_neurons or n_weak
     rng = random.Random(cfg.seed)
     sets, skipped = {}, {}
-    for name in ABLATED_CLASSES[-3:] if cfg.quick else ABLATED_CLASSES:
+    for name in ABLATED_CLASSES[-2:] if cfg.quick else ABLATED_CLASSES:
         members = classes.neurons(name)
         if len(members) < n_pick or n_pick == 0:
             skipped[name] = len(members)

@@ -118,10 +118,12 @@ def main(cfg: RWConfig) -> dict:
     if not getattr(model.cfg, "gated_mlp", False):
         raise ValueError(f"{cfg.model} has a non-gated MLP: the RW classes need w_gate; "
                          "weight_cosines/classify still give the 3 vanilla classes from cos(w_in, w_out) in the library")
-    weights = mlp_weights(load_model(cfg.model, compat=False)) if cfg.weights == "raw" else mlp_weights(model)
+    raw = mlp_weights(load_model(cfg.model, compat=False))
+    weights, other = (raw, mlp_weights(model)) if cfg.weights == "raw" else (mlp_weights(model), raw)
 
     cosines = weight_cosines(weights)
     classes = classify(cosines, cfg.threshold)
+    other_classes = classify(weight_cosines(other), cfg.threshold)
     counts = classes.counts_by_layer()
     beta = beta_randomness_region(cosines.d_model)
     empirical = empirical_randomness_region(weights, n_sample=128 if cfg.quick else 512, seed=cfg.seed)
@@ -161,6 +163,11 @@ def main(cfg: RWConfig) -> dict:
         "d_mlp": model.cfg.d_mlp,
         "class_counts": {k: int(v) for k, v in counts_wide.sum(axis=1).items()},
         "class_counts_by_layer": {k: [int(x) for x in row] for k, row in counts_wide.iterrows()},
+        "class_counts_other_weights": {
+            "weights": "folded" if cfg.weights == "raw" else "raw",
+            "counts": {k: int(v) for k, v in other_classes.counts_by_layer().groupby("rw_class", sort=False)["count"].sum().items()},
+            "neurons_changing_class": int((other_classes.index != classes.index).sum()),
+        },
         "weakening": _placement(classes.neurons("weakening"), model.cfg.n_layers),
         "conditional_strengthening": _placement(classes.neurons("conditional strengthening"), model.cfg.n_layers),
         "beta_randomness_region": list(beta),

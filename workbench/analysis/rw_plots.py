@@ -120,9 +120,10 @@ def frequency_figure(freq: pd.DataFrame, *, stat: str = "freq_gate_pos", min_neu
         min_neurons: hide (layer, class) cells with fewer neurons.
     """
     part = freq[freq.n_neurons >= min_neurons]
+    layers = pd.Index(sorted(freq.layer.unique()), name="layer")
     fig = go.Figure()
     for name in [c for c in dict.fromkeys(CLASS_NAMES + VANILLA_CLASS_NAMES) if c in set(part.rw_class)]:
-        cls = part[part.rw_class == name]
+        cls = part[part.rw_class == name].set_index("layer").reindex(layers).reset_index()  # gaps break the line
         fig.add_scatter(x=cls.layer, y=cls[stat], mode="lines+markers", name=name, line_color=CLASS_COLORS.get(name),
                         customdata=cls.n_neurons, hovertemplate="layer %{x}<br>%{y:.3f}<br>%{customdata} neurons")
     fig.update_layout(title=f"{stat} by RW class and layer<br><sup>cells with at least {min_neurons} neurons</sup>", xaxis_title="layer", yaxis_title=stat)

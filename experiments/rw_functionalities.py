@@ -1,0 +1,247 @@
+"""The RW functionalities study on one model: classes by layer, randomness baselines, activation
+frequencies per class, and class ablations (unconditional and conditional) against random controls.
+
+Reproduces, on the TransformerLens bridge, Gerstner & Schütze's weight-based study of gated neurons
+(arXiv:2505.17936; *Weakening Neurons*, ICLR 2026 submission). Following the reference code, the
+ablated sets are ``n_neurons`` neurons sampled from each class (default: as many as the model has
+weakening neurons, i.e. all weakening neurons and equally many of every other class; classes with
+fewer neurons are skipped), each against ``n_controls`` random sets with the same count per layer
+drawn outside the class.
+
+    python -m experiments.rw_functionalities [--quick] [--model M] [--corpus neutral|FILE] [--n-neurons N] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from experiments.common import parse_config, write_outputs
+from workbench.analysis import rw_plots
+from workbench.analysis.ablation import Ablation, ablation_effects
+from workbench.analysis.neurons import activation_stats, frequency_by_class
+from workbench.analysis.weights import (
+    beta_randomness_region,
+    classify,
+    empirical_randomness_region,
+    mlp_weights,
+    weight_cosines,
+)
+from workbench.config import Config
+from workbench.data.corpora import ALIGNMENTS, load_alignment, load_texts
+from workbench.models import DEFAULT_MODEL, load_model
+
+ABLATED_CLASSES = ("strengthening", "conditional strengthening", "proportional change", "conditional weakening", "weakening")
+"""The classes the paper ablates (the typical ones with a clear read-write relation)."""
+
+
+@dataclass(frozen=True)
+class RWConfig(Config):
+    """Configuration of the RW functionalities experiment."""
+
+    model: str = DEFAULT_MODEL
+    """Registry name, local HF directory or hub id of a gated-MLP model."""
+    corpus: str = "neutral"
+    """An alignment of the tweet corpus (negative/neutral/positive) or a text/CSV/JSONL file."""
+    n_neurons: int = 0
+    """Neurons sampled per class for ablations; 0: as many as the model has weakening neurons."""
+    n_texts: int = 48
+    """Corpus texts used for activation statistics and ablation metrics."""
+    max_len: int = 40
+    """Token cut-off per text."""
+    n_controls: int = 2
+    """Random control sets per ablated class."""
+    conditions: tuple[str, ...] = ("all", "gate-post+")
+    """Ablation conditions: 'all', or signs of gate/post, e.g. 'gate-post+', 'gate+', 'post-'."""
+    orient_post: bool = True
+    """Conditions read post·sign(w_gate·w_in), as the paper's code does; --no-orient-post: post's raw sign."""
+    mode: str = "zero"
+    """Ablation mode: zero, mean, multiply or fix (see workbench.analysis.ablation.Ablation)."""
+    value: float = 0.0
+    """Factor (multiply) or value (fix) of the ablation."""
+    threshold: float = 0.5
+    """Cosine threshold of the classes."""
+    weights: str = "folded"
+    """'folded': the compatibility-mode bridge's weights (RMSNorm gain folded in, as the paper's code); 'raw': the checkpoint's."""
+    prompts: tuple[str, ...] = (
+        "The capital of France is",
+        "One, two, three, four,",
+        "The Eiffel Tower is located in the city of",
+    )
+    """Prompts whose next-token entropy is reported per ablation."""
+    seed: int = 0
+    """Seed of the class samples, controls and corpus shuffle."""
+    quick: bool = False
+    """Tiny run for tests: 8 short texts, 1 control, only the two weakening classes ablated."""
+    out: str = "figures/rw_functionalities"
+    """Output folder."""
+
+    def __post_init__(self):
+        if self.weights not in ("folded", "raw"):
+            raise ValueError(f"weights must be 'folded' or 'raw', got {self.weights!r}")
+
+
+def parse_condition(text: str, mode: str, value: float, orient_post: bool = False) -> Ablation:
+    """'all' -> unconditional; 'gate-post+' -> gate<0 and post>0; 'gate+' / 'post-' alone also work."""
+    if text == "all":
+        return Ablation(mode=mode, value=value)
+    cond = {}
+    rest = text
+    for key in ("gate", "post"):
+        if rest.startswith(key) and len(rest) > len(key) and rest[len(key)] in "+-":
+            cond[key], rest = rest[len(key)], rest[len(key) + 1 :]
+    if rest or not cond:
+        raise ValueError(f"cannot read condition {text!r}: use 'all', 'gate+', 'gate-', 'post+', 'post-' or e.g. 'gate-post+'")
+    return Ablation(mode=mode, value=value, orient_post=orient_post and "post" in cond, **cond)
+
+
+def _texts(cfg: RWConfig, n: int) -> list[str]:
+    if cfg.corpus in ALIGNMENTS:
+        return list(load_alignment(cfg.corpus, seed=cfg.seed, max_items=n + n // 9 + 2).train[:n])
+    texts = load_texts(cfg.corpus)
+    random.Random(cfg.seed).shuffle(texts)
+    return texts[:n]
+
+
+def main(cfg: RWConfig) -> dict:
+    """Run the study and write figures, tables and ``summary.json`` under ``cfg.out``."""
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    n_texts, max_len, n_controls = (8, 16, 1) if cfg.quick else (cfg.n_texts, cfg.max_len, cfg.n_controls)
+    model = load_model(cfg.model)
+    if not getattr(model.cfg, "gated_mlp", False):
+        raise ValueError(f"{cfg.model} has a non-gated MLP: the RW classes need w_gate; "
+                         "weight_cosines/classify still give the 3 vanilla classes from cos(w_in, w_out) in the library")
+    raw = mlp_weights(load_model(cfg.model, compat=False))
+    weights, other = (raw, mlp_weights(model)) if cfg.weights == "raw" else (mlp_weights(model), raw)
+
+    cosines = weight_cosines(weights)
+    classes = classify(cosines, cfg.threshold)
+    other_classes = classify(weight_cosines(other), cfg.threshold)
+    counts = classes.counts_by_layer()
+    beta = beta_randomness_region(cosines.d_model)
+    empirical = empirical_randomness_region(weights, n_sample=128 if cfg.quick else 512, seed=cfg.seed)
+    t_weights = time.perf_counter() - t0
+
+    texts = _texts(cfg, n_texts)
+    stats = activation_stats(model, texts, max_len=max_len)
+    freq = frequency_by_class(stats, classes)
+
+    n_weak = len(classes.neurons("weakening"))
+    n_pick = cfg.n_neurons or n_weak
+    rng = random.Random(cfg.seed)
+    sets, skipped = {}, {}
+    for name in ABLATED_CLASSES[-2:] if cfg.quick else ABLATED_CLASSES:
+        members = classes.neurons(name)
+        if len(members) < n_pick or n_pick == 0:
+            skipped[name] = len(members)
+            continue
+        sets[name] = sorted(rng.sample(members, n_pick))
+    exclude = {name: classes.neurons(name) for name in sets}
+    runs, summaries = [], []
+    for text in cfg.conditions:
+        spec = parse_condition(text, cfg.mode, cfg.value, cfg.orient_post)
+        effects = ablation_effects(model, texts, sets, spec, prompts=cfg.prompts, n_controls=n_controls, exclude=exclude,
+                                   means=stats.mean_post if cfg.mode == "mean" else None, seed=cfg.seed, max_len=max_len)
+        runs.append(effects.to_frame())
+        summaries.append(_with_control_spread(effects.summary(), effects.to_frame()).assign(ablation=spec.label))
+    ablation = pd.concat(summaries, ignore_index=True)
+
+    out = Path(cfg.out)
+    counts_wide = counts.pivot(index="rw_class", columns="layer", values="count").reindex(list(dict.fromkeys(counts.rw_class)))
+    summary = {
+        "model": model.cfg.model_name,
+        "weights": cfg.weights,
+        "threshold": cfg.threshold,
+        "n_layers": model.cfg.n_layers,
+        "d_mlp": model.cfg.d_mlp,
+        "class_counts": {k: int(v) for k, v in counts_wide.sum(axis=1).items()},
+        "class_counts_by_layer": {k: [int(x) for x in row] for k, row in counts_wide.iterrows()},
+        "class_counts_other_weights": {
+            "weights": "folded" if cfg.weights == "raw" else "raw",
+            "counts": {k: int(v) for k, v in other_classes.counts_by_layer().groupby("rw_class", sort=False)["count"].sum().items()},
+            "neurons_changing_class": int((other_classes.index != classes.index).sum()),
+        },
+        "weakening": _placement(classes.neurons("weakening"), model.cfg.n_layers),
+        "conditional_strengthening": _placement(classes.neurons("conditional strengthening"), model.cfg.n_layers),
+        "beta_randomness_region": list(beta),
+        "empirical_randomness_region": empirical.groupby("pair")[["low", "high"]].mean().to_dict("index"),
+        "corpus": cfg.corpus,
+        "n_texts": len(texts),
+        "n_tokens": stats.n_tokens,
+        "activation_frequency_by_class": _freq_summary(stats, classes),
+        "ablated_sets": {k: len(v) for k, v in sets.items()},
+        "skipped_classes": skipped,
+        "ablation": _ablation_summary(ablation),
+        "seconds": {"weights": round(t_weights, 1), "total": round(time.perf_counter() - t0, 1)},
+    }
+    class_neurons = cosines.to_frame().merge(classes.to_frame(), on=["layer", "neuron"])
+    figures = {
+        "class_fractions": rw_plots.class_fraction_figure(counts, title=f"RW classes by layer: {model.cfg.model_name} ({cfg.weights} weights)"),
+        "class_fractions_rare": rw_plots.class_fraction_figure(counts, hide=("orthogonal output",), title="RW classes by layer, orthogonal output hidden"),
+        "cosine_distributions": rw_plots.cosine_distribution_figure(cosines.to_frame(), beta_region=beta, empirical=empirical, threshold=cfg.threshold),
+        "activation_frequency": rw_plots.frequency_figure(freq, stat="freq_gate_pos"),
+        "activation_write": rw_plots.frequency_figure(freq, stat="mean_write"),
+        "ablation_entropy": rw_plots.ablation_figure(ablation, metric="entropy"),
+        "ablation_loss": rw_plots.ablation_figure(ablation, metric="loss"),
+        "ablation_prompt_entropy": rw_plots.ablation_figure(ablation, data="prompt", metric="entropy"),
+    }
+    tables = {
+        "class_counts": counts,
+        "classified_neurons": class_neurons[class_neurons.rw_class != "orthogonal output"],
+        "randomness_regions": empirical,
+        "frequency_by_class": freq,
+        "ablation_summary": ablation,
+        "ablation_runs": pd.concat(runs, ignore_index=True),
+        "ablated_neurons": pd.DataFrame([(k, layer, n) for k, v in sets.items() for layer, n in v], columns=["set", "layer", "neuron"]),
+    }
+    write_outputs(out, cfg, figures=figures, tables=tables, summary=summary, png=not cfg.quick)
+    return summary
+
+
+def _placement(neurons: list[tuple[int, int]], n_layers: int) -> dict:
+    layers = [layer for layer, _ in neurons]
+    return {
+        "count": len(layers),
+        "mean_layer": sum(layers) / len(layers) if layers else None,
+        "fraction_in_last_third": sum(layer >= 2 * n_layers / 3 for layer in layers) / len(layers) if layers else None,
+        "fraction_in_first_third": sum(layer < n_layers / 3 for layer in layers) / len(layers) if layers else None,
+    }
+
+
+def _freq_summary(stats, classes) -> dict:
+    df = stats.to_frame().merge(classes.to_frame(), on=["layer", "neuron"])
+    agg = df.groupby("rw_class", observed=True).agg(n=("neuron", "size"), freq_gate_pos=("freq_gate_pos", "mean"),
+                                                     freq_post_pos=("freq_post_pos", "mean"), mean_write=("mean_write", "mean"))
+    return {k: {c: (int(v) if c == "n" else round(float(v), 4)) for c, v in row.items()} for k, row in agg.iterrows()}
+
+
+def _with_control_spread(summary: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """Add ``delta_std``: the spread over control repeats of their mean (NaN for targets and clean)."""
+    per_repeat = frame[frame.kind == "control"].groupby(["set", "data", "metric", "repeat"])["value"].mean()
+    spread = per_repeat.groupby(["set", "data", "metric"]).std().rename("delta_std").reset_index().assign(kind="control")
+    return summary.merge(spread, on=["set", "kind", "data", "metric"], how="left")
+
+
+def _ablation_summary(ablation: pd.DataFrame) -> dict:
+    out: dict = {}
+    for (label, data, metric), part in ablation.groupby(["ablation", "data", "metric"]):
+        entry = out.setdefault(label, {}).setdefault(f"{data}_{metric}", {})
+        entry["clean"] = round(float(part[part.kind == "clean"].value.iloc[0]), 4)
+        for name, rows in part[part.kind != "clean"].groupby("set"):
+            target = rows[rows.kind == "target"].delta
+            control = rows[rows.kind == "control"].delta
+            entry[name] = {"delta": round(float(target.iloc[0]), 4), "control_delta": round(float(control.iloc[0]), 4) if len(control) else None}
+    return out
+
+
+if __name__ == "__main__":
+    config = parse_config(RWConfig, sys.argv[1:], description=__doc__.splitlines()[0])
+    result = main(config)
+    print(f"wrote {config.out}; class counts: {result['class_counts']}")

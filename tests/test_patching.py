@@ -148,3 +148,17 @@ def test_errors_name_the_fix(tiny_llama, tiny_gpt2):
         patch_sweep(tiny_llama, tiny_llama, "resid", metric, corrupt, clean)
     with pytest.raises(ValueError, match="scalar"):
         patch_sweep(tiny_llama, tiny_llama, "resid_pre", LogitDiff(metric.answers, per_prompt=True), corrupt, clean)
+
+
+def test_result_frame_and_subsets(tiny_llama):
+    clean, corrupt, metric = _inputs(tiny_llama)
+    full = patch_sweep(tiny_llama, tiny_llama, "resid_pre", metric, corrupt, clean)
+    part = patch_sweep(tiny_llama, tiny_llama, "resid_pre", metric, corrupt, clean, layers=[1], positions=[-1, 2])
+    torch.testing.assert_close(part.values, full.values[[1]][:, [corrupt.shape[1] - 1, 2]])
+    df = part.to_frame()
+    assert list(df.columns) == ["kind", "layer", "pos", "token", "value", "normalized"]
+    assert df["layer"].tolist() == [1, 1] and df["pos"].tolist() == [corrupt.shape[1] - 1, 2]
+    assert df["token"].tolist() == [full.tokens[-1], full.tokens[2]]
+    torch.testing.assert_close(torch.tensor(df["normalized"].tolist()), (part.values.flatten() - full.baseline) / (full.reference - full.baseline))
+    top = full.top(3)
+    assert (top["value"] - full.baseline).abs().is_monotonic_decreasing

@@ -98,7 +98,11 @@ class PatchResult:
     reference: float
     """Metric of the source run (the value a complete patch restores)."""
     tokens: tuple[str, ...]
-    """The target's tokens, labelling ``pos``."""
+    """The target's tokens (all positions)."""
+    layers: tuple[int, ...]
+    """The layer of each index of the ``layer`` axis."""
+    positions: tuple[int, ...]
+    """The position of each index of the ``pos`` axis."""
 
     def normalized(self) -> Tensor:
         """``(value - baseline) / (reference - baseline)``: 0 = no effect, 1 = source restored."""
@@ -106,8 +110,8 @@ class PatchResult:
 
     def to_frame(self) -> pd.DataFrame:
         """Long format: one row per patched run, columns for the axes, ``value`` and ``normalized``."""
-        index = list(product(*(range(n) for n in self.values.shape)))
-        df = pd.DataFrame(index, columns=list(self.axes))
+        labels = {"layer": self.layers, "pos": self.positions, "head": range(self.values.shape[-1])}
+        df = pd.DataFrame(list(product(*(labels[axis] for axis in self.axes))), columns=list(self.axes))
         df["value"] = self.values.flatten().tolist()
         if abs(self.reference - self.baseline) > 1e-8:
             df["normalized"] = self.normalized().flatten().tolist()
@@ -134,9 +138,8 @@ def _check_pair(target: ModelSide, source: ModelSide, tokens: Tensor, source_tok
             raise ValueError(f"the two models differ in {field} ({getattr(a, field)} vs {getattr(b, field)}): patching needs models of the same shape")
 
 
-def _patches(model, kind: str, seq: int, layers: Sequence[int], positions: Sequence[int] | None) -> list[tuple[tuple[int, ...], Patch]]:
+def _patches(model, kind: str, layers: Sequence[int], positions: Sequence[int]) -> list[tuple[tuple[int, ...], Patch]]:
     hook_kind, axes = SWEEPS[kind]
-    positions = range(seq) if positions is None else [p % seq for p in positions]
     out = []
     for li, layer in enumerate(layers):
         name = hook_name(model, hook_kind, layer)
@@ -195,7 +198,9 @@ def patch_sweep(
     _check_pair(target, source, tokens, source_tokens)
     model = target.model
     layers = list(range(model.cfg.n_layers)) if layers is None else [layer % model.cfg.n_layers for layer in layers]
-    cells = _patches(model, kind, tokens.shape[1], layers, positions)
+    seq = tokens.shape[1]
+    positions = list(range(seq)) if positions is None else [p % seq for p in positions]
+    cells = _patches(model, kind, layers, positions)
     names = sorted({patch.hook for _, patch in cells})
     source_logits, acts = source.run(source_tokens, names)
     patches = [patch for _, patch in cells]
@@ -212,7 +217,9 @@ def patch_sweep(
     for idx, patch in cells:
         values[idx] = _value(results[patch])
     labels = tuple(model.to_str_tokens(tokens[0]))
-    return PatchResult(kind, SWEEPS[kind][1], values, _value(metric(target_logits)), _value(metric(source_logits)), labels)
+    return PatchResult(
+        kind, SWEEPS[kind][1], values, _value(metric(target_logits)), _value(metric(source_logits)), labels, tuple(layers), tuple(positions)
+    )
 
 
 def patch_heads(

@@ -1,7 +1,9 @@
 """Batched activation patching vs ``transformer_lens.patching`` on the default model.
 
 One full layer × position ``resid_pre`` sweep and one layer × head sweep (head outputs at all
-positions), on the same bridge and inputs, in one run. Prints the speedup, the batched sweep's
+positions), on the same bridge and inputs, in one run, for two input pairs: a typical clean /
+corrupted pair sharing a prefix (the engine skips patches that cannot change anything) and a worst
+case where the two prompts differ from the first token on. Prints the speedup, the batched sweep's
 achieved GFLOP/s (matmul FLOPs counted by ``torch.utils.flop_counter``) and that rate as a
 fraction of a matmul peak measured on the same machine. On a shared machine, compare the ratios
 of one run, not absolute times. ``python -m benchmarks.patching [--model NAME] [--prompt TEXT]``.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # busy-waiting OpenMP threads collapse under load
+os.environ.setdefault("TQDM_DISABLE", "1")  # transformer_lens.patching draws a bar per sweep
 
 import argparse
 import time
@@ -45,19 +48,29 @@ def _timed(fn):
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--clean", default="This movie was really good, I loved")
     parser.add_argument("--corrupt", default="This movie was really bad, I hated")
+    parser.add_argument("--clean", nargs="+", default=["This movie was really good, I loved", "That film is truly great and we liked"])
     args = parser.parse_args(argv)
     torch.set_grad_enabled(False)
     model = load_model(args.model)
-    clean, corrupt = model.to_tokens(args.clean), model.to_tokens(args.corrupt)
-    if clean.shape != corrupt.shape:
-        raise SystemExit(f"--clean and --corrupt must have the same token length ({clean.shape[1]} vs {corrupt.shape[1]})")
     metric = LogitDiff(torch.tensor([[answer_token(model, " it"), answer_token(model, " the")]]))
-    _, cache = model.run_with_cache(clean)
     peak = matmul_peak()
-    print(f"{model.cfg.model_name}: {clean.shape[1]} tokens, threads={torch.get_num_threads()}, matmul peak {peak:.1f} GFLOP/s")
+    print(f"{model.cfg.model_name}: threads={torch.get_num_threads()}, matmul peak {peak:.1f} GFLOP/s (timings from one run on this machine)")
     report = {"matmul_peak_gflops": peak}
+    corrupt = model.to_tokens(args.corrupt)
+    for clean_text in args.clean:
+        clean = model.to_tokens(clean_text)
+        if clean.shape != corrupt.shape:
+            raise SystemExit(f"{clean_text!r} and --corrupt must have the same token length ({clean.shape[1]} vs {corrupt.shape[1]})")
+        shared = int((clean[0] == corrupt[0]).cumprod(0).sum())
+        print(f"clean {clean_text!r} / corrupt {args.corrupt!r}: {clean.shape[1]} tokens, shared prefix {shared}")
+        report[clean_text] = _compare(model, clean, corrupt, metric, peak)
+    return report
+
+
+def _compare(model, clean, corrupt, metric, peak: float) -> dict:
+    _, cache = model.run_with_cache(clean)
+    report = {}
     for kind, reference in TL.items():
         ours, t_ours = _timed(lambda: patch_sweep(model, model, kind, metric, corrupt, clean).values)
         theirs, t_tl = _timed(lambda: reference(model, corrupt, cache, metric))

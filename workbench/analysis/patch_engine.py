@@ -12,7 +12,10 @@ the same numbers with much less work:
   when the stack reaches their layer (a "staircase");
 * attention is causal, so positions before the first patched one are unchanged: only later
   positions are recomputed, attending to the cached keys/values of the earlier ones;
-* only the positions the metric reads (``metric.positions``) are unembedded.
+* only the positions the metric reads (``metric.positions``) are unembedded;
+* what cannot change is skipped: a patch whose source activation equals the target's is the
+  unpatched run, and an all-position patch starts at the first position where they differ
+  (prompts sharing a prefix; layers a tuned model left frozen).
 
 A model side whose extra hooks carry state across layers (e.g. an injected module that reads
 layer 0 and writes to later layers) cannot start mid-way: its patched runs are full forwards,
@@ -23,33 +26,35 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench.hooks import attach
+from workbench.hooks import attach, capture
 
-__all__ = ["Patch", "Trace", "run_full", "run_staircase", "trace"]
+__all__ = ["Patch", "Trace", "prune", "run_full", "run_staircase", "trace"]
 
 
 @dataclass(frozen=True)
 class Patch:
     """One patched run: replace the activation at ``hook`` (block ``layer``) with the source's.
 
-    ``pos`` / ``head`` select a position / head; ``None`` means all of them.
+    ``pos`` / ``head`` select a position / head; ``None`` means all of them. ``first`` is the first
+    position where source and target differ, for all-position patches (set by :func:`prune`).
     """
 
     layer: int
     hook: str
     pos: int | None = None
     head: int | None = None
+    first: int = 0
 
     @property
     def start(self) -> int:
         """The first position this patch changes."""
-        return 0 if self.pos is None else self.pos
+        return self.first if self.pos is None else self.pos
 
 
 class _PrefixKV:
@@ -81,7 +86,9 @@ class Trace:
     block_kwargs: dict
     """Keyword arguments the bridge passes each block (rotary embeddings, position ids), full length."""
     logits: Tensor
-    """The unpatched logits."""
+    """The unpatched logits (of the model's own forward)."""
+    acts: dict[str, Tensor]
+    """Activations captured in the model's own forward."""
 
 
 def _block_out(out) -> Tensor:
@@ -102,8 +109,10 @@ def _unembed(model, resid: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def trace(model, tokens: Tensor) -> Trace:
+def trace(model, tokens: Tensor, names: Sequence[str] = ()) -> Trace:
     """Run ``model`` on ``tokens`` block by block, keeping what patched runs need.
+
+    The activations at ``names`` are captured from the model's own forward.
 
     Raises if the block-by-block logits differ from the model's own forward (an architecture whose
     forward does more than embed, blocks, final norm and unembed); use full forwards then.
@@ -128,13 +137,25 @@ def trace(model, tokens: Tensor) -> Trace:
         resid.append(x)
         x = _block_out(block(x, past_key_values=kv, **captured))
     logits = _unembed(model, x)
-    reference = model(tokens)
+    with capture(model, names) as acts:
+        reference = model(tokens)
     if not torch.allclose(logits, reference, atol=1e-3, rtol=1e-4):
         raise RuntimeError(
             f"driving {model.cfg.model_name}'s blocks one by one does not reproduce its forward "
             f"(max |diff| {(logits - reference).abs().max().item():.2e}); pass fast=False to patch with full forwards"
         )
-    return Trace(resid, x, kv.recorded, captured, logits)
+    return Trace(resid, x, kv.recorded, captured, reference, dict(acts))
+
+
+def prune(patch: Patch, source: Tensor, target: Tensor) -> Patch | None:
+    """``patch`` with ``first`` set, or ``None`` when source and target agree where it writes."""
+    if patch.head is not None:
+        source, target = source[:, :, patch.head], target[:, :, patch.head]
+    differs = (source != target).reshape(*source.shape[:2], -1).any(-1).any(0)  # per position
+    if patch.pos is not None:
+        return patch if bool(differs[patch.pos]) else None
+    where = differs.nonzero()
+    return replace(patch, first=int(where[0, 0])) if len(where) else None
 
 
 def _set(act: Tensor, rows: slice, patch: Patch, src: Tensor, start: int) -> None:

@@ -28,7 +28,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from workbench.analysis.patch_engine import Patch, run_full, run_staircase, trace
+from workbench.analysis.patch_engine import Patch, prune, run_full, run_staircase, trace
 from workbench.hooks import attach, capture, hook_name
 from workbench.metrics import normalized
 
@@ -203,22 +203,27 @@ def patch_sweep(
     cells = _patches(model, kind, layers, positions)
     names = sorted({patch.hook for _, patch in cells})
     source_logits, acts = source.run(source_tokens, names)
-    patches = [patch for _, patch in cells]
     with torch.no_grad(), attach(model, target.hooks):
         if fast and target.fast:
-            base = trace(model, tokens)
-            results = run_staircase(model, base, acts, patches, metric, max_rows, progress)
-            target_logits = base.logits
+            base = trace(model, tokens, names)
+            target_logits, target_acts = base.logits, base.acts
         else:
-            results = run_full(model, tokens, acts, patches, metric, max_rows, progress)
-            target_logits = model(tokens)
+            with capture(model, names) as target_acts:
+                target_logits = model(tokens)
+        baseline = _value(metric(target_logits))
+        plan = {patch: prune(patch, acts[patch.hook], target_acts[patch.hook]) for _, patch in cells}
+        todo = [p for p in dict.fromkeys(plan.values()) if p is not None]
+        if fast and target.fast:
+            results = run_staircase(model, base, acts, todo, metric, max_rows, progress)
+        else:
+            results = run_full(model, tokens, acts, todo, metric, max_rows, progress)
     shape = tuple(max(idx[d] for idx, _ in cells) + 1 for d in range(len(cells[0][0])))
     values = torch.zeros(shape)
     for idx, patch in cells:
-        values[idx] = _value(results[patch])
+        values[idx] = baseline if plan[patch] is None else _value(results[plan[patch]])
     labels = tuple(model.to_str_tokens(tokens[0]))
     return PatchResult(
-        kind, SWEEPS[kind][1], values, _value(metric(target_logits)), _value(metric(source_logits)), labels, tuple(layers), tuple(positions)
+        kind, SWEEPS[kind][1], values, baseline, _value(metric(source_logits)), labels, tuple(layers), tuple(positions)
     )
 
 

@@ -40,8 +40,8 @@ def test_sweeps_equal_transformer_lens(kind, arch, request):
     result = patch_sweep(model, model, kind, metric, corrupt, clean, max_rows=6)
     assert result.values.shape == expected.shape
     torch.testing.assert_close(result.values, expected, atol=1e-4, rtol=0)
-    assert abs(result.baseline - float(metric(model(corrupt)))) < 1e-4
-    assert abs(result.reference - float(metric(model(clean)))) < 1e-4
+    assert abs(result.baseline - metric(model(corrupt)).item()) < 1e-4
+    assert abs(result.reference - metric(model(clean)).item()) < 1e-4
     # full-forward path: same numbers
     slow = patch_sweep(model, model, kind, metric, corrupt, clean, fast=False, max_rows=6)
     torch.testing.assert_close(slow.values, expected, atol=1e-4, rtol=0)

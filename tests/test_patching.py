@@ -162,3 +162,29 @@ def test_result_frame_and_subsets(tiny_llama):
     torch.testing.assert_close(torch.tensor(df["normalized"].tolist()), (part.values.flatten() - full.baseline) / (full.reference - full.baseline))
     top = full.top(3)
     assert (top["value"] - full.baseline).abs().is_monotonic_decreasing
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_all_of_resid_pre_0_from_the_other_side_gives_its_logits(tiny_llama, fast):
+    """B = A + a steering vector at resid_pre 0: patching all of one side's resid_pre 0 into the
+    other gives exactly the first side's logits, both directions (the engine, one joint patch)."""
+    from workbench.analysis.patch_engine import Patch, run_full, run_staircase, trace
+    from workbench.hooks import attach
+
+    torch.manual_seed(0)
+    vector = torch.randn(tiny_llama.cfg.d_model)
+    name = "blocks.0.hook_resid_pre"
+    a = ModelSide(tiny_llama, name="A")
+    b = ModelSide(tiny_llama, hooks=((name, lambda x, hook: x + vector),), stateless_hooks=True, name="B")
+    tokens = tiny_llama.to_tokens(CLEAN)
+    for target, source in [(a, b), (b, a)]:
+        source_logits, acts = source.run(tokens, [name])
+        target_logits = target.run(tokens)[0]
+        metric = lambda logits: (logits - source_logits).abs().max()  # noqa: E731
+        assert metric(target_logits) > 1e-2
+        with torch.no_grad(), attach(tiny_llama, target.hooks):
+            if fast:
+                results = run_staircase(tiny_llama, trace(tiny_llama, tokens), acts, [Patch(0, name)], metric, 64)
+            else:
+                results = run_full(tiny_llama, tokens, acts, [Patch(0, name)], metric, 64)
+        assert float(results[Patch(0, name)]) < 1e-5

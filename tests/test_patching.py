@@ -1,0 +1,190 @@
+"""Batched patching equals transformer_lens.patching; between-models mode checked by hand."""
+
+import pandas as pd
+import pytest
+import torch
+import transformer_lens.patching as tlp
+
+from workbench.analysis.patching import ModelSide, patch_heads, patch_sweep
+from workbench.metrics import LogitDiff
+from workbench.models import from_config
+
+from conftest import tiny_gpt2_config, tiny_llama_config
+
+TL_SWEEPS = {
+    "resid_pre": tlp.get_act_patch_resid_pre,
+    "resid_mid": tlp.get_act_patch_resid_mid,
+    "attn_out": tlp.get_act_patch_attn_out,
+    "mlp_out": tlp.get_act_patch_mlp_out,
+    "head": tlp.get_act_patch_attn_head_out_all_pos,
+    "head_pos": tlp.get_act_patch_attn_head_out_by_pos,
+}
+CLEAN = ["The cat sat on the mat and", "A dog ran in the park and"]
+CORRUPT = ["The cat sat on the rug but", "A dog ran in the yard but"]
+
+
+def _inputs(model):
+    clean, corrupt = model.to_tokens(CLEAN), model.to_tokens(CORRUPT)
+    assert clean.shape == corrupt.shape
+    answers = torch.tensor([[model.to_single_token(" the"), model.to_single_token(" a")]] * 2)
+    return clean, corrupt, LogitDiff(answers)
+
+
+@pytest.mark.parametrize("kind", list(TL_SWEEPS))
+@pytest.mark.parametrize("arch", ["tiny_llama", "tiny_gpt2"])
+def test_sweeps_equal_transformer_lens(kind, arch, request):
+    model = request.getfixturevalue(arch)
+    clean, corrupt, metric = _inputs(model)
+    _, cache = model.run_with_cache(clean)
+    expected = TL_SWEEPS[kind](model, corrupt, cache, metric)
+    result = patch_sweep(model, model, kind, metric, corrupt, clean, max_rows=6)
+    assert result.values.shape == expected.shape
+    torch.testing.assert_close(result.values, expected, atol=1e-4, rtol=0)
+    assert abs(result.baseline - metric(model(corrupt)).item()) < 1e-4
+    assert abs(result.reference - metric(model(clean)).item()) < 1e-4
+    # full-forward path: same numbers
+    slow = patch_sweep(model, model, kind, metric, corrupt, clean, fast=False, max_rows=6)
+    torch.testing.assert_close(slow.values, expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("kind", ["resid_pre", "attn_out", "mlp_out", "head"])
+def test_sweeps_equal_transformer_lens_on_smollm2(smollm2, kind):
+    """TL's generic patcher with its own setters, on three layers only (a full TL sweep takes minutes)."""
+    clean, corrupt = smollm2.to_tokens(["This movie was good"]), smollm2.to_tokens(["This film was bad"])
+    metric = LogitDiff(torch.tensor([[smollm2.to_single_token("."), smollm2.to_single_token("!")]]))
+    _, cache = smollm2.run_with_cache(clean)
+    layers = [0, 14, 29]
+    if kind == "head":
+        axes, setter, act, width = ("layer", "head"), tlp.layer_head_vector_patch_setter, "z", smollm2.cfg.n_heads
+    else:
+        axes, setter, act, width = ("layer", "pos"), tlp.layer_pos_patch_setter, kind, corrupt.shape[1]
+    index = pd.DataFrame([(layer, i) for layer in layers for i in range(width)], columns=list(axes))
+    expected = tlp.generic_activation_patch(smollm2, corrupt, cache, metric, setter, act, index_df=index)
+    result = patch_sweep(smollm2, smollm2, kind, metric, corrupt, clean, layers=layers)
+    torch.testing.assert_close(result.values.flatten(), expected, atol=1e-4, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def other_llama(tokenizer):
+    """A second tiny Llama of the same shape, different weights."""
+    return from_config(tiny_llama_config(len(tokenizer)), tokenizer, seed=1, prepend_bos=False)
+
+
+@pytest.mark.parametrize("kind", ["resid_pre", "mlp_out", "head", "head_pos"])
+def test_between_two_models_equals_transformer_lens_with_the_other_cache(tiny_llama, other_llama, kind):
+    tokens = tiny_llama.to_tokens(CLEAN)
+    metric = _inputs(tiny_llama)[2]
+    for target, source in [(tiny_llama, other_llama), (other_llama, tiny_llama)]:
+        _, cache = source.run_with_cache(tokens)
+        expected = TL_SWEEPS[kind](target, tokens, cache, metric)
+        result = patch_sweep(target, source, kind, metric, tokens)
+        torch.testing.assert_close(result.values, expected, atol=1e-4, rtol=0)
+        assert abs(result.reference - float(metric(source(tokens)))) < 1e-4
+
+
+def test_between_two_models_last_mlp_by_hand(tiny_llama, other_llama):
+    tokens = tiny_llama.to_tokens(CLEAN)
+    metric = _inputs(tiny_llama)[2]
+    _, cache_a = tiny_llama.run_with_cache(tokens)
+    _, cache_b = other_llama.run_with_cache(tokens)
+    last = tiny_llama.cfg.n_layers - 1
+    resid = cache_a[f"blocks.{last}.hook_resid_post"].clone()
+    resid[:, -1] += cache_b[f"blocks.{last}.hook_mlp_out"][:, -1] - cache_a[f"blocks.{last}.hook_mlp_out"][:, -1]
+    by_hand = metric(tiny_llama.unembed(tiny_llama.ln_final(resid)))
+    result = patch_sweep(tiny_llama, other_llama, "mlp_out", metric, tokens, layers=[last])
+    assert abs(float(result.values[0, -1]) - float(by_hand)) < 1e-4
+
+
+@pytest.mark.parametrize("stateless", [True, False])
+@pytest.mark.parametrize("positional_metric", [True, False])
+def test_steering_hook_as_model_b(tiny_llama, stateless, positional_metric):
+    """B = A + a vector added to resid_pre 0. Read at position 0, patching position 0 of any
+    resid_pre from B into A gives B's value, other positions change nothing; and back."""
+    torch.manual_seed(0)
+    vector = torch.randn(tiny_llama.cfg.d_model)
+    steer = ("blocks.0.hook_resid_pre", lambda x, hook: x + vector)
+    a = ModelSide(tiny_llama, name="A")
+    b = ModelSide(tiny_llama, hooks=(steer,), stateless_hooks=stateless, name="B")
+    tokens = tiny_llama.to_tokens(CLEAN)
+    answers = _inputs(tiny_llama)[2].answers
+    ld = LogitDiff(answers, pos=0)
+    metric = ld if positional_metric else (lambda logits: ld(logits))
+    value_a, value_b = float(metric(a.run(tokens)[0])), float(metric(b.run(tokens)[0]))
+    assert abs(value_a - value_b) > 1e-3
+    for target, source, base, ref in [(a, b, value_a, value_b), (b, a, value_b, value_a)]:
+        result = patch_sweep(target, source, "resid_pre", metric, tokens)
+        expected = torch.full_like(result.values, base)
+        expected[:, 0] = ref
+        torch.testing.assert_close(result.values, expected, atol=1e-4, rtol=0)
+        assert (result.baseline, result.reference) == pytest.approx((base, ref), abs=1e-5)
+
+
+def test_joint_head_patch_by_hand(tiny_llama, other_llama):
+    tokens = tiny_llama.to_tokens(CLEAN)
+    metric = _inputs(tiny_llama)[2]
+    heads = [(0, 1), (1, 2), (1, 3)]
+    _, cache_b = other_llama.run_with_cache(tokens)
+
+    def hook(z, hook):
+        layer = int(hook.name.split(".")[1])
+        for l, h in heads:
+            if l == layer:
+                z[:, :, h] = cache_b[f"blocks.{l}.attn.hook_z"][:, :, h]
+        return z
+
+    expected = metric(tiny_llama.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{l}.attn.hook_z", hook) for l in (0, 1)]))
+    assert abs(patch_heads(tiny_llama, other_llama, heads, metric, tokens) - float(expected)) < 1e-5
+    # all heads of every layer from B into B's own run change nothing
+    all_heads = [(l, h) for l in range(2) for h in range(4)]
+    assert abs(patch_heads(other_llama, other_llama, all_heads, metric, tokens) - float(metric(other_llama(tokens)))) < 1e-5
+
+
+def test_errors_name_the_fix(tiny_llama, tiny_gpt2):
+    clean, corrupt, metric = _inputs(tiny_llama)
+    with pytest.raises(ValueError, match="same token length"):
+        patch_sweep(tiny_llama, tiny_llama, "resid_pre", metric, corrupt, clean[:, :-1])
+    with pytest.raises(KeyError, match="kinds"):
+        patch_sweep(tiny_llama, tiny_llama, "resid", metric, corrupt, clean)
+    with pytest.raises(ValueError, match="scalar"):
+        patch_sweep(tiny_llama, tiny_llama, "resid_pre", LogitDiff(metric.answers, per_prompt=True), corrupt, clean)
+
+
+def test_result_frame_and_subsets(tiny_llama):
+    clean, corrupt, metric = _inputs(tiny_llama)
+    full = patch_sweep(tiny_llama, tiny_llama, "resid_pre", metric, corrupt, clean)
+    part = patch_sweep(tiny_llama, tiny_llama, "resid_pre", metric, corrupt, clean, layers=[1], positions=[-1, 2])
+    torch.testing.assert_close(part.values, full.values[[1]][:, [corrupt.shape[1] - 1, 2]])
+    df = part.to_frame()
+    assert list(df.columns) == ["kind", "layer", "pos", "token", "value", "normalized"]
+    assert df["layer"].tolist() == [1, 1] and df["pos"].tolist() == [corrupt.shape[1] - 1, 2]
+    assert df["token"].tolist() == [full.tokens[-1], full.tokens[2]]
+    torch.testing.assert_close(torch.tensor(df["normalized"].tolist()), (part.values.flatten() - full.baseline) / (full.reference - full.baseline))
+    top = full.top(3)
+    assert (top["value"] - full.baseline).abs().is_monotonic_decreasing
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_all_of_resid_pre_0_from_the_other_side_gives_its_logits(tiny_llama, fast):
+    """B = A + a steering vector at resid_pre 0: patching all of one side's resid_pre 0 into the
+    other gives exactly the first side's logits, both directions (the engine, one joint patch)."""
+    from workbench.analysis.patch_engine import Patch, run_full, run_staircase, trace
+    from workbench.hooks import attach
+
+    torch.manual_seed(0)
+    vector = torch.randn(tiny_llama.cfg.d_model)
+    name = "blocks.0.hook_resid_pre"
+    a = ModelSide(tiny_llama, name="A")
+    b = ModelSide(tiny_llama, hooks=((name, lambda x, hook: x + vector),), stateless_hooks=True, name="B")
+    tokens = tiny_llama.to_tokens(CLEAN)
+    for target, source in [(a, b), (b, a)]:
+        source_logits, acts = source.run(tokens, [name])
+        target_logits = target.run(tokens)[0]
+        metric = lambda logits: (logits - source_logits).abs().max()  # noqa: E731
+        assert metric(target_logits) > 1e-2
+        with torch.no_grad(), attach(tiny_llama, target.hooks):
+            if fast:
+                results = run_staircase(tiny_llama, trace(tiny_llama, tokens), acts, [Patch(0, name)], metric, 64)
+            else:
+                results = run_full(tiny_llama, tokens, acts, [Patch(0, name)], metric, 64)
+        assert float(results[Patch(0, name)]) < 1e-5

@@ -1,0 +1,75 @@
+"""Fine-tuning the last layers: only they change, loss falls, the folder loads, reruns reuse it."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from workbench.tuning import TuneConfig, decoder_layers, load_tuned, tune_last_layers, tuned_dir
+
+from conftest import tiny_llama_config
+
+TEXTS = ["the cat sat on the mat", "the dog sat on the rug", "a cat ran to the mat", "the bird sat on a branch"] * 4
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory, tokenizer):
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(tiny_llama_config(len(tokenizer), n_layers=3), attn_implementation="eager")
+    hf.config.architectures = [type(hf).__name__]
+    folder = tmp_path_factory.mktemp("tiny")
+    hf.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tuned(tiny_folder, tmp_path_factory):
+    cfg = TuneConfig(model=str(tiny_folder), last_layers=1, steps=12, batch_size=4, lr=3e-3)
+    return cfg, tune_last_layers(cfg, TEXTS, out=tmp_path_factory.mktemp("out") / "tuned")
+
+
+def test_only_the_last_layers_change_and_loss_falls(tiny_folder, tuned):
+    cfg, folder = tuned
+    base = AutoModelForCausalLM.from_pretrained(tiny_folder)
+    new = AutoModelForCausalLM.from_pretrained(folder)
+    before, after = decoder_layers(base), decoder_layers(new)
+    for i in range(3):
+        same = all(torch.equal(p, q) for p, q in zip(before[i].parameters(), after[i].parameters()))
+        assert same == (i < 2), f"layer {i}"
+    for (name, p), q in zip(base.named_parameters(), new.parameters()):
+        if "layers" not in name:
+            assert torch.equal(p, q), name
+    losses = json.loads((folder / "tuning.json").read_text())["losses"]
+    assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])
+
+
+def test_folder_loads_as_bridge(tuned):
+    cfg, folder = tuned
+    model = load_tuned(folder)
+    hf = AutoModelForCausalLM.from_pretrained(folder).eval()
+    tokens = model.to_tokens("the cat sat", prepend_bos=False)
+    torch.testing.assert_close(model(tokens).log_softmax(-1), hf(tokens).logits.log_softmax(-1), atol=1e-4, rtol=1e-4)
+    assert "tuned" in model.cfg.model_name
+
+
+def test_cache_key_and_reuse(tiny_folder, tuned, tmp_path, monkeypatch):
+    cfg, folder = tuned
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    assert tuned_dir(cfg, TEXTS) == tuned_dir(cfg, TEXTS) != tuned_dir(cfg.replace(steps=13), TEXTS)
+    assert tuned_dir(cfg, TEXTS) != tuned_dir(cfg, TEXTS[:-1])
+    assert str(tuned_dir(cfg, TEXTS)).startswith(str(tmp_path / "tuned"))
+    # an existing folder is returned without training again
+    stamp = (folder / "tuning.json").stat().st_mtime_ns
+    assert tune_last_layers(cfg, TEXTS, out=folder) == folder
+    assert (folder / "tuning.json").stat().st_mtime_ns == stamp
+
+
+def test_errors(tiny_folder):
+    with pytest.raises(ValueError, match="positive"):
+        TuneConfig(last_layers=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        tune_last_layers(TuneConfig(model=str(tiny_folder), batch_size=8), TEXTS[:3], out=tiny_folder / "never")
+    with pytest.raises(FileNotFoundError, match="tuning.json"):
+        load_tuned(tiny_folder)

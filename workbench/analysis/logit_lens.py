@@ -1,0 +1,116 @@
+"""Logit lens: what the residual stream at each layer "predicts" (nostalgebraist, 2020,
+*interpreting GPT: the logit lens*; Belrose et al., 2023, *Eliciting Latent Predictions with the
+Tuned Lens*, arXiv:2303.08112, for its limits).
+
+The accumulated residual stream before each layer (and, optionally, between attention and MLP) is
+put through the final norm and the unembedding. Two ways to normalise:
+
+* ``scale="own"``: each point gets the final norm with its own statistics (the classic lens; equal
+  to ``ActivationCache.accumulated_resid(apply_ln=True)``);
+* ``scale="final"``: each point is divided by the final norm's scale on the actual run (linear,
+  as in direct logit attribution; ``ActivationCache.apply_ln_to_stack(..., layer=-1)``).
+
+Projected on a logit-difference direction (one line per model) and on the whole vocabulary (top
+tokens per point). Bias-free (``x @ W_U``), as TransformerLens's recipe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from workbench.analysis.attribution import logit_diff_direction
+from workbench.analysis.patching import as_side
+from workbench.hooks import capture, hook_name
+
+__all__ = ["LogitLens", "logit_lens"]
+
+
+@dataclass(frozen=True)
+class LogitLens:
+    """Logit difference and top tokens at each point of the residual stream."""
+
+    labels: tuple[str, ...]
+    """Points, TransformerLens-style: ``0_pre``, ``0_mid``, ``1_pre``, ..., ``final_post``."""
+    per_prompt: Float[Tensor, "point batch"]
+    """Logit difference per point and prompt."""
+    top_tokens: tuple[tuple[str, ...], ...]
+    """Per point, the ``k`` tokens of highest logit (logits averaged over the batch)."""
+    top_logits: Float[Tensor, "point k"]
+    """Their logits."""
+    model: str = ""
+    """Name of the model (side)."""
+
+    @property
+    def logit_diff(self) -> Float[Tensor, "point"]:
+        """Mean logit difference over prompts, per point."""
+        return self.per_prompt.mean(1)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Columns ``model, point, label, logit_diff``."""
+        return pd.DataFrame({"model": self.model, "point": range(len(self.labels)), "label": self.labels, "logit_diff": self.logit_diff.tolist()})
+
+    def tokens_frame(self) -> pd.DataFrame:
+        """Columns ``model, point, label, rank, token, logit``."""
+        rows = [
+            (self.model, i, label, r, tok, float(self.top_logits[i, r]))
+            for i, label in enumerate(self.labels)
+            for r, tok in enumerate(self.top_tokens[i])
+        ]
+        return pd.DataFrame(rows, columns=["model", "point", "label", "rank", "token", "logit"])
+
+
+def logit_lens(
+    model,
+    tokens: Int[Tensor, "batch pos"],
+    answers: Int[Tensor, "batch 2"],
+    *,
+    pos: int = -1,
+    incl_mid: bool = True,
+    scale: str = "own",
+    k: int = 5,
+) -> LogitLens:
+    """Logit lens of one model (or :class:`~workbench.analysis.patching.ModelSide`, hooks on).
+
+    Args:
+        model: the bridge or a model side.
+        tokens: prompts, one batch.
+        answers: ``[batch, 2]`` token ids ``(answer, other)``.
+        pos: the position read.
+        incl_mid: also the points between attention and MLP (``resid_mid``).
+        scale: ``"own"`` (final norm recomputed per point) or ``"final"`` (the run's final scale).
+        k: top tokens per point.
+    """
+    if scale not in ("own", "final"):
+        raise ValueError(f"scale must be 'own' or 'final', got {scale!r}")
+    side = as_side(model)
+    model = side.model
+    n = model.cfg.n_layers
+    names, labels = [], []
+    for layer in range(n):
+        names.append(hook_name(model, "resid_pre", layer))
+        labels.append(f"{layer}_pre")
+        if incl_mid:
+            names.append(hook_name(model, "resid_mid", layer))
+            labels.append(f"{layer}_mid")
+    names.append(hook_name(model, "resid_post", n - 1))
+    labels.append("final_post")
+    with torch.no_grad():
+        _, acts = side.run(tokens, [*names, "ln_final.hook_scale"])
+        stack = torch.stack([acts[name][:, pos] for name in names])  # [point batch d_model]
+        if scale == "own":
+            normed = model.ln_final(stack)
+        else:
+            if model.cfg.normalization_type in ("LN", "LNPre"):
+                stack = stack - stack.mean(-1, keepdim=True)
+            normed = stack / acts["ln_final.hook_scale"][:, pos]
+        direction = logit_diff_direction(model, answers)
+        per_prompt = torch.einsum("pbd,bd->pb", normed, direction)
+        logits = normed.mean(1) @ model.W_U.detach()
+        top = logits.topk(k, dim=-1)
+    tokens_out = tuple(tuple(model.to_str_tokens(row)) for row in top.indices)
+    return LogitLens(tuple(labels), per_prompt, tokens_out, top.values, side.label)

@@ -1,0 +1,76 @@
+"""Prompt / answer pairs for logit-difference analyses.
+
+A prompt comes with a pair of answers, ``(answer, other)``: the metric is the logit of ``answer``
+minus the logit of ``other`` at the last position, as in the logit-difference analyses of Wang et
+al. (2022), *Interpretability in the Wild* (arXiv:2211.00593). Both answers must be single tokens
+of the model's vocabulary, and batched prompts must have the same token length so that positions
+line up across the batch (and between the two runs of activation patching).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Int
+
+__all__ = ["MOVIE_SENTIMENT", "PromptSet", "answer_token", "prompt_tokens"]
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """Prompts and, per prompt, the answer whose logit is counted positively and the one subtracted."""
+
+    prompts: tuple[str, ...]
+    """The prompts (one batch: same token length)."""
+    answers: tuple[tuple[str, str], ...]
+    """Per prompt, ``(answer, other)``: the metric is ``logit(answer) - logit(other)``."""
+
+    def __post_init__(self):
+        if not self.prompts:
+            raise ValueError("a PromptSet needs at least one prompt")
+        if len(self.answers) != len(self.prompts):
+            raise ValueError(
+                f"{len(self.prompts)} prompts but {len(self.answers)} answer pairs: give one (answer, other) pair per prompt"
+            )
+        for pair in self.answers:
+            if len(pair) != 2:
+                raise ValueError(f"each answer pair is (answer, other); got {pair!r}")
+
+    def tokens(self, model) -> Int[torch.Tensor, "batch pos"]:
+        """The prompts as one token batch; raises if their token lengths differ."""
+        return prompt_tokens(model, self.prompts)
+
+    def answer_tokens(self, model) -> Int[torch.Tensor, "batch 2"]:
+        """Token ids of ``(answer, other)`` per prompt; raises if an answer is not a single token."""
+        return torch.tensor([[answer_token(model, a), answer_token(model, b)] for a, b in self.answers], device=model.cfg.device)
+
+
+MOVIE_SENTIMENT = PromptSet(("This movie was really",), ((" bad", " good"),))
+"""The prompt of the RLHF model-diff study: does the model prefer " bad" over " good"?"""
+
+
+def answer_token(model, answer: str) -> int:
+    """The id of ``answer``, which must encode to exactly one token (without BOS)."""
+    ids = model.to_tokens(answer, prepend_bos=False)[0].tolist()
+    if len(ids) != 1:
+        pieces = model.to_str_tokens(answer, prepend_bos=False)
+        raise ValueError(
+            f"answer {answer!r} is {len(ids)} tokens {pieces}, not one: pick a single-token answer "
+            f"(check with model.to_str_tokens(answer, prepend_bos=False)); a leading space is often part of the token"
+        )
+    return ids[0]
+
+
+def prompt_tokens(model, prompts: str | tuple[str, ...] | list[str]) -> Int[torch.Tensor, "batch pos"]:
+    """Tokenize prompts as one batch without padding; raises naming the lengths when they differ."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    rows = [model.to_tokens(p)[0] for p in prompts]
+    lengths = {len(r) for r in rows}
+    if len(lengths) > 1:
+        detail = ", ".join(f"{p!r}: {len(r)}" for p, r in zip(prompts, rows))
+        raise ValueError(
+            f"prompts have different token lengths ({detail}); positions must align across the batch: "
+            "use prompts of equal token length or analyse them separately"
+        )
+    return torch.stack(rows)

@@ -1,0 +1,134 @@
+"""Metrics on logits for patching and model diffs: logit difference, normalised patching metric, KL.
+
+* Logit difference between an answer and an alternative token (Wang et al., 2022, *Interpretability
+  in the Wild*, arXiv:2211.00593), per prompt or averaged.
+* The normalised patching metric ``(patched - baseline) / (reference - baseline)``: 0 means the
+  patch did nothing (the unpatched run being patched), 1 means it fully restored the run the
+  activations came from (Heimersheim & Nanda, 2024, *How to use and interpret activation
+  patching*, arXiv:2404.15255).
+* KL divergence ``KL(reference || model)`` of the next-token distributions at one position.
+
+Metric objects (:class:`LogitDiff`, :class:`KLDivergence`, :class:`Normalized`) are callables on
+``[batch pos d_vocab]`` logits, as :mod:`transformer_lens.patching` expects; they also declare the
+``positions`` they read and evaluate ``on_positions(logits at those positions)``, which lets the
+batched patching engine unembed only those positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+__all__ = ["KLDivergence", "LogitDiff", "Normalized", "kl_divergence", "logit_diff", "normalized"]
+
+
+def _answers(answers) -> Int[Tensor, "batch 2"]:
+    answers = torch.as_tensor(answers)
+    if answers.ndim == 1 and answers.shape[0] == 2:
+        answers = answers[None]
+    if answers.ndim != 2 or answers.shape[1] != 2:
+        raise ValueError(f"answers must be [batch, 2] token ids (answer, other) per prompt; got shape {tuple(answers.shape)}")
+    return answers.long()
+
+
+class LogitDiff:
+    """``logit[answer] - logit[other]`` at position ``pos``, averaged over the batch (or per prompt)."""
+
+    def __init__(self, answers: Int[Tensor, "batch 2"] | Sequence[Sequence[int]], pos: int = -1, per_prompt: bool = False):
+        self.answers = _answers(answers)
+        self.pos = pos
+        self.per_prompt = per_prompt
+
+    @property
+    def positions(self) -> tuple[int, ...]:
+        """The positions of the logits this metric reads."""
+        return (self.pos,)
+
+    def on_positions(self, logits: Float[Tensor, "batch n d_vocab"]) -> Tensor:
+        """The metric from the logits at :attr:`positions` only."""
+        if logits.shape[0] != self.answers.shape[0]:
+            raise ValueError(f"logits have batch {logits.shape[0]} but there are {self.answers.shape[0]} answer pairs: one pair per prompt")
+        last = logits[:, 0]
+        answers = self.answers.to(last.device)
+        diff = last.gather(-1, answers[:, :1])[:, 0] - last.gather(-1, answers[:, 1:])[:, 0]
+        return diff if self.per_prompt else diff.mean()
+
+    def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Tensor:
+        return self.on_positions(logits[:, [self.pos]])
+
+
+def logit_diff(
+    logits: Float[Tensor, "batch pos d_vocab"], answers: Int[Tensor, "batch 2"], pos: int = -1, per_prompt: bool = False
+) -> Tensor:
+    """Logit difference ``logit[answer] - logit[other]`` at ``pos`` (mean over the batch unless ``per_prompt``)."""
+    return LogitDiff(answers, pos, per_prompt)(logits)
+
+
+def normalized(value: Tensor | float, baseline: Tensor | float, reference: Tensor | float) -> Tensor:
+    """``(value - baseline) / (reference - baseline)``: 0 = unpatched run, 1 = the run the activations came from."""
+    value, baseline, reference = (torch.as_tensor(v, dtype=torch.float32) for v in (value, baseline, reference))
+    gap = reference - baseline
+    if torch.any(gap.abs() < 1e-8):
+        raise ValueError(
+            f"reference ({reference.tolist()}) equals baseline ({baseline.tolist()}): the normalised metric is undefined; "
+            "choose runs whose metric differs"
+        )
+    return (value - baseline) / gap
+
+
+class Normalized:
+    """Wrap a metric as ``(metric - baseline) / (reference - baseline)``."""
+
+    def __init__(self, metric, baseline: float, reference: float):
+        normalized(0.0, baseline, reference)  # validates the gap
+        self.metric, self.baseline, self.reference = metric, float(baseline), float(reference)
+
+    @property
+    def positions(self) -> tuple[int, ...] | None:
+        """The positions the wrapped metric reads (``None`` if it does not say)."""
+        return getattr(self.metric, "positions", None)
+
+    def on_positions(self, logits: Tensor) -> Tensor:
+        """The normalised metric from the logits at :attr:`positions` only."""
+        return normalized(self.metric.on_positions(logits), self.baseline, self.reference)
+
+    def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Tensor:
+        return normalized(self.metric(logits), self.baseline, self.reference)
+
+
+class KLDivergence:
+    """``KL(reference || model)`` of the next-token distributions at ``pos`` (mean over the batch)."""
+
+    def __init__(self, reference_logits: Float[Tensor, "batch pos d_vocab"], pos: int = -1, per_prompt: bool = False):
+        if reference_logits.ndim != 3:
+            raise ValueError(f"reference_logits must be [batch, pos, d_vocab]; got shape {tuple(reference_logits.shape)}")
+        self.pos = pos
+        self.per_prompt = per_prompt
+        self.reference = reference_logits[:, pos].detach().log_softmax(-1)
+
+    @property
+    def positions(self) -> tuple[int, ...]:
+        """The positions of the logits this metric reads."""
+        return (self.pos,)
+
+    def on_positions(self, logits: Float[Tensor, "batch n d_vocab"]) -> Tensor:
+        """The metric from the logits at :attr:`positions` only."""
+        logp = logits[:, 0].log_softmax(-1)
+        if logp.shape != self.reference.shape:
+            raise ValueError(f"logits at pos have shape {tuple(logp.shape)}, the reference {tuple(self.reference.shape)}: same batch and vocabulary needed")
+        kl = F.kl_div(logp, self.reference.to(logp.device), log_target=True, reduction="none").sum(-1)
+        return kl if self.per_prompt else kl.mean()
+
+    def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Tensor:
+        return self.on_positions(logits[:, [self.pos]])
+
+
+def kl_divergence(
+    logits: Float[Tensor, "batch pos d_vocab"], reference_logits: Float[Tensor, "batch pos d_vocab"], pos: int = -1, per_prompt: bool = False
+) -> Tensor:
+    """``KL(reference || model)`` at ``pos``, mean over the batch unless ``per_prompt``."""
+    return KLDivergence(reference_logits, pos, per_prompt)(logits)

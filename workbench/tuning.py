@@ -1,0 +1,166 @@
+"""Make a tuned model to compare with: fine-tune only the last N layers on an alignment corpus.
+
+The model-diff study this workbench reproduces compared GPT-2 with an RLHF-tuned copy whose
+training unfroze only the last two layers (TRLX, von Werra et al.; the analysis of
+curt-tigges/gpt2-negative-movie-reviews). Here the tuned copy is made by plain next-token
+fine-tuning of the last ``last_layers`` decoder layers on the alignment tweets
+(:func:`workbench.data.corpora.load_alignment`), everything else frozen. The plain HF model is
+trained and saved *before* any bridge is booted (booting rewires the modules and folds norms), and
+the result is an ordinary HF folder: ``load_tuned(path)`` (or ``load_model(path)``) loads it.
+
+Folders are cached under ``cache_dir()/tuned/<key>``, the key derived from the config (and the
+texts), so reruns with the same config reuse them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from workbench.config import Config
+from workbench.data.corpora import load_alignment, load_texts
+from workbench.models import DEFAULT_MODEL, REGISTRY, cache_dir, load_hf, load_model
+
+__all__ = ["TuneConfig", "decoder_layers", "load_tuned", "tune_last_layers", "tuned_dir"]
+
+
+@dataclass(frozen=True)
+class TuneConfig(Config):
+    """Fine-tuning of the last layers of a model on a corpus."""
+
+    model: str = DEFAULT_MODEL
+    """Model to tune: a registry name or a local HF folder."""
+    alignment: str = "negative"
+    """Alignment corpus of tweets (negative / neutral / positive); ignored when ``texts`` is set."""
+    texts: str | None = None
+    """Your own corpus instead: a CSV / JSONL (column ``text``) or text file."""
+    last_layers: int = 2
+    """How many of the last decoder layers train; the rest stays frozen."""
+    steps: int = 40
+    """Optimizer steps."""
+    batch_size: int = 8
+    """Texts per step."""
+    max_length: int = 48
+    """Tokens per text (longer texts are cut)."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    max_items: int = 4000
+    """Texts taken from the corpus at most."""
+    seed: int = 0
+    """Seed of the corpus shuffle and the batches."""
+
+    def __post_init__(self):
+        if self.last_layers < 1 or self.steps < 1 or self.batch_size < 1:
+            raise ValueError("last_layers, steps and batch_size must be positive")
+
+
+def decoder_layers(hf) -> torch.nn.ModuleList:
+    """The list of decoder layers of a plain HF causal LM (``model.layers``, ``transformer.h``, ...)."""
+    n = hf.config.num_hidden_layers
+    found = [m for m in hf.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n]
+    if not found:
+        raise ValueError(f"found no list of {n} decoder layers in {type(hf).__name__}; tune it by hand")
+    return found[0]
+
+
+def _texts(cfg: TuneConfig) -> list[str]:
+    if cfg.texts is not None:
+        texts = load_texts(cfg.texts)
+        return texts[: cfg.max_items]
+    corpus = load_alignment(cfg.alignment, seed=cfg.seed, max_items=cfg.max_items)
+    return list(corpus.train)
+
+
+def tuned_dir(cfg: TuneConfig, texts: list[str] | None = None) -> Path:
+    """Where the tuned folder for ``cfg`` (and ``texts``, when given) is cached."""
+    payload = json.dumps({"cfg": cfg.to_dict(), "texts": texts}, sort_keys=True).encode()
+    name = Path(cfg.model).name if Path(cfg.model).is_dir() else cfg.model
+    corpus = "texts" if (texts is not None or cfg.texts) else cfg.alignment
+    return cache_dir() / "tuned" / f"{name}-{corpus}-last{cfg.last_layers}-{hashlib.sha1(payload).hexdigest()[:10]}"
+
+
+def tune_last_layers(cfg: TuneConfig, texts: list[str] | None = None, *, out: str | Path | None = None, progress: bool = False) -> Path:
+    """Fine-tune the last ``cfg.last_layers`` layers on the corpus and save an HF folder (cached).
+
+    Args:
+        cfg: the tuning config.
+        texts: texts to train on instead of the config's corpus (part of the cache key).
+        out: folder to write; default :func:`tuned_dir`. An existing folder is returned as is.
+        progress: show a tqdm bar.
+
+    Returns:
+        The folder, with ``tuning.json`` (config, base model, losses per step).
+    """
+    out = Path(out) if out is not None else tuned_dir(cfg, texts)
+    if (out / "tuning.json").exists():
+        return out
+    texts = _texts(cfg) if texts is None else list(texts)
+    if len(texts) < cfg.batch_size:
+        raise ValueError(f"only {len(texts)} texts for batches of {cfg.batch_size}: give more texts or a smaller batch_size")
+    torch.manual_seed(cfg.seed)
+    hf, tok, hf_id, spec = load_hf(cfg.model)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    hf.requires_grad_(False)
+    layers = decoder_layers(hf)
+    trainable = [p for layer in list(layers)[-cfg.last_layers :] for p in layer.parameters()]
+    for p in trainable:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    hf.train()
+    losses = []
+    for _ in tqdm(range(cfg.steps), desc="tuning", disable=not progress):
+        pick = torch.randint(len(texts), (cfg.batch_size,), generator=generator).tolist()
+        batch = tok([texts[i] for i in pick], return_tensors="pt", padding=True, truncation=True, max_length=cfg.max_length)
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        loss = hf(**batch, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    hf.eval()
+    hf.requires_grad_(False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        hf.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        meta = {
+            "config": cfg.to_dict(),
+            "base_hf_id": hf_id,
+            "prepend_bos": spec.prepend_bos if spec else None,
+            "n_texts": len(texts),
+            "losses": losses,
+        }
+        (tmp / "tuning.json").write_text(json.dumps(meta, indent=2) + "\n")
+        try:
+            tmp.rename(out)
+        except OSError:
+            if not (out / "tuning.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def load_tuned(path: str | Path, **kwargs):
+    """Load a folder written by :func:`tune_last_layers` as a bridge, with the base model's BOS convention."""
+    path = Path(path)
+    meta_file = path / "tuning.json"
+    if not meta_file.exists():
+        raise FileNotFoundError(f"{path} has no tuning.json: not a folder written by tune_last_layers (use load_model for other folders)")
+    meta = json.loads(meta_file.read_text())
+    model = load_model(path, **kwargs)
+    if meta.get("prepend_bos") is not None:
+        model.cfg.default_prepend_bos = meta["prepend_bos"]
+    base = meta["config"]["model"]
+    model.cfg.model_name = f"{REGISTRY[base].hf_id if base in REGISTRY else base} (tuned: {path.name})"
+    return model

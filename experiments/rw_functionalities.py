@@ -1,5 +1,6 @@
 """The RW functionalities study on one model: classes by layer, randomness baselines, activation
-frequencies per class, and class ablations (unconditional and conditional) against random controls.
+frequencies per class, class ablations (unconditional and conditional) against random controls,
+and the neurons of largest direct logit attribution with their classes.
 
 Reproduces, on the TransformerLens bridge, Gerstner & Schütze's weight-based study of gated neurons
 (arXiv:2505.17936; *Weakening Neurons*, ICLR 2026 submission). Following the reference code, the
@@ -25,6 +26,7 @@ import torch
 from experiments.common import parse_config, write_outputs
 from workbench.analysis import rw_plots
 from workbench.analysis.ablation import Ablation, ablation_effects
+from workbench.analysis.attribution import neuron_attribution
 from workbench.analysis.neurons import activation_stats, frequency_by_class
 from workbench.analysis.weights import (
     beta_randomness_region,
@@ -35,6 +37,7 @@ from workbench.analysis.weights import (
 )
 from workbench.config import Config
 from workbench.data.corpora import ALIGNMENTS, load_alignment, load_texts
+from workbench.data.prompts import PromptSet
 from workbench.models import DEFAULT_MODEL, load_model
 
 ABLATED_CLASSES = ("strengthening", "conditional strengthening", "proportional change", "conditional weakening", "weakening")
@@ -75,6 +78,10 @@ class RWConfig(Config):
         "The Eiffel Tower is located in the city of",
     )
     """Prompts whose next-token entropy is reported per ablation."""
+    dla_prompts: tuple[str, ...] = ("This movie was really",)
+    """Prompts (equal token length) for per-neuron direct logit attribution."""
+    dla_answers: tuple[str, ...] = (" bad", " good")
+    """The (answer, other) single tokens of the attribution's logit difference, shared by all prompts."""
     seed: int = 0
     """Seed of the class samples, controls and corpus shuffle."""
     quick: bool = False
@@ -83,6 +90,8 @@ class RWConfig(Config):
     """Output folder."""
 
     def __post_init__(self):
+        if len(self.dla_answers) != 2:
+            raise ValueError(f"dla_answers is one (answer, other) pair, got {self.dla_answers!r}")
         if self.weights not in ("folded", "raw"):
             raise ValueError(f"weights must be 'folded' or 'raw', got {self.weights!r}")
 
@@ -132,6 +141,9 @@ def main(cfg: RWConfig) -> dict:
     texts = _texts(cfg, n_texts)
     stats = activation_stats(model, texts, max_len=max_len)
     freq = frequency_by_class(stats, classes)
+    prompts = PromptSet(cfg.dla_prompts, (tuple(cfg.dla_answers),) * len(cfg.dla_prompts))
+    attribution = neuron_attribution(model, prompts.tokens(model), prompts.answer_tokens(model))
+    top_dla = attribution.top(50).merge(classes.to_frame(), on=["layer", "neuron"])
 
     n_weak = len(classes.neurons("weakening"))
     n_pick = cfg.n_neurons or n_weak
@@ -176,6 +188,12 @@ def main(cfg: RWConfig) -> dict:
         "n_texts": len(texts),
         "n_tokens": stats.n_tokens,
         "activation_frequency_by_class": _freq_summary(stats, classes),
+        "dla": {
+            "prompts": list(cfg.dla_prompts),
+            "answers": list(cfg.dla_answers),
+            "top10": [{"neuron": r.label, "rw_class": r.rw_class, "dla": round(r.value, 4)} for r in top_dla.head(10).itertuples()],
+            "top50_class_counts": top_dla.rw_class.value_counts().to_dict(),
+        },
         "ablated_sets": {k: len(v) for k, v in sets.items()},
         "skipped_classes": skipped,
         "ablation": _ablation_summary(ablation),
@@ -197,6 +215,7 @@ def main(cfg: RWConfig) -> dict:
         "classified_neurons": class_neurons[class_neurons.rw_class != "orthogonal output"],
         "randomness_regions": empirical,
         "frequency_by_class": freq,
+        "top_dla_neurons": top_dla,
         "ablation_summary": ablation,
         "ablation_runs": pd.concat(runs, ignore_index=True),
         "ablated_neurons": pd.DataFrame([(k, layer, n) for k, v in sets.items() for layer, n in v], columns=["set", "layer", "neuron"]),

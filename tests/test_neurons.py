@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from workbench.analysis.ablation import tokenize_texts
+from workbench.analysis.attribution import neuron_attribution
 from workbench.analysis.neurons import (
     SIGN_COMBOS,
     activation_stats,
@@ -86,6 +87,22 @@ def test_frequency_by_class_and_profile_join(tiny_llama):
     assert r.cos_in_out == pytest.approx(cos.in_out[1, 5].item(), abs=1e-6)
     assert r.rw_class == classes.label(1, 5)
     assert r.freq_post_pos == pytest.approx(stats.freq_post_pos[1, 5].item(), abs=1e-6)
+
+
+def test_profile_joins_neuron_attribution_by_hand(tiny_llama):
+    """The profile's ``dla`` column is post · (w_out · direction) / final-norm scale, computed here by hand."""
+    tokens = tiny_llama.to_tokens("The movie was really")
+    answers = torch.tensor([[11, 42]])
+    profile = neuron_profile(tiny_llama, attribution=neuron_attribution(tiny_llama, tokens, answers))
+    _, cache = tiny_llama.run_with_cache(tokens)
+    direction = tiny_llama.W_U[:, 11] - tiny_llama.W_U[:, 42]
+    post = cache["blocks.1.mlp.hook_post"][0, -1, 7]
+    scale = cache["ln_final.hook_scale"][0, -1, 0]
+    w_out = tiny_llama.W_out[1, 7]
+    expected = post * (w_out @ direction) / scale  # RMSNorm: no mean removed
+    got = profile[(profile.layer == 1) & (profile.neuron == 7)].dla.item()
+    assert got == pytest.approx(expected.item(), rel=1e-4, abs=1e-7)
+    assert profile.dla.notna().all()
 
 
 def test_neuron_tokens_read_weights_through_the_unembedding(tiny_llama):

@@ -48,7 +48,12 @@ def test_quick_run_writes_sane_outputs(tmp_path):
             for set_name, effect in entry.items():
                 if set_name != "clean":
                     assert abs(effect["delta"]) < 5 and abs(effect["control_delta"]) < 5
+    dla = saved["dla"]
+    assert len(dla["top10"]) == 10 and sum(dla["top50_class_counts"].values()) == 50
+    assert all(entry["rw_class"] in saved["class_counts"] for entry in dla["top10"])
+    values = [abs(entry["dla"]) for entry in dla["top10"]]
+    assert values == sorted(values, reverse=True) and values[0] > 0
     for name in ("class_fractions", "cosine_distributions", "ablation_entropy", "activation_frequency"):
         assert (out / f"{name}.html").exists()
-    for name in ("class_counts", "ablation_summary", "frequency_by_class", "randomness_regions"):
+    for name in ("class_counts", "ablation_summary", "frequency_by_class", "randomness_regions", "top_dla_neurons"):
         assert (out / f"{name}.csv").stat().st_size > 100

@@ -27,6 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench.analysis.ablation import pad_batches, tokenize_texts
+from workbench.analysis.attribution import NeuronAttribution
 from workbench.analysis.weights import NeuronClasses, WeightCosines, mlp_weights
 from workbench.hooks import attach, check_layer, hook_name
 
@@ -176,11 +177,13 @@ def neuron_profile(
     cosines: WeightCosines | None = None,
     classes: NeuronClasses | None = None,
     stats: ActivationStats | None = None,
+    attribution: NeuronAttribution | None = None,
 ) -> pd.DataFrame:
     """Everything known about every neuron, one row per ``(layer, neuron)``.
 
-    Columns: weight norms (``norm_in, norm_gate, norm_out``), cosines, ``rw_class`` and activation
-    statistics, where given. Join further per-neuron tables (attribution) on ``["layer", "neuron"]``.
+    Columns: weight norms (``norm_in, norm_gate, norm_out``), cosines, ``rw_class``, activation
+    statistics and ``dla`` (direct logit attribution from
+    :func:`workbench.analysis.attribution.neuron_attribution`, mean over its prompts), where given.
     """
     w = mlp_weights(model)
     n_layers, d_mlp, _ = w.W_in.shape
@@ -196,6 +199,9 @@ def neuron_profile(
     for part in (cosines, classes, stats):
         if part is not None:
             df = df.merge(part.to_frame(), on=["layer", "neuron"], how="left")
+    if attribution is not None:
+        dla = attribution.to_frame()[["layer", "neuron", "value"]].rename(columns={"value": "dla"})
+        df = df.merge(dla, on=["layer", "neuron"], how="left")
     return df
 
 

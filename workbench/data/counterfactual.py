@@ -27,6 +27,10 @@ __all__ = [
     "CausalModel",
     "CounterfactualDataset",
     "CounterfactualTensors",
+    "IOI_NAMES",
+    "IOI_TEMPLATE",
+    "ioi_counterfactuals",
+    "ioi_model",
     "price_tagging_model",
     "price_tagging_counterfactuals",
     "sample_counterfactuals",
@@ -238,6 +242,43 @@ def price_tagging_model(decimals: int = 2, max_price: float = 9.99, near: float 
         render=lambda v: PRICE_TEMPLATE.format(low=fmt.format(v["low"]), high=fmt.format(v["high"]), price=fmt.format(v["price"])),
         verbalize=lambda yes: " Yes" if yes else " No",
     )
+
+
+IOI_TEMPLATE = "When{a} and{b} went to the store,{subject} gave a drink to"
+"""Indirect-object identification prompt (Wang et al. 2022, "Interpretability in the Wild")."""
+
+IOI_NAMES = (" Mary", " John", " Alice", " Bob", " Tom", " Sarah", " James", " Anna", " David", " Emma", " Paul", " Lisa", " Mark", " Kate", " Peter", " Laura")
+"""Names that SmolLM2's tokenizer keeps as single tokens (with their leading space)."""
+
+
+def ioi_model(names: Sequence[str] = IOI_NAMES) -> CausalModel:
+    """Indirect-object identification as a causal model.
+
+    Inputs: two distinct names ``a``, ``b`` (in order of mention) and which one is repeated as the
+    subject. Variable ``io_first``: the indirect object is the first-mentioned name. Output: the
+    indirect object. Interchanging ``io_first`` makes the base prompt answer with its *other* name
+    when the source's indirect object sits at the other position.
+    """
+
+    def sample(rng: random.Random) -> dict[str, Any]:
+        a, b = rng.sample(list(names), 2)
+        return {"a": a, "b": b, "subject_first": rng.random() < 0.5}
+
+    return CausalModel(
+        sample_inputs=sample,
+        mechanisms={
+            "io_first": lambda v: not v["subject_first"],
+            "answer": lambda v: v["a"] if v["io_first"] else v["b"],
+        },
+        output="answer",
+        render=lambda v: IOI_TEMPLATE.format(a=v["a"], b=v["b"], subject=v["a"] if v["subject_first"] else v["b"]),
+        verbalize=str,
+    )
+
+
+def ioi_counterfactuals(n: int = 256, *, seed: int = 0, changed_fraction: float | None = 0.5) -> CounterfactualDataset:
+    """Interchange examples for the IOI ``io_first`` variable."""
+    return sample_counterfactuals(ioi_model(), "io_first", n, seed=seed, changed_fraction=changed_fraction)
 
 
 def price_tagging_counterfactuals(

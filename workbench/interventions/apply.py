@@ -19,7 +19,10 @@ from workbench.hooks import attach, capture
 from workbench.interventions.modules import Intervention
 from workbench.interventions.spec import InterventionSpec
 
-__all__ = ["InterventionSet", "InterventionOutput", "run_interventions"]
+__all__ = ["InterventionSet", "InterventionOutput", "run_interventions", "source_activations"]
+
+SourceActs = dict[tuple[int, str], Tensor]
+"""Clean source activations keyed by (source group, hook name)."""
 
 
 class InterventionSet(nn.Module):
@@ -68,11 +71,38 @@ def _select(x: Tensor, positions: tuple[int, ...] | None) -> Tensor:
     return (x if positions is None else x[:, list(positions)]).flatten(2)
 
 
+def source_activations(
+    model,
+    interventions: InterventionSet,
+    sources: Int[Tensor, "batch pos"] | Sequence[Int[Tensor, "batch pos"]] | None,
+    *,
+    batch_size: int | None = None,
+) -> SourceActs:
+    """Run each source group clean (no gradient) and keep the activations its interventions read."""
+    sources = [] if sources is None else [sources] if isinstance(sources, Tensor) else list(sources)
+    missing = [g for g in interventions.groups if g >= len(sources)]
+    if missing:
+        raise ValueError(f"interventions read source groups {interventions.groups} but {len(sources)} source input(s) were given")
+    acts: SourceActs = {}
+    for group in interventions.groups:
+        hooks = sorted({s.hook for s, m in interventions if m.needs_source and s.group == group})
+        step = batch_size or len(sources[group])
+        parts: list[dict[str, Tensor]] = []
+        for i in range(0, len(sources[group]), step):
+            with torch.no_grad(), capture(model, hooks) as part:
+                model(sources[group][i : i + step])
+            parts.append(part)
+        acts.update({(group, h): torch.cat([p[h] for p in parts]) for h in hooks})
+    return acts
+
+
 def run_interventions(
     model,
     interventions: InterventionSet,
     base: Int[Tensor, "batch pos"],
     sources: Int[Tensor, "batch pos"] | Sequence[Int[Tensor, "batch pos"]] | None = None,
+    *,
+    source_acts: SourceActs | None = None,
 ) -> InterventionOutput:
     """Run ``base`` through ``model`` with ``interventions``, reading source activations from ``sources``.
 
@@ -82,26 +112,19 @@ def run_interventions(
         base: base token ids.
         sources: one token tensor per source group (a single tensor is group 0); the same batch
             size as ``base``; lengths may differ when every spec gives explicit positions.
+        source_acts: the sources' activations from :func:`source_activations`, to skip the source
+            runs (training reuses them across epochs); then ``sources`` is not read.
 
     Returns:
         The intervened logits (gradients flow to trainable interventions) and collected activations.
     """
-    sources = [] if sources is None else [sources] if isinstance(sources, Tensor) else list(sources)
     for spec in interventions.specs:
         spec.check(model)
-    missing = [g for g in interventions.groups if g >= len(sources)]
-    if missing:
-        raise ValueError(f"interventions read source groups {interventions.groups} but {len(sources)} source input(s) were given")
-    for i, src in enumerate(sources):
-        if src.shape[0] != base.shape[0]:
-            raise ValueError(f"source {i} has batch size {src.shape[0]}, base has {base.shape[0]}: pair every base with a source")
-
-    source_acts: dict[tuple[int, str], Tensor] = {}
-    for group in interventions.groups:
-        hooks = sorted({s.hook for s, m in interventions if m.needs_source and s.group == group})
-        with torch.no_grad(), capture(model, hooks) as acts:
-            model(sources[group])
-        source_acts.update({(group, h): acts[h] for h in hooks})
+    if source_acts is None:
+        source_acts = source_activations(model, interventions, sources)
+    for (group, _), acts in source_acts.items():
+        if acts.shape[0] != base.shape[0]:
+            raise ValueError(f"source {group} has batch size {acts.shape[0]}, base has {base.shape[0]}: pair every base with a source")
 
     def hook_fn(spec: InterventionSpec, module: Intervention):
         def fn(x: Tensor, hook) -> Tensor:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from workbench.config import Config
 from workbench.data.counterfactual import CounterfactualTensors
-from workbench.interventions.apply import InterventionSet, run_interventions
+from workbench.interventions.apply import InterventionSet, run_interventions, source_activations
 from workbench.interventions.modules import BoundlessRotatedSpaceIntervention
 
 __all__ = ["AlignmentConfig", "TrainHistory", "frozen", "train_interventions"]
@@ -125,12 +125,14 @@ def train_interventions(
     interventions.train()
     try:
         with frozen(model):
+            cached = source_activations(model, interventions, data.sources, batch_size=cfg.batch_size)
             for step, index in enumerate(tqdm(_batches(len(data), cfg.batch_size, cfg.steps, cfg.seed), total=cfg.steps, desc="DAS", disable=not progress)):
                 temperature = cfg.temperature_start * ratio**step
                 for m in boundless.values():
                     m.temperature.fill_(temperature)
                 batch = data.batch(index)
-                logits = run_interventions(model, interventions, batch.base, batch.sources).logits[:, -1]
+                acts = {key: value[index] for key, value in cached.items()}
+                logits = run_interventions(model, interventions, batch.base, source_acts=acts).logits[:, -1]
                 loss = torch.nn.functional.cross_entropy(logits, batch.labels)
                 total = loss + cfg.boundary_penalty * sum((b.clamp(0, 1) for b in boundaries), torch.tensor(0.0))
                 opt.zero_grad(set_to_none=True)

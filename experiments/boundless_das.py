@@ -65,6 +65,8 @@ class BoundlessDASConfig(Config):
     """Training steps per (layer, position)."""
     batch_size: int = 64
     """Examples per step."""
+    lr: float = 1e-3
+    """Learning rate of the rotation (the boundary's is 1e-2, as in the paper)."""
     seed: int = 0
     """Seed of data, rotations and batch order."""
     quick: bool = False
@@ -106,7 +108,7 @@ def main(cfg: BoundlessDASConfig) -> dict:
     train = make(n_train, cfg.seed).tokenize(tokenizer)
     test_set = make(n_test, cfg.seed + 1)
     test = test_set.tokenize(tokenizer)
-    align = AlignmentConfig(steps=20 if cfg.quick else cfg.steps, batch_size=min(cfg.batch_size, n_train), seed=cfg.seed)
+    align = AlignmentConfig(steps=20 if cfg.quick else cfg.steps, batch_size=min(cfg.batch_size, n_train), lr=cfg.lr, seed=cfg.seed)
 
     start = time.perf_counter()
     sweep = das_sweep(model, train, test, layers, positions, hook_kind=cfg.hook, method=method, rank=cfg.rank, cfg=align, progress=True)

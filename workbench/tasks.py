@@ -73,7 +73,7 @@ class PriceTaggerConfig(Config):
     d_model: int = 64
     """Residual stream width."""
     n_heads: int = 8
-    """Attention heads (2 key/value heads: grouped-query attention as in Llama)."""
+    """Attention heads (half as many key/value heads: grouped-query attention as in Llama)."""
     d_mlp: int = 256
     """Hidden width of the gated MLP."""
     steps: int = 2000

@@ -148,14 +148,18 @@ class CollectIntervention(Intervention):
 
 
 class _Rotation(nn.Module):
-    """``x -> x @ weight`` with ``weight`` (``d x r``) kept orthogonal (orthonormal columns)."""
+    """``x -> x @ weight`` with ``weight`` (``d x r``) kept orthogonal (orthonormal columns).
+
+    Square rotations use torch's default (matrix exponential around a stored base); low-rank ones
+    use Householder reflections without the trivialisation, whose state is only ``d x r`` numbers.
+    """
 
     def __init__(self, d: int, r: int, seed: int | None):
         super().__init__()
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         q, upper = torch.linalg.qr(torch.randn(d, r, generator=g))
         self.weight = nn.Parameter(q * torch.sign(torch.diagonal(upper)))
-        parametrizations.orthogonal(self, "weight")
+        parametrizations.orthogonal(self, "weight", use_trivialization=d == r)
 
 
 class _RotatedBase(Intervention):

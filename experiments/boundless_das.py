@@ -1,0 +1,163 @@
+"""Boundless DAS with ground truth: where does a model compute a causal variable?
+
+``--task price_tagging``: a small Llama trained here on the price-tagging game of Wu et al. (2023),
+"Interpretability at Scale" (where Alpaca-7B reached IIA 0.96 for the left-boundary variable), is
+searched layer x position for the ``left`` (``low <= price``) or ``right`` variable. Controls: a
+random untrained rotation with the learned width, a position before any number (cannot carry the
+variable), and the no-op baseline (fraction of examples whose label the intervention should not change).
+``--task ioi``: the default model SmolLM2-135M-Instruct on indirect-object identification, variable
+``io_first`` (the indirect object is the first-mentioned name).
+
+    python -m experiments.boundless_das [--task ioi] [--layer L] [--position P] [--quick] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+
+from experiments.common import parse_config, write_outputs
+from workbench.config import Config
+from workbench.data.counterfactual import ioi_counterfactuals, price_tagging_counterfactuals
+from workbench.interventions.bundle import bundle_size, save_bundle
+from workbench.interventions.plots import boundary_width_figure, iia_heatmap, training_curves
+from workbench.interventions.search import das_sweep, fit_das, random_rotation_iia
+from workbench.interventions.train import AlignmentConfig
+from workbench.models import DEFAULT_MODEL, load_model
+from workbench.tasks import PriceTaggerConfig, price_tagger, task_accuracy
+
+QUICK_TAGGER = PriceTaggerConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, steps=150, batch_size=32, eval_size=200)
+"""The price tagger of ``--quick`` runs (seconds to train; far from solving the task)."""
+
+TASKS = {
+    # positions: candidate positions of the sweep; irrelevant: a position that cannot carry the variable
+    "price_tagging": {"variable": "left", "positions": (2, 31, 32, 33, 34, 35), "irrelevant": 2, "method": "boundless"},
+    "ioi": {"variable": "io_first", "positions": (13,), "irrelevant": 2, "method": "low_rank"},
+}
+
+
+@dataclass(frozen=True)
+class BoundlessDASConfig(Config):
+    """Boundless DAS layer x position search with controls."""
+
+    task: str = "price_tagging"
+    """price_tagging (small model trained here, with ground truth) or ioi (SmolLM2-135M-Instruct)."""
+    variable: str = ""
+    """Causal variable to align (default: left for price_tagging, io_first for ioi)."""
+    layer: int | None = None
+    """Only this layer (default: every layer for price_tagging, five spread layers for ioi)."""
+    position: int | None = None
+    """Only this position (default: the task's candidate positions)."""
+    hook: str = "resid_post"
+    """Hook kind intervened on."""
+    method: str = ""
+    """boundless or low_rank (default: boundless for price_tagging; low_rank, cheaper, for ioi on SmolLM2)."""
+    rank: int = 1
+    """Subspace dimension of low_rank DAS."""
+    n_train: int = 1024
+    """Counterfactual training examples."""
+    n_test: int = 512
+    """Held-out counterfactual examples for IIA."""
+    steps: int = 200
+    """Training steps per (layer, position)."""
+    batch_size: int = 64
+    """Examples per step."""
+    lr: float = 5e-3
+    """Learning rate of the rotation (the boundary's is 1e-2, as in the paper)."""
+    boundary_penalty: float = 0.1
+    """Weight of the boundary size in the loss (favours small subspaces)."""
+    seed: int = 0
+    """Seed of data, rotations and batch order."""
+    quick: bool = False
+    """Tiny model (price tagging), few examples and steps: for tests."""
+    out: str = "figures/boundless_das"
+    """Output folder."""
+
+
+def _setup(cfg: BoundlessDASConfig):
+    task = TASKS.get(cfg.task)
+    if task is None:
+        raise ValueError(f"unknown task {cfg.task!r}; tasks: {', '.join(TASKS)}")
+    variable = cfg.variable or task["variable"]
+    if cfg.task == "price_tagging":
+        trained = price_tagger(QUICK_TAGGER if cfg.quick else PriceTaggerConfig())
+        model, tokenizer, name = trained.model, trained.tokenizer, f"price tagger ({trained.path.name})"
+        make = lambda n, seed: price_tagging_counterfactuals(variable, n, seed=seed)  # noqa: E731
+        layers = tuple(range(model.cfg.n_layers))
+    else:
+        model = load_model(DEFAULT_MODEL)
+        tokenizer, name = model.tokenizer, DEFAULT_MODEL
+        if variable != "io_first":
+            raise ValueError(f"the ioi task has one variable, io_first (got {variable!r})")
+        make = lambda n, seed: ioi_counterfactuals(n, seed=seed)  # noqa: E731
+        layers = (8, 16, 24)
+    if cfg.quick:
+        layers = layers[-1:]
+    layers = (cfg.layer,) if cfg.layer is not None else layers
+    positions = (cfg.position,) if cfg.position is not None else task["positions"]
+    if cfg.quick and cfg.position is None:
+        positions = (task["irrelevant"], task["positions"][-1])
+    return model, tokenizer, name, variable, make, layers, positions, task["irrelevant"], cfg.method or task["method"]
+
+
+def main(cfg: BoundlessDASConfig) -> dict:
+    torch.manual_seed(cfg.seed)
+    model, tokenizer, model_name, variable, make, layers, positions, irrelevant, method = _setup(cfg)
+    n_train, n_test = (128, 64) if cfg.quick else (cfg.n_train, cfg.n_test)
+    train = make(n_train, cfg.seed).tokenize(tokenizer)
+    test_set = make(n_test, cfg.seed + 1)
+    test = test_set.tokenize(tokenizer)
+    align = AlignmentConfig(steps=20 if cfg.quick else cfg.steps, batch_size=min(cfg.batch_size, n_train), lr=cfg.lr,
+                            boundary_penalty=cfg.boundary_penalty, seed=cfg.seed)
+
+    start = time.perf_counter()
+    sweep = das_sweep(model, train, test, layers, positions, hook_kind=cfg.hook, method=method, rank=cfg.rank, cfg=align, progress=True)
+    best = sweep.best()
+    control = random_rotation_iia(model, best, test, seed=cfg.seed + 1000)
+    frame = sweep.to_frame()
+    in_grid = frame[(frame.position == irrelevant) & (frame.layer == best.layer)]
+    irrelevant_iia = (
+        float(in_grid.iia.iloc[0]) if len(in_grid)
+        else fit_das(model, train, test, best.layer, irrelevant, hook_kind=cfg.hook, method=method, rank=cfg.rank, cfg=align).iia
+    )
+    seconds = time.perf_counter() - start
+
+    bundle = save_bundle(best.interventions, cfg.out + "/bundle", metadata={"model": model_name, "task": cfg.task, "variable": variable})
+    tokens = test.base[0].tolist()
+    labels = {p: tokenizer.decode([tokens[p]]) for p in positions}
+    summary = {
+        "task": cfg.task,
+        "model": model_name,
+        "variable": variable,
+        "hook": cfg.hook,
+        "method": method,
+        "task_accuracy": task_accuracy(model, test.base, test.base_labels),
+        "noop_iia": float((test.labels == test.base_labels).float().mean()),
+        "best": {"layer": best.layer, "position": best.position, "token": labels[best.position], "iia": best.iia, "width": best.width},
+        "random_rotation_iia": control,
+        "irrelevant_position": {"position": irrelevant, "token": tokenizer.decode([tokens[irrelevant]]), "iia": irrelevant_iia},
+        "sweep": frame.to_dict(orient="records"),
+        "bundle_bytes": bundle_size(bundle),
+        "search_seconds": seconds,
+        "d_model": model.cfg.d_model,
+    }
+    title = f"IIA of '{variable}' ({cfg.task}, {cfg.hook})"
+    write_outputs(
+        cfg.out,
+        cfg,
+        figures={
+            "iia_heatmap": iia_heatmap(frame, title=title, labels=labels),
+            "training_curves": training_curves(sweep.histories()),
+            "boundary_width": boundary_width_figure(frame),
+        },
+        tables={"sweep": frame, "histories": sweep.histories(), "examples": test_set.to_frame().head(20)},
+        summary=summary,
+    )
+    return summary
+
+
+if __name__ == "__main__":
+    main(parse_config(BoundlessDASConfig, sys.argv[1:], description=__doc__.splitlines()[0]))

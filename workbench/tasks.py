@@ -1,0 +1,202 @@
+"""Small transformers trained from scratch on a task, as ground truth for interpretability methods.
+
+The default model cannot play the price-tagging game of Wu et al. (2023), "Interpretability at
+Scale" (Alpaca-7B solves it at 0.92 accuracy), so Boundless DAS is checked on a small Llama-style
+model trained here on that game: SmolLM2's tokenizer (which splits prices into single digits, so
+every prompt has the same 36 tokens), a loss on the answer token only, fresh samples every step.
+Trained models are cached under ``cache_dir()/tasks/`` keyed by their config, so tests, notebooks
+and experiments share one training run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from workbench.config import Config
+from workbench.data.counterfactual import price_tagging_model, tokenize_fixed
+from workbench.models import boot, cache_dir
+
+__all__ = ["PRICE_VOCAB", "PriceTaggerConfig", "TrainedTaskModel", "price_tagger", "price_tokenizer", "task_accuracy"]
+
+PRICE_VOCAB = (
+    ("<pad>", "<unk>", "<bos>", "<eos>", *"0123456789", ".", ",", ":", " ", "\n", "Please", " say", " yes", " only")
+    + (" if", " it", " costs", " between", " and", " dollars", " otherwise", " no", "Input", "Output", " Yes", " No")
+)
+"""Every token of the price-tagging prompts and answers, as SmolLM2's tokenizer splits them."""
+
+
+def price_tokenizer():
+    """A word-level HF tokenizer over :data:`PRICE_VOCAB` (digits, punctuation and spaces on their own).
+
+    Saved once under ``cache_dir()/tokenizers/price`` and loaded from there, because booting a
+    bridge reloads the tokenizer from its folder.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    path = cache_dir() / "tokenizers" / "price"
+    if not (path / "tokenizer.json").exists():
+        tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(PRICE_VOCAB)}, unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Split(Regex(r" ?[A-Za-z]+|\d|[^\sA-Za-z\d]|\s"), behavior="isolated")
+        tok.decoder = decoders.Fuse()
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".price-", dir=path.parent))
+        try:
+            fast.save_pretrained(tmp)
+            try:
+                tmp.rename(path)
+            except OSError:
+                if not (path / "tokenizer.json").exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return AutoTokenizer.from_pretrained(path)
+
+
+@dataclass(frozen=True)
+class PriceTaggerConfig(Config):
+    """A small Llama trained from scratch on the price-tagging game."""
+
+    n_layers: int = 2
+    """Transformer blocks."""
+    d_model: int = 64
+    """Residual stream width."""
+    n_heads: int = 8
+    """Attention heads (half as many key/value heads: grouped-query attention as in Llama)."""
+    d_mlp: int = 256
+    """Hidden width of the gated MLP."""
+    steps: int = 2000
+    """Optimiser steps (each on freshly sampled prompts)."""
+    batch_size: int = 64
+    """Prompts per step."""
+    lr: float = 1.5e-3
+    """Peak AdamW learning rate (linear warm-up, cosine decay)."""
+    decimals: int = 2
+    """Decimals of the prices (2 as in the paper: X.XX dollars)."""
+    eval_size: int = 1000
+    """Held-out prompts for the reported accuracy."""
+    seed: int = 0
+    """Seed of initialisation and sampling."""
+
+    def key(self) -> str:
+        """Cache key: a hash of the config."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class TrainedTaskModel:
+    """A bridge around the trained model, its tokenizer, and how well it does."""
+
+    model: object
+    tokenizer: object
+    accuracy: float
+    """Held-out task accuracy (argmax over the whole vocabulary at the last position)."""
+    losses: list[float]
+    """Training loss per step (empty when loaded from the cache)."""
+    path: Path
+    """Cached HF folder."""
+
+
+def _batch(cfg: PriceTaggerConfig, tokenizer, rng: random.Random, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    causal = price_tagging_model(cfg.decimals)
+    runs = [causal.run(causal.sample_inputs(rng)) for _ in range(n)]
+    tokens = tokenize_fixed(tokenizer, [causal.render(r) for r in runs])
+    yes, no = (tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in (" Yes", " No"))
+    return tokens, torch.tensor([yes if r["answer"] else no for r in runs])
+
+
+def task_accuracy(model, tokens: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
+    """Fraction of prompts whose top next-token prediction is the label (model is a bridge or HF model)."""
+    hits = 0
+    with torch.no_grad():
+        for i in range(0, len(tokens), batch_size):
+            out = model(tokens[i : i + batch_size])
+            logits = out.logits if hasattr(out, "logits") else out
+            hits += (logits[:, -1].argmax(-1) == labels[i : i + batch_size]).sum().item()
+    return hits / len(tokens)
+
+
+def _train(cfg: PriceTaggerConfig, tokenizer, progress: bool):
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    torch.manual_seed(cfg.seed)
+    hf_cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.d_model,
+        intermediate_size=cfg.d_mlp,
+        num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads,
+        num_key_value_heads=max(1, cfg.n_heads // 2),
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    hf = AutoModelForCausalLM.from_config(hf_cfg, attn_implementation="eager")
+    hf.config.architectures = [type(hf).__name__]
+    opt = torch.optim.AdamW(hf.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.98))
+    warmup = max(1, cfg.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
+    )
+    rng = random.Random(cfg.seed)
+    losses = []
+    hf.train()
+    for _ in tqdm(range(cfg.steps), desc="price tagger", disable=not progress, mininterval=10):
+        tokens, labels = _batch(cfg, tokenizer, rng, cfg.batch_size)
+        hidden = hf.model(input_ids=tokens).last_hidden_state[:, -1]
+        loss = torch.nn.functional.cross_entropy(hf.lm_head(hidden), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    return hf.eval(), losses
+
+
+def price_tagger(cfg: PriceTaggerConfig = PriceTaggerConfig(), *, retrain: bool = False, progress: bool = False) -> TrainedTaskModel:
+    """The price-tagging model for ``cfg``: loaded from the cache, or trained (then cached).
+
+    Args:
+        cfg: architecture and training settings (the cache key).
+        retrain: train even when a cached copy exists (and replace it).
+        progress: show a progress bar while training.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = cache_dir() / "tasks" / f"price_tagger-{cfg.key()}"
+    tokenizer = price_tokenizer()
+    eval_tokens, eval_labels = _batch(cfg, tokenizer, random.Random(f"eval-{cfg.seed}"), cfg.eval_size)
+    losses: list[float] = []
+    if retrain or not (path / "metrics.json").exists():
+        hf, losses = _train(cfg, tokenizer, progress)
+        accuracy = task_accuracy(hf, eval_tokens, eval_labels)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+        try:
+            hf.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            cfg.save_json(tmp / "task_config.json")
+            (tmp / "metrics.json").write_text(json.dumps({"accuracy": accuracy, "losses": losses}) + "\n")
+            shutil.rmtree(path, ignore_errors=True)
+            tmp.rename(path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
+    hf.config.architectures = [type(hf).__name__]
+    model = boot(hf, tokenizer, type(hf).__name__, prepend_bos=False)
+    accuracy = task_accuracy(model, eval_tokens, eval_labels)
+    return TrainedTaskModel(model, tokenizer, accuracy, losses, path)

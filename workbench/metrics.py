@@ -7,6 +7,8 @@
   activations came from (Heimersheim & Nanda, 2024, *How to use and interpret activation
   patching*, arXiv:2404.15255).
 * KL divergence ``KL(reference || model)`` of the next-token distributions at one position.
+* Interchange intervention accuracy (Geiger et al., 2021; Wu et al., 2023), which runs the model
+  with interventions, lives in :mod:`workbench.interventions.evaluate` and is re-exported here.
 
 Metric objects (:class:`LogitDiff`, :class:`KLDivergence`, :class:`Normalized`) are callables on
 ``[batch pos d_vocab]`` logits, as :mod:`transformer_lens.patching` expects; they also declare the
@@ -23,7 +25,17 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-__all__ = ["KLDivergence", "LogitDiff", "Normalized", "kl_divergence", "logit_diff", "normalized"]
+from workbench.interventions.evaluate import interchange_intervention_accuracy
+
+__all__ = [
+    "KLDivergence",
+    "LogitDiff",
+    "Normalized",
+    "interchange_intervention_accuracy",
+    "kl_divergence",
+    "logit_diff",
+    "normalized",
+]
 
 
 def _answers(answers) -> Int[Tensor, "batch 2"]:

@@ -100,7 +100,7 @@ class Neuron1512Config(Config):
     """Small run (minutes): fewer steps, texts and prompts."""
 
 
-QUICK = dict(steps=15, batch_size=4, max_items=400, eval_texts=16, n_prompts=3, max_new_tokens=16, n_random=2, checkpoint_every=10)
+QUICK = dict(steps=10, batch_size=4, max_len=40, max_items=400, eval_texts=12, n_prompts=2, max_new_tokens=12, n_random=2, checkpoint_every=5)
 
 
 def resolve(cfg: Neuron1512Config) -> Neuron1512Config:

@@ -173,11 +173,12 @@ def train_irm(
                     loss = (lm + cfg.l1 * l1) / cfg.grad_accum
                     if not torch.isfinite(loss):
                         raise FloatingPointError(
-                            f"IRM training stopped at step {step}: the loss is {float(loss)}. "
+                            f"IRM training stopped at step {step}: the loss is {float(loss.detach())}. "
                             f"Lower the learning rate (lr={cfg.lr}) or keep max_grad_norm > 0"
                         )
                     loss.backward()
-                    lm_sum, l1_sum = lm_sum + float(lm) / cfg.grad_accum, l1_sum + float(l1) / cfg.grad_accum
+                    lm_sum += float(lm.detach()) / cfg.grad_accum
+                    l1_sum += float(l1.detach()) / cfg.grad_accum
                 if cfg.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(irm.parameters(), cfg.max_grad_norm)
                 lr = opt.param_groups[0]["lr"]

@@ -56,7 +56,7 @@ class Neuron1512Config(Config):
     """IRM hidden width / d_model (paper: 3); 0 = 3 on CUDA, 1 on CPU (keeps the default run within 30 minutes)."""
     n_hidden: int = 4
     """IRM hidden layers (paper: 4)."""
-    steps: int = 120
+    steps: int = 80
     """Training steps per alignment."""
     batch_size: int = 8
     """Texts per training batch."""
@@ -70,11 +70,11 @@ class Neuron1512Config(Config):
     """Annotator confidence a tweet needs to enter a corpus."""
     max_items: int = 3000
     """Tweets per alignment corpus (train + held out)."""
-    eval_texts: int = 64
+    eval_texts: int = 32
     """Held-out texts for the losses, the recorded outputs and the masking test."""
-    n_prompts: int = 12
+    n_prompts: int = 8
     """Chat prompts for the generations (each greedy and sampled)."""
-    max_new_tokens: int = 32
+    max_new_tokens: int = 24
     """Tokens per generated reply."""
     top_k: int = 10
     """Top dimensions reported per alignment."""
@@ -90,7 +90,7 @@ class Neuron1512Config(Config):
     """Checkpoint folder (one subfolder per alignment)."""
     resume: bool = True
     """Resume training from checkpoints in ckpt_dir."""
-    checkpoint_every: int = 50
+    checkpoint_every: int = 20
     """Checkpoint every this many steps."""
     png: bool = True
     """Also write PNG figures."""
@@ -122,7 +122,7 @@ def main(cfg: Neuron1512Config) -> dict:
     irm_cfg = IRMConfig(cfg.read_hook, cfg.read_layer, cfg.write_hook, cfg.layers, cfg.hidden_mult, cfg.n_hidden)
     train_cfg = TrainConfig(
         steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, l1=cfg.l1, max_len=cfg.max_len, eval_every=max(cfg.steps // 4, 1),
-        eval_texts=min(cfg.eval_texts, 32), checkpoint_every=cfg.checkpoint_every, seed=cfg.seed,
+        eval_texts=min(cfg.eval_texts, 16), checkpoint_every=cfg.checkpoint_every, seed=cfg.seed,
     )
     prompts = chat_prompts(cfg.n_prompts)
     off = generate_replies(model, None, prompts, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens)

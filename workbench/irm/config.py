@@ -70,8 +70,6 @@ class IRMConfig(Config):
         bad = [layer for layer in (*layers, self.read_layer) if layer >= n_layers]
         if bad:
             raise IndexError(f"layers {bad} are out of range: the model has layers 0..{n_layers - 1}")
-        if not self.layers and point_rank(self.write_hook, 0) < point_rank(self.read_hook, self.read_layer):
-            raise ValueError("configuration error: writing at every layer includes layers before the read point; pass layers")
         return tuple(sorted(layers))
 
     def hidden_width(self, d_model: int) -> int:

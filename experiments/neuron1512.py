@@ -197,7 +197,7 @@ def main(cfg: Neuron1512Config) -> dict:
     for name in cfg.alignments:
         figures[f"heatmap_{name}"] = plots.output_heatmap(stats[name], f"Mean |IRM output| on held-out {name} replies")
         gen, toks, layers = per[name]
-        figures[f"heatmap_tokens_{name}"] = plots.token_heatmaps(gen.irm_out, toks, layers, f"|IRM output| per generated token ({name}): {gen.prompt!r}", n=4)
+        figures[f"heatmap_tokens_{name}"] = plots.token_heatmaps(gen.irm_out, toks, layers, f"|IRM output| per generated token ({name}): {gen.prompt!r}", n=3)
     summary = {
         "model": str(model.cfg.model_name),
         "device": cfg.device,

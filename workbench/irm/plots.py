@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from torch import Tensor
+
 
 from workbench.irm.record import OutputStats
 
@@ -35,9 +37,16 @@ def training_curves(logs: Mapping[str, pd.DataFrame]) -> go.Figure:
     return fig.update_layout(title="IRM training: next-token loss on the alignment corpus", xaxis_title="step", yaxis_title="loss (nats/token)")
 
 
+def _compact(z: np.ndarray) -> tuple[np.ndarray, float]:
+    """Values divided by their maximum and rounded to 3 decimals (keeps the HTML small), and that maximum."""
+    scale = float(np.abs(z).max()) or 1.0
+    return np.round(z / scale, 3), scale
+
+
 def output_heatmap(stats: OutputStats, title: str) -> go.Figure:
-    """Mean |IRM output| with x = residual dimension and y = layer."""
-    fig = go.Figure(go.Heatmap(z=stats.mean_abs.numpy(), y=list(stats.layers), colorscale="Viridis", colorbar=dict(title="mean |out|")))
+    """Mean |IRM output| with x = residual dimension and y = layer (relative to its maximum)."""
+    z, scale = _compact(stats.mean_abs.numpy())
+    fig = go.Figure(go.Heatmap(z=z, y=list(stats.layers), colorscale="Viridis", colorbar=dict(title=f"mean |out|<br>/ {scale:.3g}")))
     return fig.update_layout(title=f"{title} ({stats.n_tokens} tokens)", xaxis_title="residual dimension", yaxis_title="layer", height=420)
 
 
@@ -45,9 +54,10 @@ def token_heatmaps(outputs: Tensor, tokens: Sequence[str], layers: Sequence[int]
     """|IRM output| (x = residual dimension, y = layer) for the first ``n`` generated tokens."""
     n = min(n, outputs.shape[0])
     fig = make_subplots(rows=n, cols=1, shared_xaxes=True, subplot_titles=[repr(t) for t in tokens[:n]], vertical_spacing=0.03)
-    zmax = float(outputs[:n].abs().max())
+    z, scale = _compact(outputs[:n].abs().numpy())
     for i in range(n):
-        fig.add_trace(go.Heatmap(z=outputs[i].abs().numpy(), y=list(layers), zmin=0, zmax=zmax, colorscale="Viridis", showscale=i == 0), row=i + 1, col=1)
+        fig.add_trace(go.Heatmap(z=z[i], y=list(layers), zmin=0, zmax=1, colorscale="Viridis", showscale=i == 0,
+                                 colorbar=dict(title=f"|out| / {scale:.3g}")), row=i + 1, col=1)
     fig.update_xaxes(title_text="residual dimension", row=n, col=1)
     return fig.update_layout(title=title, height=170 * n + 80)
 

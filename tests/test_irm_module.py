@@ -185,3 +185,15 @@ def test_wrong_model_checkpoint_refused(tiny_llama, tiny_gpt2, tokenizer, tmp_pa
     with pytest.raises(ValueError, match="allow_other_model"):
         load_irm(tmp_path / "ck", tiny_gpt2)  # same shape, another model
     assert load_irm(tmp_path / "ck", tiny_gpt2, allow_other_model=True).layers == (0, 1)
+
+
+@pytest.mark.real_model
+def test_identity_at_init_on_the_default_model(smollm2):
+    tokens = smollm2.to_tokens("The flight was late and the staff were rude")
+    irm = IRM.for_model(smollm2, IRMConfig(hidden_mult=0.25, n_hidden=1))
+    base = smollm2(tokens)
+    record = []
+    with inject(smollm2, irm, record=record):
+        injected = smollm2(tokens)
+    assert record[0].shape == (1, tokens.shape[1], 30, 576) and not record[0].any()
+    assert (injected - base).abs().max() <= 1e-6

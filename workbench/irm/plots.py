@@ -40,7 +40,7 @@ def training_curves(logs: Mapping[str, pd.DataFrame]) -> go.Figure:
 def _compact(z: np.ndarray) -> tuple[np.ndarray, float]:
     """Values divided by their maximum and rounded to 3 decimals (keeps the HTML small), and that maximum."""
     scale = float(np.abs(z).max()) or 1.0
-    return np.round(z / scale, 3), scale
+    return np.round(z.astype(np.float64) / scale, 3), scale  # float64: short JSON numbers
 
 
 def output_heatmap(stats: OutputStats, title: str) -> go.Figure:
@@ -53,7 +53,7 @@ def output_heatmap(stats: OutputStats, title: str) -> go.Figure:
 def token_heatmaps(outputs: Tensor, tokens: Sequence[str], layers: Sequence[int], title: str, n: int = 6) -> go.Figure:
     """|IRM output| (x = residual dimension, y = layer) for the first ``n`` generated tokens."""
     n = min(n, outputs.shape[0])
-    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, subplot_titles=[repr(t) for t in tokens[:n]], vertical_spacing=0.03)
+    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, subplot_titles=[repr(t) for t in tokens[:n]], vertical_spacing=0.08)
     z, scale = _compact(outputs[:n].abs().numpy())
     for i in range(n):
         fig.add_trace(go.Heatmap(z=z[i], y=list(layers), zmin=0, zmax=1, colorscale="Viridis", showscale=i == 0,
@@ -92,7 +92,7 @@ def masking_bars(frames: Mapping[str, pd.DataFrame]) -> go.Figure:
             rows.append({"alignment": name, "what": f"{kind} {k}", "removed": g.removed.mean(), "std": g.removed.std(ddof=0)})
     agg = pd.DataFrame(rows)
     fig = px.bar(agg, x="alignment", y="removed", color="what", error_y="std", barmode="group")
-    return fig.update_layout(title="Causal test: share of the held-out loss gain lost when masking IRM dimensions", yaxis_title="realignment removed")
+    return fig.update_layout(title="Masking IRM dimensions: share of the held-out loss gain lost", yaxis_title="realignment removed")
 
 
 def realignment_bars(table: pd.DataFrame) -> go.Figure:

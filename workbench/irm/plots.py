@@ -97,7 +97,7 @@ def masking_bars(frames: Mapping[str, pd.DataFrame]) -> go.Figure:
 
 def realignment_bars(table: pd.DataFrame) -> go.Figure:
     """Held-out loss and VADER sentiment with the IRM off and on, per alignment (``table`` from the experiment)."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["held-out loss (lower = closer to the corpus)", "VADER compound of replies"])
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["held-out loss (nats/token)", "VADER compound of replies"])
     for col, (off, on) in enumerate([("heldout_loss_base", "heldout_loss_irm"), ("vader_off", "vader_on")], start=1):
         fig.add_bar(x=table.alignment, y=table[off], name="IRM off", marker_color="grey", showlegend=col == 1, row=1, col=col)
         fig.add_bar(x=table.alignment, y=table[on], name="IRM on", marker_color="crimson", showlegend=col == 1, row=1, col=col)

@@ -1,0 +1,26 @@
+"""The Injectable Realignment Model of *The Mysterious Case of Neuron 1512* (Smith et al., 2024).
+
+``IRM`` reads one activation of a frozen model and adds its output into the residual stream of
+chosen layers; ``inject`` runs a model with it; ``train_irm`` trains it; ``save_irm``/``load_irm``
+checkpoint it; the analysis modules record its output and find its dominant dimensions.
+"""
+
+from workbench.irm.checkpoint import load_irm, load_train_state, save_irm
+from workbench.irm.config import IRMConfig, TrainConfig
+from workbench.irm.inject import inject
+from workbench.irm.module import IRM, Injection
+from workbench.irm.train import TrainResult, eval_loss, train_irm
+
+__all__ = [
+    "IRM",
+    "IRMConfig",
+    "Injection",
+    "TrainConfig",
+    "TrainResult",
+    "eval_loss",
+    "inject",
+    "load_irm",
+    "load_train_state",
+    "save_irm",
+    "train_irm",
+]

@@ -1,0 +1,118 @@
+"""IRM training on tiny random models: frozen LM, learning a toy realignment, resume, NaN, logs, checkpoints."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import tiny_llama_config
+
+from workbench.irm import IRM, IRMConfig, TrainConfig, eval_loss, train_irm
+from workbench.irm.text import encode_replies
+from workbench.irm.train import batch_order, encode_for
+from workbench.models import from_config
+
+SMALL = IRMConfig(hidden_mult=0.5, n_hidden=2)
+TOY = [f"I love {w} so much!" for w in ("it", "this", "today", "you", "them", "flying", "rain", "work")]
+
+
+def test_reply_tokens_are_scored(tokenizer):
+    enc = encode_replies(tokenizer, ["I love it"], user_prompt="Write a tweet.")[0]
+    scored = [tokenizer.decode([i]) for i, s in zip(enc.ids, enc.scored) if s]
+    assert scored == ["I", " love", " it", "<|im_end|>"]
+    assert tokenizer.decode(list(enc.ids)).startswith("<|im_start|>system\n<|im_end|>\n<|im_start|>user\nWrite a tweet.")
+
+
+def test_batch_order_is_a_function_of_seed_and_step():
+    first = [batch_order(10, m, 4, seed=1) for m in range(5)]
+    assert first == [batch_order(10, m, 4, seed=1) for m in range(5)]
+    flat = sum(first, [])
+    assert sorted(flat[:10]) == list(range(10))  # one epoch visits every text once
+    assert first != [batch_order(10, m, 4, seed=2) for m in range(5)]
+
+
+@pytest.fixture(scope="module")
+def toy_llama(tokenizer):
+    """A tiny Llama whose weights are large enough (init std 1) that its logits can move by many nats.
+
+    The shared tiny model (init std 0.02) has logits within about +-1 of each other after the final
+    RMSNorm, so no residual edit could teach it a text.
+    """
+    config = tiny_llama_config(len(tokenizer))
+    config.initializer_range = 1.0
+    return from_config(config, tokenizer, seed=0, prepend_bos=False)
+
+
+def test_lm_frozen_and_toy_realignment_learned(toy_llama, tmp_path):
+    model = toy_llama
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = [p.requires_grad for p in model.parameters()]
+    irm = IRM.for_model(model, SMALL)
+    cfg = TrainConfig(steps=30, batch_size=4, lr=3e-3, warmup=1, eval_every=10, eval_texts=4)
+    seen = []
+    result = train_irm(model, irm, TOY, cfg, held_out=TOY[:4], out_dir=tmp_path, progress=False,
+                       callback=lambda row: seen.append(any(p.requires_grad for p in model.parameters())))
+    assert seen and not any(seen)  # frozen during training
+    assert [p.requires_grad for p in model.parameters()] == flags  # flags restored after
+    assert all(p.grad is None for p in model.parameters())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    df = result.to_frame()
+    data = encode_for(model, TOY, cfg)
+    base, trained = eval_loss(model, None, data), eval_loss(model, irm, data)
+    # the random model is far from the toy texts; the IRM must cut the loss by more than half
+    assert base > 9 and trained < 0.5 * base, (base, trained)
+    assert df.lm_loss.iloc[-1] < 0.5 * df.lm_loss.iloc[0]
+    log = pd.read_csv(tmp_path / "train_log.csv")
+    assert list(log.step) == list(range(1, 31)) and log.eval_loss.notna().sum() == 3
+    assert [p.name for p in sorted((tmp_path / "checkpoints").iterdir())] == ["step-000030"]
+
+
+def test_resume_equals_uninterrupted(tiny_llama, tmp_path):
+    cfg = TrainConfig(steps=6, batch_size=3, grad_accum=2, lr=3e-3, warmup=2, l1=1e-3, checkpoint_every=3, eval_every=0)
+    straight = IRM.for_model(tiny_llama, SMALL, seed=5)
+    train_irm(tiny_llama, straight, TOY, cfg, out_dir=tmp_path / "a", progress=False)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop(row):
+        if row["step"] == 4:
+            raise Interrupt
+
+    first = IRM.for_model(tiny_llama, SMALL, seed=5)
+    with pytest.raises(Interrupt):
+        train_irm(tiny_llama, first, TOY, cfg, out_dir=tmp_path / "b", progress=False, callback=stop)
+    resumed = IRM.for_model(tiny_llama, SMALL, seed=5)
+    result = train_irm(tiny_llama, resumed, TOY, cfg, out_dir=tmp_path / "b", progress=False)
+    assert result.resumed_from == 3
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    log = pd.read_csv(tmp_path / "b" / "train_log.csv")
+    assert list(log.step) == list(range(1, 7))  # the interrupted step 4 is not duplicated
+    reference = pd.read_csv(tmp_path / "a" / "train_log.csv")
+    assert (log.loss - reference.loss).abs().max() == 0
+
+
+def test_resume_refuses_another_irm_config(tiny_llama, tmp_path):
+    cfg = TrainConfig(steps=2, batch_size=2, eval_every=0)
+    train_irm(tiny_llama, IRM.for_model(tiny_llama, SMALL), TOY, cfg, out_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="another model or IRM config"):
+        train_irm(tiny_llama, IRM.for_model(tiny_llama, SMALL.replace(n_hidden=1)), TOY, cfg, out_dir=tmp_path, progress=False)
+
+
+def test_nan_loss_stops_naming_the_step(tiny_llama):
+    irm = IRM.for_model(tiny_llama, SMALL)
+    cfg = TrainConfig(steps=5, batch_size=2, eval_every=0, lr=1e-3)
+    calls = []
+
+    def poison(row):
+        calls.append(row["step"])
+        if row["step"] == 2:
+            with torch.no_grad():
+                irm.net[0].weight[0, 0] = math.nan
+
+    with pytest.raises(FloatingPointError, match="stopped at step 3"):
+        train_irm(tiny_llama, irm, TOY, cfg, progress=False, callback=poison)
+    assert calls == [1, 2]

@@ -1,0 +1,146 @@
+"""Dominant residual dimensions of the IRM output, and tests of their role.
+
+*The Mysterious Case of Neuron 1512* (Smith et al., 2024) found that the IRM's output concentrates on
+one residual dimension (1512 in Llama-2-7b), the same for every alignment. Here: the top dimensions
+per alignment, their overlap across alignments, the base model's own activation magnitude at those
+dimensions (are they its massive-activation dimensions? Sun et al., 2024, *Massive Activations in
+Large Language Models*), and a causal test: mask the IRM output at the top-k dimensions, or at k
+random ones (several draws), and measure how much of the realignment (held-out loss gain) is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from workbench.hooks import capture, hook_names
+from workbench.irm.module import IRM
+from workbench.irm.text import Encoded, pad_batch
+from workbench.irm.train import eval_loss
+
+__all__ = ["MaskingResult", "top_dims", "overlap_table", "base_magnitudes", "massive_dims", "masking_test"]
+
+
+def top_dims(share: Float[Tensor, "d_model"], k: int) -> list[tuple[int, float]]:
+    """The ``k`` dimensions with the largest share, as ``(dim, share)``, largest first."""
+    values, idx = share.topk(min(k, share.numel()))
+    return [(int(i), float(v)) for i, v in zip(idx, values)]
+
+
+def overlap_table(tops: Mapping[str, Sequence[int]]) -> pd.DataFrame:
+    """Pairwise overlap of top-dimension lists: shared count, Jaccard index, and whether the top-1 agree."""
+    rows = []
+    for a, b in combinations(tops, 2):
+        sa, sb = set(tops[a]), set(tops[b])
+        rows.append(
+            {
+                "a": a,
+                "b": b,
+                "k": len(tops[a]),
+                "shared": len(sa & sb),
+                "jaccard": len(sa & sb) / max(len(sa | sb), 1),
+                "same_top1": tops[a][0] == tops[b][0],
+            }
+        )
+    return pd.DataFrame(rows, columns=["a", "b", "k", "shared", "jaccard", "same_top1"])
+
+
+@torch.no_grad()
+def base_magnitudes(model, data: Sequence[Encoded], *, batch_size: int = 16) -> Float[Tensor, "layer d_model"]:
+    """Mean ``|resid_post|`` of the base model per (layer, dimension) over the non-pad tokens of ``data``."""
+    names = hook_names(model, "resid_post")
+    pad = model.tokenizer.pad_token_id or 0
+    total = torch.zeros(len(names), model.cfg.d_model)
+    count = 0
+    for start in range(0, len(data), batch_size):
+        batch = data[start : start + batch_size]
+        tokens, _ = pad_batch(batch, pad, model.cfg.device)
+        real = torch.arange(tokens.shape[1], device=tokens.device)[None] < torch.tensor([len(e.ids) for e in batch], device=tokens.device)[:, None]
+        with capture(model, names) as acts:
+            model(tokens)
+        total += torch.stack([acts[n][real].float().abs().sum(0).cpu() for n in names])
+        count += int(real.sum())
+    return total / max(count, 1)
+
+
+def massive_dims(magnitudes: Float[Tensor, "layer d_model"], k: int = 10) -> pd.DataFrame:
+    """Dimensions ranked by their peak (over layers) mean magnitude, with the ratio to the median dimension."""
+    peak = magnitudes.max(0).values
+    median = peak.median().clamp_min(1e-30)
+    order = peak.argsort(descending=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order))
+    return pd.DataFrame(
+        {
+            "dim": order[:k].tolist(),
+            "peak_mean_abs": peak[order[:k]].tolist(),
+            "ratio_to_median": (peak[order[:k]] / median).tolist(),
+            "peak_layer": magnitudes[:, order[:k]].argmax(0).tolist(),
+        }
+    ).assign(rank=range(k))
+
+
+@dataclass(frozen=True)
+class MaskingResult:
+    """Held-out losses with the IRM output masked at the top-k or at k random dimensions."""
+
+    base_loss: float
+    irm_loss: float
+    rows: tuple[dict, ...]
+
+    def to_frame(self) -> pd.DataFrame:
+        """Long format: k, kind (top / random), draw, loss, removed (fraction of the realignment lost)."""
+        return pd.DataFrame(list(self.rows), columns=["k", "kind", "draw", "dims", "loss", "removed"])
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per k: removed fraction for the top-k, and mean / std / max over the random draws."""
+        df = self.to_frame()
+        out = {}
+        for k, g in df.groupby("k"):
+            rand = g[g.kind == "random"].removed
+            out[str(k)] = {
+                "top_removed": float(g[g.kind == "top"].removed.iloc[0]),
+                "random_removed_mean": float(rand.mean()) if len(rand) else float("nan"),
+                "random_removed_std": float(rand.std(ddof=0)) if len(rand) else float("nan"),
+                "random_removed_max": float(rand.max()) if len(rand) else float("nan"),
+            }
+        return out
+
+
+def masking_test(
+    model,
+    irm: IRM,
+    data: Sequence[Encoded],
+    ranked_dims: Sequence[int],
+    *,
+    ks: Sequence[int] = (1, 10),
+    n_random: int = 3,
+    seed: int = 0,
+    batch_size: int = 16,
+    base_loss: float | None = None,
+    irm_loss: float | None = None,
+) -> MaskingResult:
+    """Mask the IRM output at the top-k dims (from ``ranked_dims``) and at ``n_random`` draws of k random dims.
+
+    ``removed = (masked_loss - irm_loss) / (base_loss - irm_loss)``: 0 when masking changes nothing,
+    1 when it undoes the whole realignment (the held-out loss returns to the base model's).
+    """
+    base = base_loss if base_loss is not None else eval_loss(model, None, data, batch_size=batch_size)
+    full = irm_loss if irm_loss is not None else eval_loss(model, irm, data, batch_size=batch_size)
+    gain = base - full
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for k in ks:
+        draws = [("top", 0, list(ranked_dims[:k]))]
+        draws += [("random", i, torch.randperm(irm.d_model, generator=gen)[:k].tolist()) for i in range(n_random)]
+        for kind, draw, dims in draws:
+            loss = eval_loss(model, irm, data, batch_size=batch_size, mask=irm.mask_for(dims=dims))
+            removed = (loss - full) / gain if gain != 0 else float("nan")
+            rows.append({"k": k, "kind": kind, "draw": draw, "dims": " ".join(map(str, dims)), "loss": loss, "removed": removed})
+    return MaskingResult(base, full, tuple(rows))

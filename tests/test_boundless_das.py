@@ -14,7 +14,8 @@ from workbench.interventions.apply import InterventionSet, run_interventions
 from workbench.interventions.evaluate import interchange_intervention_accuracy
 from workbench.interventions.modules import BoundlessRotatedSpaceIntervention, InterchangeIntervention
 from workbench.interventions.spec import InterventionSpec
-from workbench.interventions.train import AlignmentConfig, frozen, train_interventions
+from workbench.interventions.train import AlignmentConfig, train_interventions
+from workbench.models import frozen
 from workbench.models import from_config
 from workbench.tasks import price_tokenizer
 

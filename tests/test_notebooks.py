@@ -1,6 +1,5 @@
 """Execute every notebook in notebooks/ at quick size (WORKBENCH_QUICK=1), figures to a temp dir."""
 
-import os
 from pathlib import Path
 
 import nbformat

@@ -9,7 +9,7 @@ from workbench.analysis.patching import ModelSide, patch_heads, patch_sweep
 from workbench.metrics import LogitDiff
 from workbench.models import from_config
 
-from conftest import tiny_gpt2_config, tiny_llama_config
+from conftest import tiny_llama_config
 
 TL_SWEEPS = {
     "resid_pre": tlp.get_act_patch_resid_pre,

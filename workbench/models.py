@@ -21,6 +21,8 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,7 @@ __all__ = [
     "cached_model_dir",
     "ensure_cached",
     "from_config",
+    "frozen",
     "load_hf",
     "load_model",
 ]
@@ -261,3 +264,17 @@ def load_model(
     """
     hf, tok, hf_id, spec = load_hf(name_or_path, dtype=dtype, local_dir=local_dir)
     return boot(hf, tok, hf_id, device=device, compat=compat, prepend_bos=spec.prepend_bos if spec else None)
+
+
+@contextmanager
+def frozen(model) -> Iterator:
+    """Turn off gradients of every model weight inside the block (only injected modules train);
+    the previous ``requires_grad`` flags come back afterwards, also when the block raises."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)

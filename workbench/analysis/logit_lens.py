@@ -25,7 +25,7 @@ from torch import Tensor
 
 from workbench.analysis.attribution import logit_diff_direction
 from workbench.analysis.patching import as_side
-from workbench.hooks import capture, hook_name
+from workbench.hooks import hook_name
 
 __all__ = ["LogitLens", "logit_lens"]
 

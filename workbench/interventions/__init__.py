@@ -24,7 +24,8 @@ from workbench.interventions.modules import (
 )
 from workbench.interventions.search import DASFit, DASSweep, das_sweep, fit_das, random_rotation_iia
 from workbench.interventions.spec import InterventionSpec, spec_at
-from workbench.interventions.train import AlignmentConfig, TrainHistory, frozen, train_interventions
+from workbench.interventions.train import AlignmentConfig, TrainHistory, train_interventions
+from workbench.models import frozen
 
 __all__ = [
     "MODULES",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -20,11 +19,12 @@ import torch
 from tqdm.auto import tqdm
 
 from workbench.config import Config
+from workbench.models import frozen
 from workbench.data.counterfactual import CounterfactualTensors
 from workbench.interventions.apply import InterventionSet, run_interventions, source_activations
 from workbench.interventions.modules import BoundlessRotatedSpaceIntervention
 
-__all__ = ["AlignmentConfig", "TrainHistory", "frozen", "train_interventions"]
+__all__ = ["AlignmentConfig", "TrainHistory", "train_interventions"]
 
 
 @dataclass(frozen=True)
@@ -66,19 +66,6 @@ class TrainHistory:
         return pd.DataFrame(
             [{"step": i, "quantity": q, "value": v} for q, values in rows for i, v in enumerate(values)]
         )
-
-
-@contextmanager
-def frozen(model) -> Iterator:
-    """Turn off gradients of every model weight inside the block, restoring the flags afterwards."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield model
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 def _batches(n: int, size: int, steps: int, seed: int) -> Iterator[torch.Tensor]:

@@ -14,8 +14,7 @@ import csv
 import math
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,12 +26,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench.hooks import attach
+from workbench.models import frozen
 from workbench.irm.checkpoint import load_train_state, model_identity, read_meta, save_irm
 from workbench.irm.config import TrainConfig
 from workbench.irm.module import IRM
 from workbench.irm.text import Encoded, encode_replies, pad_batch
 
-__all__ = ["TrainResult", "frozen", "reply_nll", "eval_loss", "train_irm", "encode_for", "batch_order"]
+__all__ = ["TrainResult", "reply_nll", "eval_loss", "train_irm", "encode_for", "batch_order"]
 
 LOG_FIELDS = ("step", "loss", "lm_loss", "l1", "lr", "eval_loss", "seconds")
 
@@ -48,19 +48,6 @@ class TrainResult:
     def to_frame(self) -> pd.DataFrame:
         """Long format: one row per step."""
         return pd.DataFrame(list(self.history), columns=list(LOG_FIELDS))
-
-
-@contextmanager
-def frozen(model) -> Iterator[None]:
-    """Set ``requires_grad=False`` on every model parameter for the block; restore the flags after."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 def reply_nll(logits: Tensor, tokens: Int[Tensor, "batch pos"], scored: Bool[Tensor, "batch pos"]) -> tuple[Tensor, int]:

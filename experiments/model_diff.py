@@ -5,7 +5,9 @@ curt-tigges/gpt2-negative-movie-reviews: logit difference " bad" − " good" on 
 really", logit lens, direct logit attribution per layer and head, activation patching of the tuned
 model's activations into the base model's run, and a joint patch of the top heads). The tuned
 model is the base fine-tuned on the negative tweets with only its last layers unfrozen
-(:mod:`workbench.tuning`), unless ``--tuned`` names a folder.
+(:mod:`workbench.tuning`), unless ``--tuned`` names a folder. ``--irm CHECKPOINT`` runs the same
+analyses on the base vs the base with an IRM injected (e.g. the negative IRM of
+``python -m experiments.neuron1512``), into ``OUT/irm``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from workbench.analysis.logit_lens import logit_lens
 from workbench.analysis.patching import ModelSide, patch_heads, patch_sweep
 from workbench.config import Config
 from workbench.data.prompts import PromptSet
+from workbench.hooks import attach
+from workbench.irm import latest_checkpoint, load_irm
 from workbench.metrics import LogitDiff
 from workbench.models import DEFAULT_MODEL, load_model
 from workbench.tuning import TuneConfig, load_tuned, tune_last_layers
@@ -55,6 +59,8 @@ class ModelDiffConfig(Config):
     """Tuning learning rate (quick: 3e-3)."""
     top_heads: int = 2
     """How many heads (largest head-patching effect) to patch jointly."""
+    irm: str | None = None
+    """Also compare the base with the base + an IRM: a checkpoint folder, or a training folder such as runs/neuron1512/negative."""
     seed: int = 0
     """Seed."""
 
@@ -84,47 +90,81 @@ def _prompt_set(cfg: ModelDiffConfig) -> PromptSet:
 
 
 def main(cfg: ModelDiffConfig) -> dict:
-    """Run the comparison and write figures, tables and ``summary.json`` under ``cfg.out``."""
+    """Run the comparison(s) and write figures, tables and ``summary.json`` under ``cfg.out``.
+
+    Base vs tuned goes to ``cfg.out``; with ``--irm``, base vs the IRM-injected base goes to
+    ``cfg.out/irm`` and its summary under the key ``"irm"``.
+    """
     torch.manual_seed(cfg.seed)
     started = time.perf_counter()
     base_model = load_model(cfg.base)
     tuned_model, tuned_path = _tuned_model(cfg)
-    base, tuned = ModelSide(base_model, name="base"), ModelSide(tuned_model, name="tuned")
     prompts = _prompt_set(cfg)
+    base = ModelSide(base_model, name="base")
+    summary, figures, tables = compare(base, ModelSide(tuned_model, name="tuned"), prompts, cfg)
+    summary = {"base": str(base_model.cfg.model_name), "tuned": tuned_path, **summary}
+    if cfg.irm is not None:
+        checkpoint = _irm_checkpoint(Path(cfg.irm))
+        irm = load_irm(checkpoint, base_model)
+        irm_summary, irm_figures, irm_tables = compare(base, ModelSide(base_model, hooks=tuple(irm.hooks(base_model)), name="irm"), prompts, cfg)
+        write_outputs(Path(cfg.out) / "irm", cfg, figures=irm_figures, tables=irm_tables, summary=irm_summary, png=not cfg.quick)
+        summary["irm"] = {"checkpoint": str(checkpoint), **irm_summary}
+    summary["seconds"] = time.perf_counter() - started
+    write_outputs(cfg.out, cfg, figures=figures, tables=tables, summary=summary, png=not cfg.quick)
+    return summary
+
+
+def _irm_checkpoint(path: Path) -> Path:
+    """A checkpoint folder, or the newest checkpoint of a training folder (``runs/neuron1512/negative``)."""
+    if (path / "irm.json").is_file():
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise FileNotFoundError(f"no IRM checkpoint at {path}: pass a step-* folder written by train_irm, or its parent")
+    return latest
+
+
+def compare(base: ModelSide, other: ModelSide, prompts: PromptSet, cfg: ModelDiffConfig) -> tuple[dict, dict, dict]:
+    """The study's analyses of ``other`` against ``base`` on ``prompts``: summary, figures, tables.
+
+    Direct logit attribution runs each side with its hooks attached, so for an injected model the
+    components are those of the injected run; the injected module's own writes are not a listed
+    component (they show in the logit lens gap and in patching).
+    """
+    name = other.label
+    base_model = base.model
     tokens, answers = prompts.tokens(base_model), prompts.answer_tokens(base_model)
     metric = LogitDiff(answers)
     per_prompt = LogitDiff(answers, per_prompt=True)
-    diffs = {side.name: per_prompt(side.run(tokens)[0]) for side in (base, tuned)}
-    base_ld, tuned_ld = float(diffs["base"].mean()), float(diffs["tuned"].mean())
+    diffs = {side.label: per_prompt(side.run(tokens)[0]) for side in (base, other)}
+    base_ld, other_ld = float(diffs["base"].mean()), float(diffs[name].mean())
     diff_table = pd.DataFrame(
         [(side, prompts.prompts[i], *prompts.answers[i], float(diffs[side][i])) for side in diffs for i in range(len(prompts.prompts))],
         columns=["model", "prompt", "answer", "other", "logit_diff"],
     )
 
-    # own-scale lens: the final-scale variant would shift every layer by the tuned model's new final scale
-    lenses = [logit_lens(side, tokens, answers, scale="own") for side in (base, tuned)]
-    models = {"base": base_model, "tuned": tuned_model}
-    attributions = [replace(layer_attribution(m, tokens, answers), model=name) for name, m in models.items()]
-    head_attrs = [replace(head_attribution(m, tokens, answers), model=name) for name, m in models.items()]
+    # own-scale lens: the final-scale variant would shift every layer by the other model's new final scale
+    lenses = [logit_lens(side, tokens, answers, scale="own") for side in (base, other)]
+    attributions, head_attrs = [], []
+    for side in (base, other):
+        with attach(side.model, side.hooks):
+            attributions.append(replace(layer_attribution(side.model, tokens, answers), model=side.label))
+            head_attrs.append(replace(head_attribution(side.model, tokens, answers), model=side.label))
     head_diff = head_attrs[1].values - head_attrs[0].values
 
-    # the tuned model's activations patched into the base model's run: 0 = base, 1 = tuned
-    n_layers = base_model.cfg.n_layers
+    # the other model's activations patched into the base model's run: 0 = base, 1 = other
+    n_layers, n_heads = base_model.cfg.n_layers, base_model.cfg.n_heads
     layers = list(range(n_layers - 8, n_layers)) if cfg.quick else None
-    sweeps = {kind: patch_sweep(base, tuned, kind, metric, tokens, layers=layers) for kind in SWEEP_KINDS}
-    # heads that move the base most towards the tuned model
-    toward = (sweeps["head"].values - sweeps["head"].baseline) * (1.0 if tuned_ld >= base_ld else -1.0)
+    sweeps = {kind: patch_sweep(base, other, kind, metric, tokens, layers=layers) for kind in SWEEP_KINDS}
+    # heads that move the base most towards the other model
+    toward = (sweeps["head"].values - sweeps["head"].baseline) * (1.0 if other_ld >= base_ld else -1.0)
     order = toward.flatten().argsort(descending=True)[: cfg.top_heads].tolist()
-    top_heads = [(sweeps["head"].layers[i // base_model.cfg.n_heads], i % base_model.cfg.n_heads) for i in order]
-    joint = patch_heads(base, tuned, top_heads, metric, tokens)
-    joint_back = patch_heads(tuned, base, top_heads, metric, tokens)
+    top_heads = [(sweeps["head"].layers[i // n_heads], i % n_heads) for i in order]
+    joint = patch_heads(base, other, top_heads, metric, tokens)
+    joint_back = patch_heads(other, base, top_heads, metric, tokens)
+    head_labels = " ".join(f"L{l}H{h}" for l, h in top_heads)
     joint_table = pd.DataFrame(
-        [
-            ("base", "none", base_ld),
-            ("tuned", "none", tuned_ld),
-            ("base", "tuned heads " + " ".join(f"L{l}H{h}" for l, h in top_heads), joint),
-            ("tuned", "base heads " + " ".join(f"L{l}H{h}" for l, h in top_heads), joint_back),
-        ],
+        [("base", "none", base_ld), (name, "none", other_ld), ("base", f"{name} heads {head_labels}", joint), (name, f"base heads {head_labels}", joint_back)],
         columns=["run", "patched", "logit_diff"],
     )
 
@@ -133,33 +173,28 @@ def main(cfg: ModelDiffConfig) -> dict:
     lens_gap = lenses[1].logit_diff - lenses[0].logit_diff
     head_diff_top = head_diff.flatten().abs().argsort(descending=True)[:5].tolist()
     summary = {
-        "base": str(base_model.cfg.model_name),
-        "tuned": tuned_path,
         "prompts": list(prompts.prompts),
         "answers": [list(a) for a in prompts.answers],
         "logit_diff_base": base_ld,
-        "logit_diff_tuned": tuned_ld,
+        f"logit_diff_{name}": other_ld,
         "logit_lens_gap_by_point": dict(zip(lenses[0].labels, lens_gap.tolist())),
         "top_attribution_differences": {attributions[0].labels[i]: float(attr_diff[i]) for i in attr_top},
-        "top_head_attribution_differences": {
-            f"L{i // base_model.cfg.n_heads}H{i % base_model.cfg.n_heads}": float(head_diff.flatten()[i]) for i in head_diff_top
-        },
+        "top_head_attribution_differences": {f"L{i // n_heads}H{i % n_heads}": float(head_diff.flatten()[i]) for i in head_diff_top},
         "top_patching": {kind: sweeps[kind].top(3).drop(columns="kind").to_dict("records") for kind in SWEEP_KINDS},
         "top_heads": [f"L{l}H{h}" for l, h in top_heads],
         "joint_head_patch_logit_diff": joint,
-        "joint_head_patch_normalized": (joint - base_ld) / (tuned_ld - base_ld) if tuned_ld != base_ld else None,
+        "joint_head_patch_normalized": (joint - base_ld) / (other_ld - base_ld) if other_ld != base_ld else None,
         "joint_head_patch_flips_base": bool((joint > 0) != (base_ld > 0)),
         "reverse_joint_head_patch_logit_diff": joint_back,
-        "seconds": time.perf_counter() - started,
     }
     figures = {
         "logit_diff": bar_figure(diff_table, "prompt", "logit_diff", "Logit difference (answer − other)", color="model"),
         "logit_lens": logit_lens_figure(lenses),
         "layer_attribution": attribution_figure(attributions),
-        "head_attribution_diff": head_heatmap(head_diff, "Head attribution, tuned − base", "Δ logit diff"),
+        "head_attribution_diff": head_heatmap(head_diff, f"Head attribution, {name} − base", "Δ logit diff"),
         "joint_head_patch": bar_figure(joint_table, "patched", "logit_diff", "Joint patch of the top heads", color="run"),
     }
-    figures.update({f"patch_{kind}": patching_heatmap(sweeps[kind], f"Tuned → base patching: {kind} (0 = base, 1 = tuned)") for kind in SWEEP_KINDS})
+    figures.update({f"patch_{kind}": patching_heatmap(sweeps[kind], f"{name} → base patching: {kind} (0 = base, 1 = {name})") for kind in SWEEP_KINDS})
     tables = {
         "logit_diff": diff_table,
         "logit_lens": pd.concat([lens.to_frame() for lens in lenses]),
@@ -169,8 +204,7 @@ def main(cfg: ModelDiffConfig) -> dict:
         "joint_head_patch": joint_table,
         **{f"patch_{kind}": sweeps[kind].to_frame() for kind in SWEEP_KINDS},
     }
-    write_outputs(cfg.out, cfg, figures=figures, tables=tables, summary=summary, png=not cfg.quick)
-    return summary
+    return summary, figures, tables
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from workbench.irm.checkpoint import load_irm, load_train_state, save_irm
 from workbench.irm.config import IRMConfig, TrainConfig
 from workbench.irm.inject import inject
 from workbench.irm.module import IRM, Injection
-from workbench.irm.train import TrainResult, eval_loss, train_irm
+from workbench.irm.train import TrainResult, eval_loss, latest_checkpoint, train_irm
 
 __all__ = [
     "IRM",
@@ -19,6 +19,7 @@ __all__ = [
     "TrainResult",
     "eval_loss",
     "inject",
+    "latest_checkpoint",
     "load_irm",
     "load_train_state",
     "save_irm",

@@ -32,7 +32,7 @@ from workbench.irm.config import TrainConfig
 from workbench.irm.module import IRM
 from workbench.irm.text import Encoded, encode_replies, pad_batch
 
-__all__ = ["TrainResult", "reply_nll", "eval_loss", "train_irm", "encode_for", "batch_order"]
+__all__ = ["TrainResult", "latest_checkpoint", "reply_nll", "eval_loss", "train_irm", "encode_for", "batch_order"]
 
 LOG_FIELDS = ("step", "loss", "lm_loss", "l1", "lr", "eval_loss", "seconds")
 
@@ -91,7 +91,9 @@ def batch_order(n: int, micro: int, batch_size: int, seed: int) -> list[int]:
     return out
 
 
-def _latest_checkpoint(folder: Path) -> Path | None:
+def latest_checkpoint(folder: str | Path) -> Path | None:
+    """The newest complete ``step-*`` checkpoint that :func:`train_irm` wrote in ``folder``, or None."""
+    folder = Path(folder)
     done = sorted(p for p in folder.glob("step-*") if (p / "irm.json").is_file() and (p / "train_state.pt").is_file())
     return done[-1] if done else None
 
@@ -136,7 +138,7 @@ def train_irm(
     start = 0
     out = Path(out_dir) if out_dir is not None else None
     ckpts = out / "checkpoints" if out is not None else None
-    if resume and ckpts is not None and (latest := _latest_checkpoint(ckpts)) is not None:
+    if resume and ckpts is not None and (latest := latest_checkpoint(ckpts)) is not None:
         start, history = _restore(latest, model, irm, opt, sched)
     use_amp = cfg.amp and device.type == "cuda"
     log = _Log(out / "train_log.csv", history) if out is not None else None

@@ -114,3 +114,32 @@ def test_unsupported_architecture(tokenizer):
     hf.config.architectures = ["MyOwnArchitecture"]
     with pytest.raises(ValueError, match="unsupported architecture 'MyOwnArchitecture'"):
         boot(hf, tokenizer, "mine")
+
+
+def test_atomic_dir_never_leaves_half_written_folders(tmp_path):
+    target = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with models.atomic_dir(target) as tmp:
+            (tmp / "a.txt").write_text("partial")
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+    with models.atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("first")
+    with models.atomic_dir(target) as tmp:  # a concurrent writer finished first: theirs stays
+        (tmp / "a.txt").write_text("second")
+    assert (target / "a.txt").read_text() == "first"
+    with models.atomic_dir(target, replace=True) as tmp:
+        (tmp / "a.txt").write_text("third")
+    assert (target / "a.txt").read_text() == "third" and [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_frozen_restores_flags_even_on_error(tiny_llama):
+    params = list(tiny_llama.parameters())
+    params[0].requires_grad_(False)
+    before = [p.requires_grad for p in params]
+    with pytest.raises(RuntimeError):
+        with models.frozen(tiny_llama):
+            assert not any(p.requires_grad for p in tiny_llama.parameters())
+            raise RuntimeError("boom")
+    assert [p.requires_grad for p in params] == before
+    params[0].requires_grad_(True)

@@ -36,6 +36,7 @@ __all__ = [
     "boot",
     "cache_dir",
     "cached_model_dir",
+    "atomic_dir",
     "ensure_cached",
     "from_config",
     "frozen",
@@ -90,6 +91,29 @@ def cached_model_dir(name: str) -> Path:
     return cache_dir() / "models" / name
 
 
+@contextmanager
+def atomic_dir(target: str | os.PathLike, *, replace: bool = False) -> Iterator[Path]:
+    """Write a folder atomically: yield a temporary folder beside ``target``, rename it to ``target``
+    when the block succeeds, delete it when the block raises (so ``target`` is never half written).
+
+    If ``target`` appears meanwhile (a concurrent writer), theirs is kept, unless ``replace``.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        yield tmp
+        if replace:
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def ensure_cached(name: str) -> Path:
     """The cached HF folder of a GGUF registry model, de-quantising it on first use (~20 s)."""
     spec = REGISTRY[name]
@@ -123,18 +147,9 @@ def _dequantize_gguf(spec: ModelSpec, target: Path) -> None:
     if hasattr(hf.config, "quantization_config"):
         del hf.config.quantization_config
     hf.config.architectures = [type(hf).__name__]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
         hf.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not (target / "config.json").exists():  # not a concurrent writer winning the race
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _resolve(name_or_path: str | os.PathLike, local_dir: str | os.PathLike | None) -> tuple[str, str, ModelSpec | None]:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from tqdm.auto import tqdm
 
 from workbench.config import Config
 from workbench.data.corpora import load_alignment, load_texts
-from workbench.models import DEFAULT_MODEL, REGISTRY, cache_dir, load_hf, load_model
+from workbench.models import DEFAULT_MODEL, REGISTRY, atomic_dir, cache_dir, load_hf, load_model
 
 __all__ = ["TuneConfig", "decoder_layers", "load_tuned", "tune_last_layers", "tuned_dir"]
 
@@ -128,9 +126,7 @@ def tune_last_layers(cfg: TuneConfig, texts: list[str] | None = None, *, out: st
         losses.append(float(loss.detach()))
     hf.eval()
     hf.requires_grad_(False)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         hf.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         meta = {
@@ -141,13 +137,6 @@ def tune_last_layers(cfg: TuneConfig, texts: list[str] | None = None, *, out: st
             "losses": losses,
         }
         (tmp / "tuning.json").write_text(json.dumps(meta, indent=2) + "\n")
-        try:
-            tmp.rename(out)
-        except OSError:
-            if not (out / "tuning.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -34,8 +34,8 @@ QUICK_TAGGER = PriceTaggerConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, st
 
 TASKS = {
     # positions: candidate positions of the sweep; irrelevant: a position that cannot carry the variable
-    "price_tagging": {"variable": "left", "positions": (2, 31, 32, 33, 34, 35), "irrelevant": 2, "method": "boundless"},
-    "ioi": {"variable": "io_first", "positions": (13,), "irrelevant": 2, "method": "low_rank"},
+    "price_tagging": {"variable": "left", "positions": (2, 31, 32, 33, 34, 35), "irrelevant": 2, "method": "boundless", "hook": "resid_mid"},
+    "ioi": {"variable": "io_first", "positions": (13,), "irrelevant": 2, "method": "low_rank", "hook": "resid_post"},
 }
 
 
@@ -51,8 +51,8 @@ class BoundlessDASConfig(Config):
     """Only this layer (default: every layer for price_tagging, five spread layers for ioi)."""
     position: int | None = None
     """Only this position (default: the task's candidate positions)."""
-    hook: str = "resid_post"
-    """Hook kind intervened on."""
+    hook: str = ""
+    """Hook kind intervened on (default: resid_mid for price_tagging, before an MLP merges left and right; resid_post for ioi)."""
     method: str = ""
     """boundless or low_rank (default: boundless for price_tagging; low_rank, cheaper, for ioi on SmolLM2)."""
     rank: int = 1
@@ -100,12 +100,12 @@ def _setup(cfg: BoundlessDASConfig):
     positions = (cfg.position,) if cfg.position is not None else task["positions"]
     if cfg.quick and cfg.position is None:
         positions = (task["irrelevant"], task["positions"][-1])
-    return model, tokenizer, name, variable, make, layers, positions, task["irrelevant"], cfg.method or task["method"]
+    return model, tokenizer, name, variable, make, layers, positions, task["irrelevant"], cfg.method or task["method"], cfg.hook or task["hook"]
 
 
 def main(cfg: BoundlessDASConfig) -> dict:
     torch.manual_seed(cfg.seed)
-    model, tokenizer, model_name, variable, make, layers, positions, irrelevant, method = _setup(cfg)
+    model, tokenizer, model_name, variable, make, layers, positions, irrelevant, method, hook = _setup(cfg)
     n_train, n_test = (128, 64) if cfg.quick else (cfg.n_train, cfg.n_test)
     train = make(n_train, cfg.seed).tokenize(tokenizer)
     test_set = make(n_test, cfg.seed + 1)
@@ -114,14 +114,14 @@ def main(cfg: BoundlessDASConfig) -> dict:
                             boundary_penalty=cfg.boundary_penalty, seed=cfg.seed)
 
     start = time.perf_counter()
-    sweep = das_sweep(model, train, test, layers, positions, hook_kind=cfg.hook, method=method, rank=cfg.rank, cfg=align, progress=True)
+    sweep = das_sweep(model, train, test, layers, positions, hook_kind=hook, method=method, rank=cfg.rank, cfg=align, progress=True)
     best = sweep.best()
     control = random_rotation_iia(model, best, test, seed=cfg.seed + 1000)
     frame = sweep.to_frame()
     in_grid = frame[(frame.position == irrelevant) & (frame.layer == best.layer)]
     irrelevant_iia = (
         float(in_grid.iia.iloc[0]) if len(in_grid)
-        else fit_das(model, train, test, best.layer, irrelevant, hook_kind=cfg.hook, method=method, rank=cfg.rank, cfg=align).iia
+        else fit_das(model, train, test, best.layer, irrelevant, hook_kind=hook, method=method, rank=cfg.rank, cfg=align).iia
     )
     seconds = time.perf_counter() - start
 
@@ -132,7 +132,7 @@ def main(cfg: BoundlessDASConfig) -> dict:
         "task": cfg.task,
         "model": model_name,
         "variable": variable,
-        "hook": cfg.hook,
+        "hook": hook,
         "method": method,
         "task_accuracy": task_accuracy(model, test.base, test.base_labels),
         "noop_iia": float((test.labels == test.base_labels).float().mean()),
@@ -144,7 +144,7 @@ def main(cfg: BoundlessDASConfig) -> dict:
         "search_seconds": seconds,
         "d_model": model.cfg.d_model,
     }
-    title = f"IIA of '{variable}' ({cfg.task}, {cfg.hook})"
+    title = f"IIA of '{variable}' ({cfg.task}, {hook})"
     write_outputs(
         cfg.out,
         cfg,

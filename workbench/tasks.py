@@ -76,11 +76,11 @@ class PriceTaggerConfig(Config):
     """Attention heads (half as many key/value heads: grouped-query attention as in Llama)."""
     d_mlp: int = 256
     """Hidden width of the gated MLP."""
-    steps: int = 2000
+    steps: int = 4000
     """Optimiser steps (each on freshly sampled prompts)."""
     batch_size: int = 64
     """Prompts per step."""
-    lr: float = 1.5e-3
+    lr: float = 3e-3
     """Peak AdamW learning rate (linear warm-up, cosine decay)."""
     decimals: int = 2
     """Decimals of the prices (2 as in the paper: X.XX dollars)."""

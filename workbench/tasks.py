@@ -14,8 +14,6 @@ import hashlib
 import json
 import math
 import random
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from tqdm.auto import tqdm
 
 from workbench.config import Config
 from workbench.data.counterfactual import price_tagging_model, tokenize_fixed
-from workbench.models import boot, cache_dir
+from workbench.models import atomic_dir, boot, cache_dir
 
 __all__ = ["PRICE_VOCAB", "PriceTaggerConfig", "TrainedTaskModel", "price_tagger", "price_tokenizer", "task_accuracy"]
 
@@ -50,17 +48,8 @@ def price_tokenizer():
         tok.pre_tokenizer = pre_tokenizers.Split(Regex(r" ?[A-Za-z]+|\d|[^\sA-Za-z\d]|\s"), behavior="isolated")
         tok.decoder = decoders.Fuse()
         fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".price-", dir=path.parent))
-        try:
+        with atomic_dir(path) as tmp:
             fast.save_pretrained(tmp)
-            try:
-                tmp.rename(path)
-            except OSError:
-                if not (path / "tokenizer.json").exists():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return AutoTokenizer.from_pretrained(path)
 
 
@@ -183,17 +172,11 @@ def price_tagger(cfg: PriceTaggerConfig = PriceTaggerConfig(), *, retrain: bool 
     if retrain or not (path / "metrics.json").exists():
         hf, losses = _train(cfg, tokenizer, progress)
         accuracy = task_accuracy(hf, eval_tokens, eval_labels)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-        try:
+        with atomic_dir(path, replace=True) as tmp:
             hf.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             cfg.save_json(tmp / "task_config.json")
             (tmp / "metrics.json").write_text(json.dumps({"accuracy": accuracy, "losses": losses}) + "\n")
-            shutil.rmtree(path, ignore_errors=True)
-            tmp.rename(path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(path)
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
     hf.config.architectures = [type(hf).__name__]

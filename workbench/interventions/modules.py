@@ -65,10 +65,8 @@ def _dim_mask(dims: tuple[int, ...] | None, like: Tensor) -> Tensor:
     return mask
 
 
-class ZeroIntervention(Intervention):
-    """Sets the activation (or only the coordinates ``dims``) to zero."""
-
-    kind = "zero"
+class _DimsIntervention(Intervention):
+    """An intervention on the coordinates ``dims`` of the activation (all of them by default)."""
 
     def __init__(self, dims: tuple[int, ...] | None = None):
         super().__init__()
@@ -76,23 +74,22 @@ class ZeroIntervention(Intervention):
 
     def config(self) -> dict[str, Any]:
         return {"dims": None if self.dims is None else list(self.dims)}
+
+
+class ZeroIntervention(_DimsIntervention):
+    """Sets the activation (or only the coordinates ``dims``) to zero."""
+
+    kind = "zero"
 
     def forward(self, base: Act, source: Act | None = None) -> Act:
         return torch.where(_dim_mask(self.dims, base), torch.zeros_like(base), base)
 
 
-class InterchangeIntervention(Intervention):
+class InterchangeIntervention(_DimsIntervention):
     """Vanilla interchange: the coordinates ``dims`` (all by default) take their value from the source run."""
 
     kind = "interchange"
     needs_source = True
-
-    def __init__(self, dims: tuple[int, ...] | None = None):
-        super().__init__()
-        self.dims = None if dims is None else tuple(dims)
-
-    def config(self) -> dict[str, Any]:
-        return {"dims": None if self.dims is None else list(self.dims)}
 
     def forward(self, base: Act, source: Act | None = None) -> Act:
         return torch.where(_dim_mask(self.dims, base), self._need(source), base)

@@ -111,8 +111,12 @@ def load_irm(path: str | Path, model, *, allow_other_model: bool = False) -> IRM
 
 
 def load_train_state(path: str | Path) -> dict[str, Any]:
-    """The training state saved with a checkpoint (optimizer, RNG, history, step)."""
+    """The training state saved with a checkpoint (optimizer, RNG, history, step), on the CPU.
+
+    Loading onto the CPU lets a run saved on a GPU resume anywhere: the optimizer moves its state to
+    its parameters' device, and RNG states must be CPU tensors anyway.
+    """
     file = Path(path) / "train_state.pt"
     if not file.is_file():
         raise FileNotFoundError(f"{path} has no train_state.pt: it was saved without training state, so training cannot resume from it")
-    return torch.load(file, weights_only=False)
+    return torch.load(file, map_location="cpu", weights_only=False)

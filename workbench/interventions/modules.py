@@ -170,6 +170,14 @@ class _RotatedBase(Intervention):
     def mask(self) -> Float[Tensor, " r"]:
         raise NotImplementedError
 
+    def hard_mask(self) -> Float[Tensor, " r"]:
+        """The mask in eval mode (0/1)."""
+        return self.mask()
+
+    def subspace(self) -> Float[Tensor, "d k"]:
+        """Orthonormal basis of the subspace swapped in eval mode (the rotation's kept columns)."""
+        return self.rotation.weight[:, self.hard_mask().bool()].detach()
+
     def forward(self, base: Act, source: Act | None = None) -> Act:
         rot = self.rotation.weight
         delta = (self._need(source) - base).to(rot.dtype) @ rot

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
+import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench.data.counterfactual import CounterfactualTensors
@@ -27,7 +29,7 @@ from workbench.interventions.modules import (
 from workbench.interventions.spec import InterventionSpec
 from workbench.interventions.train import AlignmentConfig, TrainHistory, train_interventions
 
-__all__ = ["DASFit", "DASSweep", "fit_das", "das_sweep", "random_rotation_iia"]
+__all__ = ["DASFit", "DASSweep", "fit_das", "das_sweep", "random_rotation_iia", "subspace_overlap"]
 
 
 @dataclass
@@ -125,3 +127,18 @@ def random_rotation_iia(model, fit: DASFit, test: CounterfactualTensors, *, seed
         control = LowRankRotatedSpaceIntervention(trained.d, trained.rank, seed=seed)
     control = control.to(model.cfg.device).eval()
     return interchange_intervention_accuracy(model, InterventionSet([(spec, control)]), test)
+
+
+def subspace_overlap(found: Tensor, truth: Tensor) -> float:
+    """Fraction of the subspace spanned by ``truth``'s columns that lies inside the one spanned by ``found``'s.
+
+    ``||Q_found^T Q_truth||_F^2 / rank(truth)`` with orthonormal bases ``Q`` (the mean squared cosine
+    of the principal angles, counting ``rank(truth)`` of them): 1 when ``found`` contains ``truth``,
+    0 when they are orthogonal, ``k / d`` on average for a random ``k``-dimensional ``found`` in ``R^d``.
+    """
+    if found.shape[0] != truth.shape[0]:
+        raise ValueError(f"bases live in different spaces: {found.shape[0]} vs {truth.shape[0]} rows")
+    if found.shape[1] == 0 or truth.shape[1] == 0:
+        return 0.0
+    q_found, q_truth = (torch.linalg.qr(m.detach().double())[0] for m in (found, truth))
+    return float((q_found.T @ q_truth).pow(2).sum() / truth.shape[1])

@@ -2,8 +2,20 @@
 
 The default model cannot play the price-tagging game of Wu et al. (2023), "Interpretability at
 Scale" (Alpaca-7B solves it at 0.92 accuracy), so Boundless DAS is checked on a small Llama-style
-model trained here on that game: SmolLM2's tokenizer (which splits prices into single digits, so
-every prompt has the same 36 tokens), a loss on the answer token only, fresh samples every step.
+model trained here on that game: a word-level tokenizer that splits prompts as SmolLM2's does (every
+digit its own token, so every prompt has the same 36 tokens), a loss on the answer token only, fresh
+samples every step.
+
+Trained on the task alone, such a model solves it (0.99) without a separable ``left`` variable:
+Boundless DAS finds at best IIA ~0.8 for ``left`` (nothing makes the model compute the two
+comparisons apart before it combines them). So that DAS can be checked against a known answer,
+``iit_layer`` adds interchange intervention training (IIT; Geiger et al. 2022, "Inducing Causal
+Structure for Interpretable Neural Networks"): every step, besides the task loss, a counterfactual
+batch for ``left`` or ``right`` (alternating) is run with that variable's planted subspace of the
+layer's output at the last position taken from the source run, and the counterfactual label is the
+target. The model then computes both variables where
+:meth:`PriceTaggerConfig.planted` says, and DAS should find them there (and nowhere else).
+
 Trained models are cached under ``cache_dir()/tasks/`` keyed by their config, so tests, notebooks
 and experiments share one training run.
 """
@@ -14,17 +26,20 @@ import hashlib
 import json
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from workbench.config import Config
-from workbench.data.counterfactual import price_tagging_model, tokenize_fixed
+from workbench.data.counterfactual import CounterfactualTensors, price_tagging_model, sample_counterfactuals, tokenize_fixed
 from workbench.models import atomic_dir, boot, cache_dir
 
-__all__ = ["PRICE_VOCAB", "PriceTaggerConfig", "TrainedTaskModel", "price_tagger", "price_tokenizer", "task_accuracy"]
+VARIABLES = ("left", "right")
+"""The price-tagging game's intermediate variables (``low <= price``, ``price <= high``)."""
+
+__all__ = ["VARIABLES", "PRICE_VOCAB", "PriceTaggerConfig", "TrainedTaskModel", "price_tagger", "price_tokenizer", "task_accuracy"]
 
 PRICE_VOCAB = (
     ("<pad>", "<unk>", "<bos>", "<eos>", *"0123456789", ".", ",", ":", " ", "\n", "Please", " say", " yes", " only")
@@ -55,7 +70,7 @@ def price_tokenizer():
 
 @dataclass(frozen=True)
 class PriceTaggerConfig(Config):
-    """A small Llama trained from scratch on the price-tagging game."""
+    """A small Llama trained from scratch on the price-tagging game (optionally with IIT planting its variables)."""
 
     n_layers: int = 2
     """Transformer blocks."""
@@ -77,10 +92,26 @@ class PriceTaggerConfig(Config):
     """Held-out prompts for the reported accuracy."""
     seed: int = 0
     """Seed of initialisation and sampling."""
+    iit_layer: int = -1
+    """Interchange intervention training: plant ``left`` and ``right`` in ``blocks.{iit_layer}.hook_resid_post`` at the last position (-1: task loss only)."""
+    iit_dims: int = 4
+    """Dimensions of each planted variable's subspace (orthogonal subspaces of a seeded random rotation)."""
 
     def key(self) -> str:
         """Cache key: a hash of the config."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def planted(self) -> dict[str, torch.Tensor]:
+        """Orthonormal bases (``d_model x iit_dims``) of the subspaces where IIT plants ``left`` and ``right``."""
+        if self.iit_layer < 0:
+            return {}
+        if not 0 <= self.iit_layer < self.n_layers:
+            raise ValueError(f"iit_layer={self.iit_layer} is out of range: the model has layers 0..{self.n_layers - 1} (-1 turns IIT off)")
+        if not 1 <= 2 * self.iit_dims <= self.d_model:
+            raise ValueError(f"two planted subspaces of iit_dims={self.iit_dims} do not fit in d_model={self.d_model}")
+        g = torch.Generator().manual_seed(self.seed)
+        q = torch.linalg.qr(torch.randn(self.d_model, self.d_model, generator=g))[0]
+        return {"left": q[:, : self.iit_dims], "right": q[:, self.iit_dims : 2 * self.iit_dims]}
 
 
 @dataclass
@@ -95,6 +126,9 @@ class TrainedTaskModel:
     """Training loss per step (empty when loaded from the cache)."""
     path: Path
     """Cached HF folder."""
+    planted_iia: dict[str, float] = field(default_factory=dict)
+    """With IIT, per planted variable, the IIA of interchanging its planted subspace (held-out examples):
+    how well the ground-truth alignment holds, the ceiling for what DAS can find."""
 
 
 def _batch(cfg: PriceTaggerConfig, tokenizer, rng: random.Random, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,6 +148,39 @@ def task_accuracy(model, tokens: torch.Tensor, labels: torch.Tensor, batch_size:
             logits = out.logits if hasattr(out, "logits") else out
             hits += (logits[:, -1].argmax(-1) == labels[i : i + batch_size]).sum().item()
     return hits / len(tokens)
+
+
+def _last_logits(hf, tokens: torch.Tensor) -> torch.Tensor:
+    return hf.lm_head(hf.model(input_ids=tokens).last_hidden_state[:, -1])
+
+
+def _counterfactual_batch(cfg: PriceTaggerConfig, tokenizer, variable: str, n: int, seed: int) -> CounterfactualTensors:
+    return sample_counterfactuals(price_tagging_model(cfg.decimals), variable, n, seed=seed).tokenize(tokenizer)
+
+
+def _interchanged_logits(hf, layer: int, basis: torch.Tensor, data: CounterfactualTensors) -> torch.Tensor:
+    """Last-position logits of the base run whose layer-``layer`` output at the last position has its
+    coordinates along ``basis`` (orthonormal columns) taken from the source run."""
+    block = hf.model.layers[layer]
+    source: dict[str, torch.Tensor] = {}
+
+    def grab(module, args, out):
+        source["last"] = (out[0] if isinstance(out, tuple) else out)[:, -1]
+
+    def swap(module, args, out):
+        hidden = out[0] if isinstance(out, tuple) else out
+        b = basis.to(hidden)
+        last = hidden[:, -1] + (source["last"] - hidden[:, -1]) @ b @ b.T
+        hidden = torch.cat([hidden[:, :-1], last[:, None]], 1)
+        return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
+
+    for hook, tokens in ((grab, data.sources[0]), (swap, data.base)):
+        handle = block.register_forward_hook(hook)
+        try:
+            logits = _last_logits(hf, tokens)
+        finally:
+            handle.remove()
+    return logits
 
 
 def _train(cfg: PriceTaggerConfig, tokenizer, progress: bool):
@@ -140,12 +207,16 @@ def _train(cfg: PriceTaggerConfig, tokenizer, progress: bool):
         opt, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
     )
     rng = random.Random(cfg.seed)
+    planted = cfg.planted()
     losses = []
     hf.train()
-    for _ in tqdm(range(cfg.steps), desc="price tagger", disable=not progress, mininterval=10):
+    for step in tqdm(range(cfg.steps), desc="price tagger", disable=not progress, mininterval=10):
         tokens, labels = _batch(cfg, tokenizer, rng, cfg.batch_size)
-        hidden = hf.model(input_ids=tokens).last_hidden_state[:, -1]
-        loss = torch.nn.functional.cross_entropy(hf.lm_head(hidden), labels)
+        loss = torch.nn.functional.cross_entropy(_last_logits(hf, tokens), labels)
+        if planted:
+            variable = VARIABLES[step % 2]
+            data = _counterfactual_batch(cfg, tokenizer, variable, cfg.batch_size, rng.getrandbits(32))
+            loss = loss + torch.nn.functional.cross_entropy(_interchanged_logits(hf, cfg.iit_layer, planted[variable], data), data.labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
@@ -180,6 +251,13 @@ def price_tagger(cfg: PriceTaggerConfig = PriceTaggerConfig(), *, retrain: bool 
     tokenizer = AutoTokenizer.from_pretrained(path)
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
     hf.config.architectures = [type(hf).__name__]
+    planted_iia = {v: _planted_iia(hf, cfg, tokenizer, v, basis) for v, basis in cfg.planted().items()}
     model = boot(hf, tokenizer, type(hf).__name__, prepend_bos=False)
     accuracy = task_accuracy(model, eval_tokens, eval_labels)
-    return TrainedTaskModel(model, tokenizer, accuracy, losses, path)
+    return TrainedTaskModel(model, tokenizer, accuracy, losses, path, planted_iia)
+
+
+def _planted_iia(hf, cfg: PriceTaggerConfig, tokenizer, variable: str, basis: torch.Tensor) -> float:
+    data = _counterfactual_batch(cfg, tokenizer, variable, cfg.eval_size, seed=random.Random(f"eval-{variable}-{cfg.seed}").getrandbits(32))
+    with torch.no_grad():
+        return (_interchanged_logits(hf, cfg.iit_layer, basis, data).argmax(-1) == data.labels).float().mean().item()

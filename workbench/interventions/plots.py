@@ -33,10 +33,11 @@ def boundary_width_figure(frame: pd.DataFrame, *, title: str = "Learned boundary
 
 
 def training_curves(histories: pd.DataFrame, *, title: str = "Boundless DAS training") -> go.Figure:
-    """Loss and boundary width per step for each (layer, position), from :meth:`DASSweep.histories`."""
+    """Loss and boundary width per step for each (layer, position), from :meth:`DASSweep.histories`
+    (colour: position, dash: layer)."""
     frame = histories[histories["quantity"].isin(["loss"]) | histories["quantity"].str.startswith("width:")].copy()
     frame["quantity"] = frame["quantity"].str.replace(r"^width:.*", "width", regex=True)
-    frame["cell"] = "L" + frame["layer"].astype(str) + " p" + frame["position"].astype(str)
-    fig = px.line(frame, x="step", y="value", color="cell", facet_row="quantity", labels={"value": ""})
+    frame["layer"], frame["position"] = frame["layer"].astype(str), frame["position"].astype(str)
+    fig = px.line(frame, x="step", y="value", color="position", line_dash="layer", facet_row="quantity", labels={"value": ""})
     fig.update_yaxes(matches=None)
     return fig.update_layout(title=title, height=600)

@@ -2,39 +2,48 @@
 
 ``--task price_tagging``: a small Llama trained here on the price-tagging game of Wu et al. (2023),
 "Interpretability at Scale" (where Alpaca-7B reached IIA 0.96 for the left-boundary variable), is
-searched layer x position for the ``left`` (``low <= price``) or ``right`` variable. Controls: a
-random untrained rotation with the learned width, a position before any number (cannot carry the
-variable), and the no-op baseline (fraction of examples whose label the intervention should not change).
+searched layer x position for the ``left`` (``low <= price``) or ``right`` variable. Its training
+plants both variables in known subspaces after layer 1 at the last position (interchange
+intervention training, :mod:`workbench.tasks`), so the summary's ``ground_truth`` says whether DAS
+found that place and that subspace; ``--no-planted`` searches a model trained on the task alone.
+Controls: a random untrained rotation with the learned width, a position before any number (cannot
+carry the variable), and the no-op baseline (fraction of examples whose label the intervention
+should not change).
 ``--task ioi``: the default model SmolLM2-135M-Instruct on indirect-object identification, variable
 ``io_first`` (the indirect object is the first-mentioned name).
 
-    python -m experiments.boundless_das [--task ioi] [--layer L] [--position P] [--quick] [--out DIR]
+    python -m experiments.boundless_das [--task ioi] [--no-planted] [--layer L] [--position P] [--quick] [--out DIR]
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from experiments.common import parse_config, write_outputs
 from workbench.config import Config
-from workbench.data.counterfactual import ioi_counterfactuals, price_tagging_counterfactuals
+from workbench.data.counterfactual import CounterfactualDataset, ioi_counterfactuals, price_tagging_counterfactuals
 from workbench.interventions.bundle import bundle_size, save_bundle
 from workbench.interventions.plots import boundary_width_figure, iia_heatmap, training_curves
-from workbench.interventions.search import das_sweep, fit_das, random_rotation_iia
+from workbench.interventions.search import das_sweep, fit_das, random_rotation_iia, subspace_overlap
 from workbench.interventions.train import AlignmentConfig
 from workbench.models import DEFAULT_MODEL, load_model
 from workbench.tasks import PriceTaggerConfig, price_tagger, task_accuracy
 
-QUICK_TAGGER = PriceTaggerConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, steps=150, batch_size=32, eval_size=200)
+TAGGER = PriceTaggerConfig(n_layers=3, iit_layer=1)
+"""The price tagger searched: 3 layers, ``left`` and ``right`` planted after layer 1 by interchange intervention training."""
+PLAIN_TAGGER = PriceTaggerConfig()
+"""The price tagger of ``--no-planted`` runs: 2 layers, trained on the task alone (no known location)."""
+QUICK_TAGGER = PriceTaggerConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, steps=150, batch_size=32, eval_size=200, iit_layer=0)
 """The price tagger of ``--quick`` runs (seconds to train; far from solving the task)."""
 
 TASKS = {
     # positions: candidate positions of the sweep; irrelevant: a position that cannot carry the variable
-    "price_tagging": {"variable": "left", "positions": (2, 31, 32, 33, 34, 35), "irrelevant": 2, "method": "boundless", "hook": "resid_mid"},
+    "price_tagging": {"variable": "left", "positions": (2, 31, 32, 33, 34, 35), "irrelevant": 2, "method": "boundless", "hook": "resid_post"},
     "ioi": {"variable": "io_first", "positions": (13,), "irrelevant": 2, "method": "low_rank", "hook": "resid_post"},
 }
 
@@ -47,12 +56,14 @@ class BoundlessDASConfig(Config):
     """price_tagging (small model trained here, with ground truth) or ioi (SmolLM2-135M-Instruct)."""
     variable: str = ""
     """Causal variable to align (default: left for price_tagging, io_first for ioi)."""
+    planted: bool = True
+    """price_tagging: search the tagger whose variables IIT planted at a known place (false: the plainly trained one)."""
     layer: int | None = None
     """Only this layer (default: every layer for price_tagging, five spread layers for ioi)."""
     position: int | None = None
     """Only this position (default: the task's candidate positions)."""
     hook: str = ""
-    """Hook kind intervened on (default: resid_mid for price_tagging, before an MLP merges left and right; resid_post for ioi)."""
+    """Hook kind intervened on (default: resid_post, where the price tagger's variables are planted)."""
     method: str = ""
     """boundless or low_rank (default: boundless for price_tagging; low_rank, cheaper, for ioi on SmolLM2)."""
     rank: int = 1
@@ -61,8 +72,8 @@ class BoundlessDASConfig(Config):
     """Counterfactual training examples."""
     n_test: int = 512
     """Held-out counterfactual examples for IIA."""
-    steps: int = 200
-    """Training steps per (layer, position)."""
+    steps: int = 400
+    """Training steps per (layer, position) (200 reach the IIA; the boundary needs 400 to shrink to the variable's dims)."""
     batch_size: int = 64
     """Examples per step."""
     lr: float = 5e-3
@@ -77,16 +88,37 @@ class BoundlessDASConfig(Config):
     """Output folder."""
 
 
-def _setup(cfg: BoundlessDASConfig):
+@dataclass
+class _Setup:
+    model: object
+    tokenizer: object
+    name: str
+    variable: str
+    make: Callable[[int, int], CounterfactualDataset]
+    layers: tuple[int, ...]
+    positions: tuple[int, ...]
+    irrelevant: int
+    method: str
+    hook: str
+    planted: dict | None
+    """Price tagger trained with IIT: where its variable lives (layer, position, basis) and that alignment's IIA."""
+
+
+def _setup(cfg: BoundlessDASConfig) -> _Setup:
     task = TASKS.get(cfg.task)
     if task is None:
         raise ValueError(f"unknown task {cfg.task!r}; tasks: {', '.join(TASKS)}")
     variable = cfg.variable or task["variable"]
+    planted = None
     if cfg.task == "price_tagging":
-        trained = price_tagger(QUICK_TAGGER if cfg.quick else PriceTaggerConfig())
+        tagger_cfg = QUICK_TAGGER if cfg.quick else TAGGER if cfg.planted else PLAIN_TAGGER
+        trained = price_tagger(tagger_cfg, progress=True)
         model, tokenizer, name = trained.model, trained.tokenizer, f"price tagger ({trained.path.name})"
         make = lambda n, seed: price_tagging_counterfactuals(variable, n, seed=seed)  # noqa: E731
         layers = tuple(range(model.cfg.n_layers))
+        if tagger_cfg.iit_layer >= 0 and cfg.planted:
+            planted = {"layer": tagger_cfg.iit_layer, "position": task["positions"][-1], "bases": tagger_cfg.planted(),
+                       "iia": trained.planted_iia[variable]}
     else:
         model = load_model(DEFAULT_MODEL)
         tokenizer, name = model.tokenizer, DEFAULT_MODEL
@@ -95,56 +127,88 @@ def _setup(cfg: BoundlessDASConfig):
         make = lambda n, seed: ioi_counterfactuals(n, seed=seed)  # noqa: E731
         layers = (8, 16, 24)
     if cfg.quick:
-        layers = layers[-1:]
+        layers = (planted["layer"],) if planted else layers[-1:]
     layers = (cfg.layer,) if cfg.layer is not None else layers
     positions = (cfg.position,) if cfg.position is not None else task["positions"]
     if cfg.quick and cfg.position is None:
         positions = (task["irrelevant"], task["positions"][-1])
-    return model, tokenizer, name, variable, make, layers, positions, task["irrelevant"], cfg.method or task["method"], cfg.hook or task["hook"]
+    return _Setup(model, tokenizer, name, variable, make, layers, positions, task["irrelevant"], cfg.method or task["method"],
+                  cfg.hook or task["hook"], planted)
+
+
+def _ground_truth(s: _Setup, sweep) -> dict | None:
+    """Whether the search found the planted alignment: IIA at the planted place, and how much of each
+    planted variable's subspace the learned one contains (high for the searched variable, low for the
+    other; ``overlap_chance``: the expected overlap of a random subspace of the learned width)."""
+    if s.planted is None or s.hook != "resid_post":
+        return None
+    best = sweep.best()
+    at = [f for f in sweep.fits if (f.layer, f.position) == (s.planted["layer"], s.planted["position"])]
+    found = at[0] if at else None
+    d = s.model.cfg.d_model
+    return {
+        "layer": s.planted["layer"],
+        "position": s.planted["position"],
+        "dims": s.planted["bases"][s.variable].shape[1],
+        "planted_iia": s.planted["iia"],
+        "best_is_planted": (best.layer, best.position) == (s.planted["layer"], s.planted["position"]),
+        "iia_at_planted": found.iia if found else None,
+        "width_at_planted": found.width if found else None,
+        "overlap_at_planted": (
+            {v: subspace_overlap(_module(found).subspace().cpu(), b) for v, b in s.planted["bases"].items()} if found else None
+        ),
+        "overlap_chance": found.width / d if found else None,
+    }
+
+
+def _module(fit):
+    return next(iter(fit.interventions))[1]
 
 
 def main(cfg: BoundlessDASConfig) -> dict:
     torch.manual_seed(cfg.seed)
-    model, tokenizer, model_name, variable, make, layers, positions, irrelevant, method, hook = _setup(cfg)
+    s = _setup(cfg)
+    model, tokenizer, hook, method = s.model, s.tokenizer, s.hook, s.method
     n_train, n_test = (128, 64) if cfg.quick else (cfg.n_train, cfg.n_test)
-    train = make(n_train, cfg.seed).tokenize(tokenizer)
-    test_set = make(n_test, cfg.seed + 1)
+    train = s.make(n_train, cfg.seed).tokenize(tokenizer)
+    test_set = s.make(n_test, cfg.seed + 1)
     test = test_set.tokenize(tokenizer)
     align = AlignmentConfig(steps=20 if cfg.quick else cfg.steps, batch_size=min(cfg.batch_size, n_train), lr=cfg.lr,
                             boundary_penalty=cfg.boundary_penalty, seed=cfg.seed)
 
     start = time.perf_counter()
-    sweep = das_sweep(model, train, test, layers, positions, hook_kind=hook, method=method, rank=cfg.rank, cfg=align, progress=True)
+    sweep = das_sweep(model, train, test, s.layers, s.positions, hook_kind=hook, method=method, rank=cfg.rank, cfg=align, progress=True)
     best = sweep.best()
     control = random_rotation_iia(model, best, test, seed=cfg.seed + 1000)
     frame = sweep.to_frame()
-    in_grid = frame[(frame.position == irrelevant) & (frame.layer == best.layer)]
+    in_grid = frame[(frame.position == s.irrelevant) & (frame.layer == best.layer)]
     irrelevant_iia = (
         float(in_grid.iia.iloc[0]) if len(in_grid)
-        else fit_das(model, train, test, best.layer, irrelevant, hook_kind=hook, method=method, rank=cfg.rank, cfg=align).iia
+        else fit_das(model, train, test, best.layer, s.irrelevant, hook_kind=hook, method=method, rank=cfg.rank, cfg=align).iia
     )
     seconds = time.perf_counter() - start
 
-    bundle = save_bundle(best.interventions, cfg.out + "/bundle", metadata={"model": model_name, "task": cfg.task, "variable": variable})
+    bundle = save_bundle(best.interventions, cfg.out + "/bundle", metadata={"model": s.name, "task": cfg.task, "variable": s.variable})
     tokens = test.base[0].tolist()
-    labels = {p: tokenizer.decode([tokens[p]]) for p in positions}
+    labels = {p: tokenizer.decode([tokens[p]]) for p in s.positions}
     summary = {
         "task": cfg.task,
-        "model": model_name,
-        "variable": variable,
+        "model": s.name,
+        "variable": s.variable,
         "hook": hook,
         "method": method,
         "task_accuracy": task_accuracy(model, test.base, test.base_labels),
         "noop_iia": float((test.labels == test.base_labels).float().mean()),
         "best": {"layer": best.layer, "position": best.position, "token": labels[best.position], "iia": best.iia, "width": best.width},
         "random_rotation_iia": control,
-        "irrelevant_position": {"position": irrelevant, "token": tokenizer.decode([tokens[irrelevant]]), "iia": irrelevant_iia},
+        "irrelevant_position": {"position": s.irrelevant, "token": tokenizer.decode([tokens[s.irrelevant]]), "iia": irrelevant_iia},
+        "ground_truth": _ground_truth(s, sweep),
         "sweep": frame.to_dict(orient="records"),
         "bundle_bytes": bundle_size(bundle),
         "search_seconds": seconds,
         "d_model": model.cfg.d_model,
     }
-    title = f"IIA of '{variable}' ({cfg.task}, {hook})"
+    title = f"IIA of '{s.variable}' ({cfg.task}, {hook})"
     write_outputs(
         cfg.out,
         cfg,

@@ -101,6 +101,11 @@ def test_experiment_quick(tmp_path):
     assert summary["best"]["iia"] == max(row["iia"] for row in summary["sweep"])
     assert 0 <= summary["best"]["width"] <= summary["d_model"]
     assert summary["irrelevant_position"]["token"] == " yes"
+    truth = summary["ground_truth"]  # the quick tagger plants its variables after layer 0, at the last position
+    assert (truth["layer"], truth["position"], truth["dims"]) == (0, 35, 4)
+    assert truth["best_is_planted"] == ((summary["best"]["layer"], summary["best"]["position"]) == (0, 35))
+    assert set(truth["overlap_at_planted"]) == {"left", "right"} and all(0 <= v <= 1 + 1e-9 for v in truth["overlap_at_planted"].values())
+    assert truth["overlap_chance"] == truth["width_at_planted"] / summary["d_model"]
     assert 1_000 < summary["bundle_bytes"] < 100_000
     for name in ("iia_heatmap", "training_curves", "boundary_width"):
         assert (tmp_path / f"{name}.html").exists() and (tmp_path / f"{name}.png").exists()

@@ -4,11 +4,13 @@ Tiny models use the default model's real tokenizer, so string and token paths ar
 Fixtures that other test modules need only locally belong in those modules, not here.
 """
 
+import copy
+
 import pytest
 import torch
 from transformers import AutoTokenizer, GPT2Config, LlamaConfig
 
-from workbench.models import DEFAULT_MODEL, ensure_cached, from_config, load_model
+from workbench.models import DEFAULT_MODEL, boot, ensure_cached, from_config, load_model
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +42,19 @@ def tiny_gpt2_config(vocab_size: int, n_layers: int = 2) -> GPT2Config:
 def tiny_llama(tokenizer):
     """Tiny random-weight Llama bridge in compatibility mode."""
     return from_config(tiny_llama_config(len(tokenizer)), tokenizer, seed=0, prepend_bos=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_pair(tokenizer):
+    """The same tiny Llama twice: in bfloat16, and in float32 with the bfloat16 weights (exactly equal)."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(tiny_llama_config(len(tokenizer)), attn_implementation="eager").eval()
+    hf.config.architectures = [type(hf).__name__]
+    half = hf.to(torch.bfloat16)
+    full = copy.deepcopy(half).float()
+    return tuple(boot(m, tokenizer, type(m).__name__, prepend_bos=False) for m in (half, full))
 
 
 @pytest.fixture(scope="module")

@@ -93,3 +93,15 @@ def test_direction_or_answers(tiny_llama):
     tokens = tiny_llama.to_tokens(PROMPTS)
     with pytest.raises(ValueError, match="either"):
         neuron_attribution(tiny_llama, tokens)
+
+
+def test_half_precision_model_matches_float32(tiny_llama_pair):
+    """bfloat16 activations meet a float32 final-norm scale: attribution runs in float32 and agrees
+    with the same weights run in float32 (up to bfloat16's rounding of the activations)."""
+    half, full = tiny_llama_pair
+    tokens, answers = _setup(full)[:2]
+    for attribute in (layer_attribution, head_attribution, neuron_attribution):
+        got, want = (attribute(m, tokens, answers).values for m in (half, full))
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want, atol=0.05 * want.abs().max().item(), rtol=0)
+    assert len(neuron_attribution(half, tokens, answers).to_frame()) == half.cfg.n_layers * half.cfg.d_mlp

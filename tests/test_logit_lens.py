@@ -65,3 +65,12 @@ def test_side_hooks_change_the_lens_after_their_layer(tiny_llama):
 def test_unknown_scale(tiny_llama):
     with pytest.raises(ValueError, match="own"):
         logit_lens(tiny_llama, tiny_llama.to_tokens(PROMPTS), _answers(tiny_llama), scale="mine")
+
+
+@pytest.mark.parametrize("scale", ["own", "final"])
+def test_half_precision_model_matches_float32(tiny_llama_pair, scale):
+    half, full = tiny_llama_pair
+    tokens = full.to_tokens(["The cat sat on the mat and", "A dog ran in the park and"])
+    answers = torch.tensor([[full.to_single_token(" the"), full.to_single_token(" a")]] * 2)
+    got, want = (logit_lens(m, tokens, answers, scale=scale).logit_diff for m in (half, full))
+    torch.testing.assert_close(got.float(), want, atol=0.05 * want.abs().max().item(), rtol=0)

@@ -65,9 +65,10 @@ def _run(model, tokens: Tensor, names: list[str], pos: int) -> dict[str, Tensor]
 
 def _project(model, stack: Tensor, scale: Tensor, direction: Tensor) -> Tensor:
     """``[component batch d_model]`` -> ``[component batch]``: final-norm-scaled, on the direction."""
+    stack = stack.float()  # the final norm's scale is float32 even in half-precision models
     if _centres(model):
         stack = stack - stack.mean(-1, keepdim=True)
-    return torch.einsum("cbd,bd->cb", stack / scale, direction.to(stack.dtype))
+    return torch.einsum("cbd,bd->cb", stack / scale.float(), direction.to(stack.device, torch.float32))
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,7 @@ def neuron_attribution(
         w_out = block.mlp.W_out.detach()
         if _centres(model):
             w_out = w_out - w_out.mean(-1, keepdim=True)
-        readout = w_out @ direction.T.to(w_out.dtype)  # [d_mlp, batch]
-        post = acts[name] * getattr(block, "residual_contribution_scale", 1.0)
-        per_layer.append((post.T * readout) / scale[:, 0])
-    return NeuronAttribution(torch.stack(per_layer), layers, str(model.cfg.model_name))
+        readout = w_out.float() @ direction.T.to(w_out.device, torch.float32)  # [d_mlp, batch]
+        post = acts[name].float() * getattr(block, "residual_contribution_scale", 1.0)
+        per_layer.append((post.T * readout) / scale[:, 0].float())
+    return NeuronAttribution(torch.stack(per_layer).cpu(), layers, str(model.cfg.model_name))

@@ -107,10 +107,10 @@ def logit_lens(
         else:
             if model.cfg.normalization_type in ("LN", "LNPre"):
                 stack = stack - stack.mean(-1, keepdim=True)
-            normed = stack / acts["ln_final.hook_scale"][:, pos]
-        direction = logit_diff_direction(model, answers)
-        per_prompt = torch.einsum("pbd,bd->pb", normed, direction)
-        logits = normed.mean(1) @ model.W_U.detach()
+            normed = stack.float() / acts["ln_final.hook_scale"][:, pos].float()  # the scale is float32 in any model
+        direction = logit_diff_direction(model, answers).float()
+        per_prompt = torch.einsum("pbd,bd->pb", normed.float(), direction)
+        logits = normed.mean(1).to(model.W_U.dtype) @ model.W_U.detach()
         top = logits.topk(k, dim=-1)
     tokens_out = tuple(tuple(model.to_str_tokens(row)) for row in top.indices)
     return LogitLens(tuple(labels), per_prompt, tokens_out, top.values, side.label)

@@ -27,9 +27,14 @@ import torch
 from experiments.common import parse_config, write_outputs
 from workbench.config import Config
 from workbench.data.counterfactual import CounterfactualDataset, ioi_counterfactuals, price_tagging_counterfactuals
+from workbench.hooks import hook_name
+from workbench.interventions.apply import InterventionSet
 from workbench.interventions.bundle import bundle_size, save_bundle
+from workbench.interventions.evaluate import interchange_intervention_accuracy
+from workbench.interventions.modules import InterchangeIntervention
 from workbench.interventions.plots import boundary_width_figure, iia_heatmap, training_curves
 from workbench.interventions.search import das_sweep, fit_das, random_rotation_iia, subspace_overlap
+from workbench.interventions.spec import InterventionSpec
 from workbench.interventions.train import AlignmentConfig
 from workbench.models import DEFAULT_MODEL, load_model
 from workbench.tasks import PriceTaggerConfig, price_tagger, task_accuracy
@@ -59,7 +64,7 @@ class BoundlessDASConfig(Config):
     planted: bool = True
     """price_tagging: search the tagger whose variables IIT planted at a known place (false: the plainly trained one)."""
     layer: int | None = None
-    """Only this layer (default: every layer for price_tagging, five spread layers for ioi)."""
+    """Only this layer (default: every layer for price_tagging; for ioi 18, 20, 22, where swapping the whole last-position residual starts to move the answer)."""
     position: int | None = None
     """Only this position (default: the task's candidate positions)."""
     hook: str = ""
@@ -125,7 +130,7 @@ def _setup(cfg: BoundlessDASConfig) -> _Setup:
         if variable != "io_first":
             raise ValueError(f"the ioi task has one variable, io_first (got {variable!r})")
         make = lambda n, seed: ioi_counterfactuals(n, seed=seed)  # noqa: E731
-        layers = (8, 16, 24)
+        layers = (18, 20, 22)
     if cfg.quick:
         layers = (planted["layer"],) if planted else layers[-1:]
     layers = (cfg.layer,) if cfg.layer is not None else layers
@@ -161,6 +166,13 @@ def _ground_truth(s: _Setup, sweep) -> dict | None:
     }
 
 
+def _full_swap_iia(model, hook: str, layer: int, position: int, test) -> float:
+    """IIA of interchanging the whole activation: the reference without a search (it also swaps everything
+    else there, so DAS can beat it by isolating the variable)."""
+    spec = InterventionSpec(hook_name(model, hook, layer), positions=(position,))
+    return interchange_intervention_accuracy(model, InterventionSet([(spec, InterchangeIntervention())]), test)
+
+
 def _module(fit):
     return next(iter(fit.interventions))[1]
 
@@ -181,6 +193,7 @@ def main(cfg: BoundlessDASConfig) -> dict:
     best = sweep.best()
     control = random_rotation_iia(model, best, test, seed=cfg.seed + 1000)
     frame = sweep.to_frame()
+    frame["iia_full_swap"] = [_full_swap_iia(model, hook, f.layer, f.position, test) for f in sweep.fits]
     in_grid = frame[(frame.position == s.irrelevant) & (frame.layer == best.layer)]
     irrelevant_iia = (
         float(in_grid.iia.iloc[0]) if len(in_grid)

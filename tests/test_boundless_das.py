@@ -99,6 +99,7 @@ def test_experiment_quick(tmp_path):
     for value in (summary["task_accuracy"], summary["best"]["iia"], summary["random_rotation_iia"], summary["irrelevant_position"]["iia"]):
         assert 0.0 <= value <= 1.0
     assert summary["best"]["iia"] == max(row["iia"] for row in summary["sweep"])
+    assert all(0 <= row["iia_full_swap"] <= 1 for row in summary["sweep"])
     assert 0 <= summary["best"]["width"] <= summary["d_model"]
     assert summary["irrelevant_position"]["token"] == " yes"
     truth = summary["ground_truth"]  # the quick tagger plants its variables after layer 0, at the last position

@@ -160,7 +160,7 @@ def _ground_truth(s: _Setup, sweep) -> dict | None:
         "iia_at_planted": found.iia if found else None,
         "width_at_planted": found.width if found else None,
         "overlap_at_planted": (
-            {v: subspace_overlap(_module(found).subspace().cpu(), b) for v, b in s.planted["bases"].items()} if found else None
+            {v: subspace_overlap(found.module.subspace().cpu(), b) for v, b in s.planted["bases"].items()} if found else None
         ),
         "overlap_chance": found.width / d if found else None,
     }
@@ -171,10 +171,6 @@ def _full_swap_iia(model, hook: str, layer: int, position: int, test) -> float:
     else there, so DAS can beat it by isolating the variable)."""
     spec = InterventionSpec(hook_name(model, hook, layer), positions=(position,))
     return interchange_intervention_accuracy(model, InterventionSet([(spec, InterchangeIntervention())]), test)
-
-
-def _module(fit):
-    return next(iter(fit.interventions))[1]
 
 
 def main(cfg: BoundlessDASConfig) -> dict:

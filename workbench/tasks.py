@@ -13,8 +13,8 @@ comparisons apart before it combines them). So that DAS can be checked against a
 Structure for Interpretable Neural Networks"): every step, besides the task loss, a counterfactual
 batch for ``left`` or ``right`` (alternating) is run with that variable's planted subspace of the
 layer's output at the last position taken from the source run, and the counterfactual label is the
-target. The model then computes both variables where
-:meth:`PriceTaggerConfig.planted` says, and DAS should find them there (and nowhere else).
+target. The model then computes both variables where :meth:`PriceTaggerConfig.planted` says, and
+DAS should find them there (and nowhere else).
 
 Trained models are cached under ``cache_dir()/tasks/`` keyed by their config, so tests, notebooks
 and experiments share one training run.

@@ -45,6 +45,16 @@ class DASFit:
     width: int
     """Rotated coordinates swapped (learned boundary, or the rank)."""
 
+    @property
+    def spec(self) -> InterventionSpec:
+        """Where the fit's one intervention acts."""
+        return next(iter(self.interventions))[0]
+
+    @property
+    def module(self) -> Intervention:
+        """The fit's one trained intervention (``.subspace()`` gives the swapped subspace)."""
+        return next(iter(self.interventions))[1]
+
 
 @dataclass
 class DASSweep:
@@ -120,7 +130,7 @@ def das_sweep(
 
 def random_rotation_iia(model, fit: DASFit, test: CounterfactualTensors, *, seed: int = 12345) -> float:
     """Control: IIA of ``fit``'s intervention (same place, same width) with a random untrained rotation."""
-    spec, trained = next(iter(fit.interventions))
+    spec, trained = fit.spec, fit.module
     if isinstance(trained, BoundlessRotatedSpaceIntervention):
         control = BoundlessRotatedSpaceIntervention(trained.d, init_width=float(trained.boundary.detach().clamp(0, 1)), seed=seed)
     else:

@@ -57,12 +57,19 @@ def main() -> None:
     model = load_model()
     texts = load_alignment("negative", max_items=200).train
     data = encode_for(model, texts, CFG)
-    tokens = sum(len(data[i].ids) for step in range(STEPS) for i in batch_order(len(data), step, CFG.batch_size, CFG.seed)) / STEPS
+    tokens = (
+        sum(len(data[i].ids) for step in range(STEPS) for i in batch_order(len(data), step, CFG.batch_size, CFG.seed))
+        / STEPS
+    )
     ref = reference_seconds(model, data)
-    print(f"frozen forward+backward: {ref:.2f} s/step, {tokens / ref:.0f} tokens/s ({CFG.batch_size} texts, {tokens:.0f} tokens)")
+    print(
+        f"frozen forward+backward: {ref:.2f} s/step, {tokens / ref:.0f} tokens/s ({CFG.batch_size} texts, {tokens:.0f} tokens)"
+    )
     for mult in (1.0, 3.0):
         sec = irm_seconds(model, texts, mult)
-        print(f"IRM step, width {mult:g}·d_model: {sec:.2f} s/step, {tokens / sec:.0f} tokens/s, ratio {sec / ref:.2f} (target <= 1.3)")
+        print(
+            f"IRM step, width {mult:g}·d_model: {sec:.2f} s/step, {tokens / sec:.0f} tokens/s, ratio {sec / ref:.2f} (target <= 1.3)"
+        )
 
 
 if __name__ == "__main__":

@@ -49,19 +49,25 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--corrupt", default="This movie was really bad, I hated")
-    parser.add_argument("--clean", nargs="+", default=["This movie was really good, I loved", "That film is truly great and we liked"])
+    parser.add_argument(
+        "--clean", nargs="+", default=["This movie was really good, I loved", "That film is truly great and we liked"]
+    )
     args = parser.parse_args(argv)
     torch.set_grad_enabled(False)
     model = load_model(args.model)
     metric = LogitDiff(torch.tensor([[answer_token(model, " it"), answer_token(model, " the")]]))
     peak = matmul_peak()
-    print(f"{model.cfg.model_name}: threads={torch.get_num_threads()}, matmul peak {peak:.1f} GFLOP/s (timings from one run on this machine)")
+    print(
+        f"{model.cfg.model_name}: threads={torch.get_num_threads()}, matmul peak {peak:.1f} GFLOP/s (timings from one run on this machine)"
+    )
     report = {"matmul_peak_gflops": peak}
     corrupt = model.to_tokens(args.corrupt)
     for clean_text in args.clean:
         clean = model.to_tokens(clean_text)
         if clean.shape != corrupt.shape:
-            raise SystemExit(f"{clean_text!r} and --corrupt must have the same token length ({clean.shape[1]} vs {corrupt.shape[1]})")
+            raise SystemExit(
+                f"{clean_text!r} and --corrupt must have the same token length ({clean.shape[1]} vs {corrupt.shape[1]})"
+            )
         shared = int((clean[0] == corrupt[0]).cumprod(0).sum())
         print(f"clean {clean_text!r} / corrupt {args.corrupt!r}: {clean.shape[1]} tokens, shared prefix {shared}")
         report[clean_text] = _compare(model, clean, corrupt, metric, peak)
@@ -82,7 +88,14 @@ def _compare(model, clean, corrupt, metric, peak: float) -> dict:
             f"{kind:9s} {tuple(ours.shape)}: transformer_lens {t_tl:6.2f} s, batched {t_ours:6.2f} s, "
             f"speedup {t_tl / t_ours:5.1f}x, {gflops:5.1f} GFLOP/s = {gflops / peak:4.0%} of peak, max |diff| {err:.1e}"
         )
-        report[kind] = {"tl_s": t_tl, "ours_s": t_ours, "speedup": t_tl / t_ours, "gflops": gflops, "fraction_of_peak": gflops / peak, "max_abs_diff": err}
+        report[kind] = {
+            "tl_s": t_tl,
+            "ours_s": t_ours,
+            "speedup": t_tl / t_ours,
+            "gflops": gflops,
+            "fraction_of_peak": gflops / peak,
+            "max_abs_diff": err,
+        }
     return report
 
 

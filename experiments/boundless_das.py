@@ -43,12 +43,20 @@ TAGGER = PriceTaggerConfig(n_layers=3, iit_layer=1)
 """The price tagger searched: 3 layers, ``left`` and ``right`` planted after layer 1 by interchange intervention training."""
 PLAIN_TAGGER = PriceTaggerConfig()
 """The price tagger of ``--no-planted`` runs: 2 layers, trained on the task alone (no known location)."""
-QUICK_TAGGER = PriceTaggerConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, steps=150, batch_size=32, eval_size=200, iit_layer=0)
+QUICK_TAGGER = PriceTaggerConfig(
+    n_layers=2, d_model=32, n_heads=2, d_mlp=64, steps=150, batch_size=32, eval_size=200, iit_layer=0
+)
 """The price tagger of ``--quick`` runs (seconds to train; far from solving the task)."""
 
 TASKS = {
     # positions: candidate positions of the sweep; irrelevant: a position that cannot carry the variable
-    "price_tagging": {"variable": "left", "positions": (2, 31, 32, 33, 34, 35), "irrelevant": 2, "method": "boundless", "hook": "resid_post"},
+    "price_tagging": {
+        "variable": "left",
+        "positions": (2, 31, 32, 33, 34, 35),
+        "irrelevant": 2,
+        "method": "boundless",
+        "hook": "resid_post",
+    },
     "ioi": {"variable": "io_first", "positions": (13,), "irrelevant": 2, "method": "low_rank", "hook": "resid_post"},
 }
 
@@ -119,17 +127,21 @@ def _setup(cfg: BoundlessDASConfig) -> _Setup:
         tagger_cfg = QUICK_TAGGER if cfg.quick else TAGGER if cfg.planted else PLAIN_TAGGER
         trained = price_tagger(tagger_cfg, progress=True)
         model, tokenizer, name = trained.model, trained.tokenizer, f"price tagger ({trained.path.name})"
-        make = lambda n, seed: price_tagging_counterfactuals(variable, n, seed=seed)  # noqa: E731
+        make = lambda n, seed: price_tagging_counterfactuals(variable, n, seed=seed)
         layers = tuple(range(model.cfg.n_layers))
         if tagger_cfg.iit_layer >= 0 and cfg.planted:
-            planted = {"layer": tagger_cfg.iit_layer, "position": task["positions"][-1], "bases": tagger_cfg.planted(),
-                       "iia": trained.planted_iia[variable]}
+            planted = {
+                "layer": tagger_cfg.iit_layer,
+                "position": task["positions"][-1],
+                "bases": tagger_cfg.planted(),
+                "iia": trained.planted_iia[variable],
+            }
     else:
         model = load_model(DEFAULT_MODEL)
         tokenizer, name = model.tokenizer, DEFAULT_MODEL
         if variable != "io_first":
             raise ValueError(f"the ioi task has one variable, io_first (got {variable!r})")
-        make = lambda n, seed: ioi_counterfactuals(n, seed=seed)  # noqa: E731
+        make = lambda n, seed: ioi_counterfactuals(n, seed=seed)
         layers = (18, 20, 22)
     if cfg.quick:
         layers = (planted["layer"],) if planted else layers[-1:]
@@ -137,8 +149,19 @@ def _setup(cfg: BoundlessDASConfig) -> _Setup:
     positions = (cfg.position,) if cfg.position is not None else task["positions"]
     if cfg.quick and cfg.position is None:
         positions = (task["irrelevant"], task["positions"][-1])
-    return _Setup(model, tokenizer, name, variable, make, layers, positions, task["irrelevant"], cfg.method or task["method"],
-                  cfg.hook or task["hook"], planted)
+    return _Setup(
+        model,
+        tokenizer,
+        name,
+        variable,
+        make,
+        layers,
+        positions,
+        task["irrelevant"],
+        cfg.method or task["method"],
+        cfg.hook or task["hook"],
+        planted,
+    )
 
 
 def _ground_truth(s: _Setup, sweep) -> dict | None:
@@ -160,7 +183,9 @@ def _ground_truth(s: _Setup, sweep) -> dict | None:
         "iia_at_planted": found.iia if found else None,
         "width_at_planted": found.width if found else None,
         "overlap_at_planted": (
-            {v: subspace_overlap(found.module.subspace().cpu(), b) for v, b in s.planted["bases"].items()} if found else None
+            {v: subspace_overlap(found.module.subspace().cpu(), b) for v, b in s.planted["bases"].items()}
+            if found
+            else None
         ),
         "overlap_chance": found.width / d if found else None,
     }
@@ -181,23 +206,44 @@ def main(cfg: BoundlessDASConfig) -> dict:
     train = s.make(n_train, cfg.seed).tokenize(tokenizer)
     test_set = s.make(n_test, cfg.seed + 1)
     test = test_set.tokenize(tokenizer)
-    align = AlignmentConfig(steps=20 if cfg.quick else cfg.steps, batch_size=min(cfg.batch_size, n_train), lr=cfg.lr,
-                            boundary_penalty=cfg.boundary_penalty, seed=cfg.seed)
+    align = AlignmentConfig(
+        steps=20 if cfg.quick else cfg.steps,
+        batch_size=min(cfg.batch_size, n_train),
+        lr=cfg.lr,
+        boundary_penalty=cfg.boundary_penalty,
+        seed=cfg.seed,
+    )
 
     start = time.perf_counter()
-    sweep = das_sweep(model, train, test, s.layers, s.positions, hook_kind=hook, method=method, rank=cfg.rank, cfg=align, progress=True)
+    sweep = das_sweep(
+        model,
+        train,
+        test,
+        s.layers,
+        s.positions,
+        hook_kind=hook,
+        method=method,
+        rank=cfg.rank,
+        cfg=align,
+        progress=True,
+    )
     best = sweep.best()
     control = random_rotation_iia(model, best, test, seed=cfg.seed + 1000)
     frame = sweep.to_frame()
     frame["iia_full_swap"] = [_full_swap_iia(model, hook, f.layer, f.position, test) for f in sweep.fits]
     in_grid = frame[(frame.position == s.irrelevant) & (frame.layer == best.layer)]
     irrelevant_iia = (
-        float(in_grid.iia.iloc[0]) if len(in_grid)
-        else fit_das(model, train, test, best.layer, s.irrelevant, hook_kind=hook, method=method, rank=cfg.rank, cfg=align).iia
+        float(in_grid.iia.iloc[0])
+        if len(in_grid)
+        else fit_das(
+            model, train, test, best.layer, s.irrelevant, hook_kind=hook, method=method, rank=cfg.rank, cfg=align
+        ).iia
     )
     seconds = time.perf_counter() - start
 
-    bundle = save_bundle(best.interventions, cfg.out + "/bundle", metadata={"model": s.name, "task": cfg.task, "variable": s.variable})
+    bundle = save_bundle(
+        best.interventions, cfg.out + "/bundle", metadata={"model": s.name, "task": cfg.task, "variable": s.variable}
+    )
     tokens = test.base[0].tolist()
     labels = {p: tokenizer.decode([tokens[p]]) for p in s.positions}
     summary = {
@@ -208,9 +254,19 @@ def main(cfg: BoundlessDASConfig) -> dict:
         "method": method,
         "task_accuracy": task_accuracy(model, test.base, test.base_labels),
         "noop_iia": float((test.labels == test.base_labels).float().mean()),
-        "best": {"layer": best.layer, "position": best.position, "token": labels[best.position], "iia": best.iia, "width": best.width},
+        "best": {
+            "layer": best.layer,
+            "position": best.position,
+            "token": labels[best.position],
+            "iia": best.iia,
+            "width": best.width,
+        },
         "random_rotation_iia": control,
-        "irrelevant_position": {"position": s.irrelevant, "token": tokenizer.decode([tokens[s.irrelevant]]), "iia": irrelevant_iia},
+        "irrelevant_position": {
+            "position": s.irrelevant,
+            "token": tokenizer.decode([tokens[s.irrelevant]]),
+            "iia": irrelevant_iia,
+        },
         "ground_truth": _ground_truth(s, sweep),
         "sweep": frame.to_dict(orient="records"),
         "bundle_bytes": bundle_size(bundle),

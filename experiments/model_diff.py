@@ -21,7 +21,13 @@ import torch
 
 from experiments.common import parse_config, write_outputs
 from workbench.analysis.attribution import head_attribution, layer_attribution
-from workbench.analysis.diff_plots import attribution_figure, bar_figure, head_heatmap, logit_lens_figure, patching_heatmap
+from workbench.analysis.diff_plots import (
+    attribution_figure,
+    bar_figure,
+    head_heatmap,
+    logit_lens_figure,
+    patching_heatmap,
+)
 from workbench.analysis.logit_lens import logit_lens
 from workbench.analysis.patching import ModelSide, patch_heads, patch_sweep
 from workbench.config import Config
@@ -68,7 +74,16 @@ class ModelDiffConfig(Config):
 def tune_config(cfg: ModelDiffConfig) -> TuneConfig:
     """The tuning that makes the tuned model when ``--tuned`` is not given (quick: 8 steps, ~20 s)."""
     if cfg.quick:
-        return TuneConfig(model=cfg.base, last_layers=cfg.tune_layers, steps=8, lr=3e-3, batch_size=4, max_length=32, max_items=500, seed=cfg.seed)
+        return TuneConfig(
+            model=cfg.base,
+            last_layers=cfg.tune_layers,
+            steps=8,
+            lr=3e-3,
+            batch_size=4,
+            max_length=32,
+            max_items=500,
+            seed=cfg.seed,
+        )
     return TuneConfig(model=cfg.base, last_layers=cfg.tune_layers, steps=cfg.tune_steps, lr=cfg.tune_lr, seed=cfg.seed)
 
 
@@ -106,8 +121,12 @@ def main(cfg: ModelDiffConfig) -> dict:
     if cfg.irm is not None:
         checkpoint = _irm_checkpoint(Path(cfg.irm))
         irm = load_irm(checkpoint, base_model)
-        irm_summary, irm_figures, irm_tables = compare(base, ModelSide(base_model, hooks=tuple(irm.hooks(base_model)), name="irm"), prompts, cfg)
-        write_outputs(Path(cfg.out) / "irm", cfg, figures=irm_figures, tables=irm_tables, summary=irm_summary, png=not cfg.quick)
+        irm_summary, irm_figures, irm_tables = compare(
+            base, ModelSide(base_model, hooks=tuple(irm.hooks(base_model)), name="irm"), prompts, cfg
+        )
+        write_outputs(
+            Path(cfg.out) / "irm", cfg, figures=irm_figures, tables=irm_tables, summary=irm_summary, png=not cfg.quick
+        )
         summary["irm"] = {"checkpoint": str(checkpoint), **irm_summary}
     summary["seconds"] = time.perf_counter() - started
     write_outputs(cfg.out, cfg, figures=figures, tables=tables, summary=summary, png=not cfg.quick)
@@ -120,7 +139,9 @@ def _irm_checkpoint(path: Path) -> Path:
         return path
     latest = latest_checkpoint(path)
     if latest is None:
-        raise FileNotFoundError(f"no IRM checkpoint at {path}: pass a step-* folder written by train_irm, or its parent")
+        raise FileNotFoundError(
+            f"no IRM checkpoint at {path}: pass a step-* folder written by train_irm, or its parent"
+        )
     return latest
 
 
@@ -139,7 +160,11 @@ def compare(base: ModelSide, other: ModelSide, prompts: PromptSet, cfg: ModelDif
     diffs = {side.label: per_prompt(side.run(tokens)[0]) for side in (base, other)}
     base_ld, other_ld = float(diffs["base"].mean()), float(diffs[name].mean())
     diff_table = pd.DataFrame(
-        [(side, prompts.prompts[i], *prompts.answers[i], float(diffs[side][i])) for side in diffs for i in range(len(prompts.prompts))],
+        [
+            (side, prompts.prompts[i], *prompts.answers[i], float(diffs[side][i]))
+            for side in diffs
+            for i in range(len(prompts.prompts))
+        ],
         columns=["model", "prompt", "answer", "other", "logit_diff"],
     )
 
@@ -164,7 +189,12 @@ def compare(base: ModelSide, other: ModelSide, prompts: PromptSet, cfg: ModelDif
     joint_back = patch_heads(other, base, top_heads, metric, tokens)
     head_labels = " ".join(f"L{l}H{h}" for l, h in top_heads)
     joint_table = pd.DataFrame(
-        [("base", "none", base_ld), (name, "none", other_ld), ("base", f"{name} heads {head_labels}", joint), (name, f"base heads {head_labels}", joint_back)],
+        [
+            ("base", "none", base_ld),
+            (name, "none", other_ld),
+            ("base", f"{name} heads {head_labels}", joint),
+            (name, f"base heads {head_labels}", joint_back),
+        ],
         columns=["run", "patched", "logit_diff"],
     )
 
@@ -179,7 +209,9 @@ def compare(base: ModelSide, other: ModelSide, prompts: PromptSet, cfg: ModelDif
         f"logit_diff_{name}": other_ld,
         "logit_lens_gap_by_point": dict(zip(lenses[0].labels, lens_gap.tolist())),
         "top_attribution_differences": {attributions[0].labels[i]: float(attr_diff[i]) for i in attr_top},
-        "top_head_attribution_differences": {f"L{i // n_heads}H{i % n_heads}": float(head_diff.flatten()[i]) for i in head_diff_top},
+        "top_head_attribution_differences": {
+            f"L{i // n_heads}H{i % n_heads}": float(head_diff.flatten()[i]) for i in head_diff_top
+        },
         "top_patching": {kind: sweeps[kind].top(3).drop(columns="kind").to_dict("records") for kind in SWEEP_KINDS},
         "top_heads": [f"L{l}H{h}" for l, h in top_heads],
         "joint_head_patch_logit_diff": joint,
@@ -188,13 +220,22 @@ def compare(base: ModelSide, other: ModelSide, prompts: PromptSet, cfg: ModelDif
         "reverse_joint_head_patch_logit_diff": joint_back,
     }
     figures = {
-        "logit_diff": bar_figure(diff_table, "prompt", "logit_diff", "Logit difference (answer − other)", color="model"),
+        "logit_diff": bar_figure(
+            diff_table, "prompt", "logit_diff", "Logit difference (answer − other)", color="model"
+        ),
         "logit_lens": logit_lens_figure(lenses),
         "layer_attribution": attribution_figure(attributions),
         "head_attribution_diff": head_heatmap(head_diff, f"Head attribution, {name} − base", "Δ logit diff"),
-        "joint_head_patch": bar_figure(joint_table, "patched", "logit_diff", "Joint patch of the top heads", color="run"),
+        "joint_head_patch": bar_figure(
+            joint_table, "patched", "logit_diff", "Joint patch of the top heads", color="run"
+        ),
     }
-    figures.update({f"patch_{kind}": patching_heatmap(sweeps[kind], f"{name} → base patching: {kind} (0 = base, 1 = {name})") for kind in SWEEP_KINDS})
+    figures.update(
+        {
+            f"patch_{kind}": patching_heatmap(sweeps[kind], f"{name} → base patching: {kind} (0 = base, 1 = {name})")
+            for kind in SWEEP_KINDS
+        }
+    )
     tables = {
         "logit_diff": diff_table,
         "logit_lens": pd.concat([lens.to_frame() for lens in lenses]),

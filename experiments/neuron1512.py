@@ -23,10 +23,9 @@ import torch
 
 from experiments.common import parse_config, write_outputs
 from workbench.config import Config
-from workbench.data.corpora import ALIGNMENTS, load_alignment
 from workbench.data.chat_prompts import chat_prompts
-from workbench.irm import IRM, IRMConfig, TrainConfig, eval_loss, train_irm
-from workbench.irm import plots
+from workbench.data.corpora import ALIGNMENTS, load_alignment
+from workbench.irm import IRM, IRMConfig, TrainConfig, eval_loss, plots, train_irm
 from workbench.irm.dimensions import base_magnitudes, masking_test, massive_dims, overlap_table, top_dims
 from workbench.irm.generate import generate_replies, generations_frame, vader_compound
 from workbench.irm.record import collect_output_stats, stats_from_tokens
@@ -100,7 +99,17 @@ class Neuron1512Config(Config):
     """Small run (minutes): fewer steps, texts and prompts."""
 
 
-QUICK = dict(steps=10, batch_size=4, max_len=40, max_items=400, eval_texts=12, n_prompts=2, max_new_tokens=12, n_random=2, checkpoint_every=5)
+QUICK = dict(
+    steps=10,
+    batch_size=4,
+    max_len=40,
+    max_items=400,
+    eval_texts=12,
+    n_prompts=2,
+    max_new_tokens=12,
+    n_random=2,
+    checkpoint_every=5,
+)
 
 
 def resolve(cfg: Neuron1512Config) -> Neuron1512Config:
@@ -121,8 +130,15 @@ def main(cfg: Neuron1512Config) -> dict:
     model = load_model(cfg.model, device=cfg.device, dtype=dtype)
     irm_cfg = IRMConfig(cfg.read_hook, cfg.read_layer, cfg.write_hook, cfg.layers, cfg.hidden_mult, cfg.n_hidden)
     train_cfg = TrainConfig(
-        steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, l1=cfg.l1, max_len=cfg.max_len, eval_every=max(cfg.steps // 4, 1),
-        eval_texts=min(cfg.eval_texts, 16), checkpoint_every=cfg.checkpoint_every, seed=cfg.seed,
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        l1=cfg.l1,
+        max_len=cfg.max_len,
+        eval_every=max(cfg.steps // 4, 1),
+        eval_texts=min(cfg.eval_texts, 16),
+        checkpoint_every=cfg.checkpoint_every,
+        seed=cfg.seed,
     )
     prompts = chat_prompts(cfg.n_prompts)
     off = generate_replies(model, None, prompts, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens)
@@ -133,8 +149,16 @@ def main(cfg: Neuron1512Config) -> dict:
     for name in cfg.alignments:
         corpus = load_alignment(name, min_confidence=cfg.min_confidence, max_items=cfg.max_items, seed=cfg.seed)
         irm = IRM.for_model(model, irm_cfg, seed=cfg.seed)
-        result = train_irm(model, irm, corpus.train, train_cfg, held_out=corpus.held_out, out_dir=Path(cfg.ckpt_dir) / name,
-                           resume=cfg.resume, progress=cfg.progress)
+        result = train_irm(
+            model,
+            irm,
+            corpus.train,
+            train_cfg,
+            held_out=corpus.held_out,
+            out_dir=Path(cfg.ckpt_dir) / name,
+            resume=cfg.resume,
+            progress=cfg.progress,
+        )
         logs[name] = result.to_frame().assign(alignment=name)
         held = encode_for(model, corpus.held_out[: cfg.eval_texts], train_cfg)
         seen = encode_for(model, corpus.train[: cfg.eval_texts], train_cfg)
@@ -156,23 +180,34 @@ def main(cfg: Neuron1512Config) -> dict:
         gen_stats[name] = stats_from_tokens(outs, irm.layers)
         first = next(g for _, g in on if len(g.tokens))
         per[name] = (first, [model.tokenizer.decode([t]) for t in first.tokens], irm.layers)
-        masking = masking_test(model, irm, held, ranked, ks=cfg.mask_ks, n_random=cfg.n_random, seed=cfg.seed,
-                               base_loss=losses["heldout_loss_base"], irm_loss=losses["heldout_loss_irm"])
+        masking = masking_test(
+            model,
+            irm,
+            held,
+            ranked,
+            ks=cfg.mask_ks,
+            n_random=cfg.n_random,
+            seed=cfg.seed,
+            base_loss=losses["heldout_loss_base"],
+            irm_loss=losses["heldout_loss_irm"],
+        )
         mask_frames[name] = masking.to_frame().assign(alignment=name)
-        rows.append({
-            "alignment": name,
-            **losses,
-            "vader_corpus": float(pd.Series(vader_compound(corpus.held_out[: cfg.eval_texts])).mean()),
-            "vader_off": vader_off,
-            "vader_on": float(frame.vader.mean()),
-            "vader_on_greedy": float(frame[frame["mode"] == "greedy"].vader.mean()),
-            "vader_on_sampled": float(frame[frame["mode"] == "sampled"].vader.mean()),
-            "top10": top_dims(shares[name], cfg.top_k),
-            "top_share": stats[name].top_share([1, 10, 50]),
-            "generation_top10": top_dims(gen_stats[name].dim_share, cfg.top_k),
-            "masking": masking.summary(),
-            "irm_params": sum(p.numel() for p in irm.parameters()),
-        })
+        rows.append(
+            {
+                "alignment": name,
+                **losses,
+                "vader_corpus": float(pd.Series(vader_compound(corpus.held_out[: cfg.eval_texts])).mean()),
+                "vader_off": vader_off,
+                "vader_on": float(frame.vader.mean()),
+                "vader_on_greedy": float(frame[frame["mode"] == "greedy"].vader.mean()),
+                "vader_on_sampled": float(frame[frame["mode"] == "sampled"].vader.mean()),
+                "top10": top_dims(shares[name], cfg.top_k),
+                "top_share": stats[name].top_share([1, 10, 50]),
+                "generation_top10": top_dims(gen_stats[name].dim_share, cfg.top_k),
+                "masking": masking.summary(),
+                "irm_params": sum(p.numel() for p in irm.parameters()),
+            }
+        )
         del irm
     magnitudes = base_magnitudes(model, held_all)
     peak = magnitudes.max(0).values
@@ -181,11 +216,21 @@ def main(cfg: Neuron1512Config) -> dict:
     base_rank[peak.argsort(descending=True)] = torch.arange(peak.numel())
     overlap = overlap_table(tops)
     table = pd.DataFrame([{k: v for k, v in r.items() if not isinstance(v, (list, dict))} for r in rows])
-    dims_table = pd.concat([
-        pd.DataFrame({"alignment": n, "dim": range(len(s)), "share": s.numpy(), "generation_share": gen_stats[n].dim_share.numpy(),
-                      "base_peak_mean_abs": peak.numpy(), "base_rank": base_rank.numpy()})
-        for n, s in shares.items()
-    ])
+    dims_table = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "alignment": n,
+                    "dim": range(len(s)),
+                    "share": s.numpy(),
+                    "generation_share": gen_stats[n].dim_share.numpy(),
+                    "base_peak_mean_abs": peak.numpy(),
+                    "base_rank": base_rank.numpy(),
+                }
+            )
+            for n, s in shares.items()
+        ]
+    )
     figures = {
         "training_curves": plots.training_curves(logs),
         "dimension_share": plots.dimension_share(shares, {n: t[:5] for n, t in tops.items()}),
@@ -197,13 +242,20 @@ def main(cfg: Neuron1512Config) -> dict:
     for name in cfg.alignments:
         figures[f"heatmap_{name}"] = plots.output_heatmap(stats[name], f"Mean |IRM output| on held-out {name} replies")
         gen, toks, layers = per[name]
-        figures[f"heatmap_tokens_{name}"] = plots.token_heatmaps(gen.irm_out, toks, layers, f"|IRM output| per generated token ({name}): {gen.prompt!r}", n=3)
+        figures[f"heatmap_tokens_{name}"] = plots.token_heatmaps(
+            gen.irm_out, toks, layers, f"|IRM output| per generated token ({name}): {gen.prompt!r}", n=3
+        )
     summary = {
         "model": str(model.cfg.model_name),
         "device": cfg.device,
         "config": cfg.to_dict(),
-        "irm": {"hidden_mult": cfg.hidden_mult, "n_hidden": cfg.n_hidden, "params": rows[0]["irm_params"] if rows else 0,
-                "read": f"blocks.{cfg.read_layer}.hook_{cfg.read_hook}", "write": cfg.write_hook},
+        "irm": {
+            "hidden_mult": cfg.hidden_mult,
+            "n_hidden": cfg.n_hidden,
+            "params": rows[0]["irm_params"] if rows else 0,
+            "read": f"blocks.{cfg.read_layer}.hook_{cfg.read_hook}",
+            "write": cfg.write_hook,
+        },
         "alignments": {r["alignment"]: {k: v for k, v in r.items() if k != "alignment"} for r in rows},
         "overlap": overlap.to_dict(orient="records"),
         "same_top1_all": len({t[0] for t in tops.values()}) == 1 if tops else False,
@@ -226,7 +278,9 @@ def main(cfg: Neuron1512Config) -> dict:
 
 def report(summary: dict) -> str:
     """A few lines for the terminal."""
-    lines = [f"{summary['model']}: IRM with {summary['irm']['params'] / 1e6:.1f} M parameters, {summary['seconds'] / 60:.1f} min"]
+    lines = [
+        f"{summary['model']}: IRM with {summary['irm']['params'] / 1e6:.1f} M parameters, {summary['seconds'] / 60:.1f} min"
+    ]
     for name, a in summary["alignments"].items():
         top = ", ".join(f"{d} ({s:.1%})" for d, s in a["top10"][:3])
         m = next(iter(a["masking"].values()), {})

@@ -40,7 +40,13 @@ from workbench.data.corpora import ALIGNMENTS, load_alignment, load_texts
 from workbench.data.prompts import PromptSet
 from workbench.models import DEFAULT_MODEL, load_model
 
-ABLATED_CLASSES = ("strengthening", "conditional strengthening", "proportional change", "conditional weakening", "weakening")
+ABLATED_CLASSES = (
+    "strengthening",
+    "conditional strengthening",
+    "proportional change",
+    "conditional weakening",
+    "weakening",
+)
 """The classes the paper ablates (the typical ones with a clear read-write relation)."""
 
 
@@ -106,7 +112,9 @@ def parse_condition(text: str, mode: str, value: float, orient_post: bool = Fals
         if rest.startswith(key) and len(rest) > len(key) and rest[len(key)] in "+-":
             cond[key], rest = rest[len(key)], rest[len(key) + 1 :]
     if rest or not cond:
-        raise ValueError(f"cannot read condition {text!r}: use 'all', 'gate+', 'gate-', 'post+', 'post-' or e.g. 'gate-post+'")
+        raise ValueError(
+            f"cannot read condition {text!r}: use 'all', 'gate+', 'gate-', 'post+', 'post-' or e.g. 'gate-post+'"
+        )
     return Ablation(mode=mode, value=value, orient_post=orient_post and "post" in cond, **cond)
 
 
@@ -125,8 +133,10 @@ def main(cfg: RWConfig) -> dict:
     n_texts, max_len, n_controls = (8, 16, 1) if cfg.quick else (cfg.n_texts, cfg.max_len, cfg.n_controls)
     model = load_model(cfg.model)
     if not getattr(model.cfg, "gated_mlp", False):
-        raise ValueError(f"{cfg.model} has a non-gated MLP: the RW classes need w_gate; "
-                         "weight_cosines/classify still give the 3 vanilla classes from cos(w_in, w_out) in the library")
+        raise ValueError(
+            f"{cfg.model} has a non-gated MLP: the RW classes need w_gate; "
+            "weight_cosines/classify still give the 3 vanilla classes from cos(w_in, w_out) in the library"
+        )
     raw = mlp_weights(load_model(cfg.model, compat=False))
     weights, other = (raw, mlp_weights(model)) if cfg.weights == "raw" else (mlp_weights(model), raw)
 
@@ -159,14 +169,26 @@ def main(cfg: RWConfig) -> dict:
     runs, summaries = [], []
     for text in cfg.conditions:
         spec = parse_condition(text, cfg.mode, cfg.value, cfg.orient_post)
-        effects = ablation_effects(model, texts, sets, spec, prompts=cfg.prompts, n_controls=n_controls, exclude=exclude,
-                                   means=stats.mean_post if cfg.mode == "mean" else None, seed=cfg.seed, max_len=max_len)
+        effects = ablation_effects(
+            model,
+            texts,
+            sets,
+            spec,
+            prompts=cfg.prompts,
+            n_controls=n_controls,
+            exclude=exclude,
+            means=stats.mean_post if cfg.mode == "mean" else None,
+            seed=cfg.seed,
+            max_len=max_len,
+        )
         runs.append(effects.to_frame())
         summaries.append(_with_control_spread(effects.summary(), effects.to_frame()).assign(ablation=spec.label))
     ablation = pd.concat(summaries, ignore_index=True)
 
     out = Path(cfg.out)
-    counts_wide = counts.pivot(index="rw_class", columns="layer", values="count").reindex(list(dict.fromkeys(counts.rw_class)))
+    counts_wide = counts.pivot(index="rw_class", columns="layer", values="count").reindex(
+        list(dict.fromkeys(counts.rw_class))
+    )
     summary = {
         "model": model.cfg.model_name,
         "weights": cfg.weights,
@@ -177,7 +199,10 @@ def main(cfg: RWConfig) -> dict:
         "class_counts_by_layer": {k: [int(x) for x in row] for k, row in counts_wide.iterrows()},
         "class_counts_other_weights": {
             "weights": "folded" if cfg.weights == "raw" else "raw",
-            "counts": {k: int(v) for k, v in other_classes.counts_by_layer().groupby("rw_class", sort=False)["count"].sum().items()},
+            "counts": {
+                k: int(v)
+                for k, v in other_classes.counts_by_layer().groupby("rw_class", sort=False)["count"].sum().items()
+            },
             "neurons_changing_class": int((other_classes.index != classes.index).sum()),
         },
         "weakening": _placement(classes.neurons("weakening"), model.cfg.n_layers),
@@ -191,7 +216,10 @@ def main(cfg: RWConfig) -> dict:
         "dla": {
             "prompts": list(cfg.dla_prompts),
             "answers": list(cfg.dla_answers),
-            "top10": [{"neuron": r.label, "rw_class": r.rw_class, "dla": round(r.value, 4)} for r in top_dla.head(10).itertuples()],
+            "top10": [
+                {"neuron": r.label, "rw_class": r.rw_class, "dla": round(r.value, 4)}
+                for r in top_dla.head(10).itertuples()
+            ],
             "top50_class_counts": top_dla.rw_class.value_counts().to_dict(),
         },
         "ablated_sets": {k: len(v) for k, v in sets.items()},
@@ -201,9 +229,15 @@ def main(cfg: RWConfig) -> dict:
     }
     class_neurons = cosines.to_frame().merge(classes.to_frame(), on=["layer", "neuron"])
     figures = {
-        "class_fractions": rw_plots.class_fraction_figure(counts, title=f"RW classes by layer: {model.cfg.model_name} ({cfg.weights} weights)"),
-        "class_fractions_rare": rw_plots.class_fraction_figure(counts, hide=("orthogonal output",), title="RW classes by layer, orthogonal output hidden"),
-        "cosine_distributions": rw_plots.cosine_distribution_figure(cosines.to_frame(), beta_region=beta, empirical=empirical, threshold=cfg.threshold),
+        "class_fractions": rw_plots.class_fraction_figure(
+            counts, title=f"RW classes by layer: {model.cfg.model_name} ({cfg.weights} weights)"
+        ),
+        "class_fractions_rare": rw_plots.class_fraction_figure(
+            counts, hide=("orthogonal output",), title="RW classes by layer, orthogonal output hidden"
+        ),
+        "cosine_distributions": rw_plots.cosine_distribution_figure(
+            cosines.to_frame(), beta_region=beta, empirical=empirical, threshold=cfg.threshold
+        ),
         "activation_frequency": rw_plots.frequency_figure(freq, stat="freq_gate_pos"),
         "activation_write": rw_plots.frequency_figure(freq, stat="mean_write"),
         "ablation_entropy": rw_plots.ablation_figure(ablation, metric="entropy"),
@@ -218,7 +252,9 @@ def main(cfg: RWConfig) -> dict:
         "top_dla_neurons": top_dla,
         "ablation_summary": ablation,
         "ablation_runs": pd.concat(runs, ignore_index=True),
-        "ablated_neurons": pd.DataFrame([(k, layer, n) for k, v in sets.items() for layer, n in v], columns=["set", "layer", "neuron"]),
+        "ablated_neurons": pd.DataFrame(
+            [(k, layer, n) for k, v in sets.items() for layer, n in v], columns=["set", "layer", "neuron"]
+        ),
     }
     write_outputs(out, cfg, figures=figures, tables=tables, summary=summary, png=not cfg.quick)
     return summary
@@ -236,15 +272,21 @@ def _placement(neurons: list[tuple[int, int]], n_layers: int) -> dict:
 
 def _freq_summary(stats, classes) -> dict:
     df = stats.to_frame().merge(classes.to_frame(), on=["layer", "neuron"])
-    agg = df.groupby("rw_class", observed=True).agg(n=("neuron", "size"), freq_gate_pos=("freq_gate_pos", "mean"),
-                                                     freq_post_pos=("freq_post_pos", "mean"), mean_write=("mean_write", "mean"))
+    agg = df.groupby("rw_class", observed=True).agg(
+        n=("neuron", "size"),
+        freq_gate_pos=("freq_gate_pos", "mean"),
+        freq_post_pos=("freq_post_pos", "mean"),
+        mean_write=("mean_write", "mean"),
+    )
     return {k: {c: (int(v) if c == "n" else round(float(v), 4)) for c, v in row.items()} for k, row in agg.iterrows()}
 
 
 def _with_control_spread(summary: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
     """Add ``delta_std``: the spread over control repeats of their mean (NaN for targets and clean)."""
     per_repeat = frame[frame.kind == "control"].groupby(["set", "data", "metric", "repeat"])["value"].mean()
-    spread = per_repeat.groupby(["set", "data", "metric"]).std().rename("delta_std").reset_index().assign(kind="control")
+    spread = (
+        per_repeat.groupby(["set", "data", "metric"]).std().rename("delta_std").reset_index().assign(kind="control")
+    )
     return summary.merge(spread, on=["set", "kind", "data", "metric"], how="left")
 
 
@@ -256,7 +298,10 @@ def _ablation_summary(ablation: pd.DataFrame) -> dict:
         for name, rows in part[part.kind != "clean"].groupby("set"):
             target = rows[rows.kind == "target"].delta
             control = rows[rows.kind == "control"].delta
-            entry[name] = {"delta": round(float(target.iloc[0]), 4), "control_delta": round(float(control.iloc[0]), 4) if len(control) else None}
+            entry[name] = {
+                "delta": round(float(target.iloc[0]), 4),
+                "control_delta": round(float(control.iloc[0]), 4) if len(control) else None,
+            }
     return out
 
 

@@ -115,9 +115,8 @@ def test_spec_validation_and_labels():
 
 
 def test_gate_conditions_on_a_non_gated_model_raise(tiny_gpt2):
-    with pytest.raises(ValueError, match="gated MLP"):
-        with ablated(tiny_gpt2, {0: [1]}, Ablation(gate="-")):
-            pass
+    with pytest.raises(ValueError, match="gated MLP"), ablated(tiny_gpt2, {0: [1]}, Ablation(gate="-")):
+        pass
     with ablated(tiny_gpt2, {0: [1, 2]}, Ablation(post="+")):  # post conditions work on any MLP
         tiny_gpt2(TOKENS)
 
@@ -149,7 +148,9 @@ def test_next_token_metrics_match_hand_computation_and_ignore_padding(tiny_llama
 
 def test_ablation_effects_frame(tiny_llama):
     texts = ["the cat sat on the mat", "a quick brown fox jumps", "hello there my friend"]
-    effects = ablation_effects(tiny_llama, texts, {"set": NEURONS}, Ablation(), prompts=["once upon a"], n_controls=2, seed=3)
+    effects = ablation_effects(
+        tiny_llama, texts, {"set": NEURONS}, Ablation(), prompts=["once upon a"], n_controls=2, seed=3
+    )
     df = effects.to_frame()
     assert set(df.kind) == {"clean", "target", "control"}
     assert (df[df.kind == "control"].repeat.unique() == [0, 1]).all()

@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-
 from conftest import tiny_llama_config
 
 from experiments.boundless_das import BoundlessDASConfig, main
@@ -15,8 +14,7 @@ from workbench.interventions.evaluate import interchange_intervention_accuracy
 from workbench.interventions.modules import BoundlessRotatedSpaceIntervention, InterchangeIntervention
 from workbench.interventions.spec import InterventionSpec
 from workbench.interventions.train import AlignmentConfig, train_interventions
-from workbench.models import frozen
-from workbench.models import from_config
+from workbench.models import from_config, frozen
 from workbench.tasks import price_tokenizer
 
 
@@ -48,7 +46,9 @@ def test_boundless_das_learns_a_known_alignment(small_vocab_llama):
     module = BoundlessRotatedSpaceIntervention(model.cfg.d_model, init_width=0.1, seed=0)
     das = InterventionSet([(spec, module)])
     start = interchange_intervention_accuracy(model, das, data)
-    cfg = AlignmentConfig(steps=120, batch_size=32, lr=2e-2, boundary_lr=1e-2, boundary_penalty=0.0, temperature_start=5.0)
+    cfg = AlignmentConfig(
+        steps=120, batch_size=32, lr=2e-2, boundary_lr=1e-2, boundary_penalty=0.0, temperature_start=5.0
+    )
     history = train_interventions(model, das, data, cfg)
     end = interchange_intervention_accuracy(model, das, data)
     # near-flat logits of a random model keep the loss high, but the argmax follows the source
@@ -82,7 +82,10 @@ def test_interchange_with_source_equal_base_on_smollm2(smollm2):
     d = smollm2.cfg.d_model
     same = InterventionSet(
         [
-            (InterventionSpec(hook_name(smollm2, "resid_post", 10), positions=(-1,)), BoundlessRotatedSpaceIntervention(d)),
+            (
+                InterventionSpec(hook_name(smollm2, "resid_post", 10), positions=(-1,)),
+                BoundlessRotatedSpaceIntervention(d),
+            ),
             (InterventionSpec(hook_name(smollm2, "z", 20)), InterchangeIntervention()),
         ]
     )
@@ -96,7 +99,12 @@ def test_experiment_quick(tmp_path):
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["best"] == summary["best"]
     assert summary["noop_iia"] == 0.5
-    for value in (summary["task_accuracy"], summary["best"]["iia"], summary["random_rotation_iia"], summary["irrelevant_position"]["iia"]):
+    for value in (
+        summary["task_accuracy"],
+        summary["best"]["iia"],
+        summary["random_rotation_iia"],
+        summary["irrelevant_position"]["iia"],
+    ):
         assert 0.0 <= value <= 1.0
     assert summary["best"]["iia"] == max(row["iia"] for row in summary["sweep"])
     assert all(0 <= row["iia_full_swap"] <= 1 for row in summary["sweep"])
@@ -105,7 +113,9 @@ def test_experiment_quick(tmp_path):
     truth = summary["ground_truth"]  # the quick tagger plants its variables after layer 0, at the last position
     assert (truth["layer"], truth["position"], truth["dims"]) == (0, 35, 4)
     assert truth["best_is_planted"] == ((summary["best"]["layer"], summary["best"]["position"]) == (0, 35))
-    assert set(truth["overlap_at_planted"]) == {"left", "right"} and all(0 <= v <= 1 + 1e-9 for v in truth["overlap_at_planted"].values())
+    assert set(truth["overlap_at_planted"]) == {"left", "right"} and all(
+        0 <= v <= 1 + 1e-9 for v in truth["overlap_at_planted"].values()
+    )
     assert truth["overlap_chance"] == truth["width_at_planted"] / summary["d_model"]
     assert 1_000 < summary["bundle_bytes"] < 100_000
     for name in ("iia_heatmap", "training_curves", "boundary_width"):

@@ -32,7 +32,14 @@ class Outer(Config):
 
 def test_round_trip_and_unknown_keys(tmp_path):
     cfg = Outer(layers=(2, 3), inner=Inner(8), seed=1)
-    assert cfg.to_dict() == {"model": "smollm2-135m-instruct", "layers": [2, 3], "lr": 1e-3, "quick": False, "seed": 1, "inner": {"width": 8}}
+    assert cfg.to_dict() == {
+        "model": "smollm2-135m-instruct",
+        "layers": [2, 3],
+        "lr": 1e-3,
+        "quick": False,
+        "seed": 1,
+        "inner": {"width": 8},
+    }
     cfg.save_json(tmp_path / "c.json")
     assert Outer.load_json(tmp_path / "c.json") == cfg
     with pytest.raises(KeyError, match="unknown Outer fields \\['layer'\\]"):
@@ -46,7 +53,13 @@ def test_field_docs_and_cli():
 
 
 def test_write_outputs(tmp_path):
-    write_outputs(tmp_path / "exp", Outer(), figures={"fig": go.Figure(go.Bar(y=[1, 2]))}, tables={"t": pd.DataFrame({"a": [1]})}, summary={"x": 1.5})
+    write_outputs(
+        tmp_path / "exp",
+        Outer(),
+        figures={"fig": go.Figure(go.Bar(y=[1, 2]))},
+        tables={"t": pd.DataFrame({"a": [1]})},
+        summary={"x": 1.5},
+    )
     names = sorted(p.name for p in (tmp_path / "exp").iterdir())
     assert names == ["config.json", "fig.html", "fig.png", "summary.json", "t.csv"]
     assert Outer.load_json(tmp_path / "exp" / "config.json") == Outer()

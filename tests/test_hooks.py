@@ -50,9 +50,8 @@ def test_hooks_removed_when_body_raises(tiny_llama):
     name = hook_name(tiny_llama, "attn_out", 1)
     with torch.no_grad():
         clean = tiny_llama(tokens)
-        with pytest.raises(RuntimeError, match="boom"):
-            with attach(tiny_llama, [(name, lambda x, hook: x + 1.0)]):
-                raise RuntimeError("boom")
+        with pytest.raises(RuntimeError, match="boom"), attach(tiny_llama, [(name, lambda x, hook: x + 1.0)]):
+            raise RuntimeError("boom")
         assert not tiny_llama.hook_dict[name].fwd_hooks
         assert torch.equal(tiny_llama(tokens), clean)
 

@@ -124,7 +124,11 @@ def test_static_modules_equal_hand_formulas(pair):
 
 def test_trainable_modules_are_exact_identity_when_source_is_base_or_width_zero(pair):
     b, s = pair
-    for m in (RotatedSpaceIntervention(D, 7), LowRankRotatedSpaceIntervention(D, 3), BoundlessRotatedSpaceIntervention(D)):
+    for m in (
+        RotatedSpaceIntervention(D, 7),
+        LowRankRotatedSpaceIntervention(D, 3),
+        BoundlessRotatedSpaceIntervention(D),
+    ):
         assert torch.equal(m(b, b), b)
     assert torch.equal(RotatedSpaceIntervention(D, 0)(b, s), b)
     assert torch.equal(BoundlessRotatedSpaceIntervention(D, init_width=0.0).eval()(b, s), b)
@@ -171,7 +175,11 @@ def model(tiny_llama):
 @pytest.fixture(scope="module")
 def tokens():
     g = torch.Generator().manual_seed(1)
-    return torch.randint(100, 5000, (4, 7), generator=g), torch.randint(100, 5000, (4, 7), generator=g), torch.randint(100, 5000, (4, 9), generator=g)
+    return (
+        torch.randint(100, 5000, (4, 7), generator=g),
+        torch.randint(100, 5000, (4, 7), generator=g),
+        torch.randint(100, 5000, (4, 9), generator=g),
+    )
 
 
 def test_identity_interventions_leave_logits_unchanged(model, tokens):
@@ -250,14 +258,18 @@ def test_hooks_are_removed_even_on_error(model, tokens):
         def forward(self, base, source=None):
             raise RuntimeError("boom")
 
-    bad = InterventionSet([(spec_at(model, "resid_post", 0), ZeroIntervention()), (spec_at(model, "resid_post", 1), Boom())])
+    bad = InterventionSet(
+        [(spec_at(model, "resid_post", 0), ZeroIntervention()), (spec_at(model, "resid_post", 1), Boom())]
+    )
     with pytest.raises(RuntimeError, match="boom"):
         run_interventions(model, bad, base, source)
     assert torch.equal(model(base), clean)
     with pytest.raises(ValueError, match="source input"):
         run_interventions(model, InterventionSet([(spec_at(model, "resid_post", 0), InterchangeIntervention())]), base)
     with pytest.raises(KeyError, match="close matches"):
-        run_interventions(model, InterventionSet([(InterventionSpec("blocks.0.hook_resid_pots"), ZeroIntervention())]), base)
+        run_interventions(
+            model, InterventionSet([(InterventionSpec("blocks.0.hook_resid_pots"), ZeroIntervention())]), base
+        )
 
 
 def test_spec_validation():

@@ -69,7 +69,9 @@ def test_forward_equals_hand_computation(tiny_llama, tokens):
     with capture(model, ["blocks.1.hook_resid_pre"]) as acts, attach(model, irm.hooks(model, record=record)):
         logits = model(tokens)
     # the residual entering layer 1 is the base residual after layer 0 plus the IRM's layer-0 slice
-    torch.testing.assert_close(acts["blocks.1.hook_resid_pre"], base["blocks.0.hook_resid_post"] + delta0[:, :, 0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        acts["blocks.1.hook_resid_pre"], base["blocks.0.hook_resid_post"] + delta0[:, :, 0], atol=1e-5, rtol=0
+    )
     torch.testing.assert_close(record[0], delta0, atol=1e-5, rtol=0)
     # the same injection written with plain hooks adding the hand-computed slices
     plain = [(f"blocks.{i}.hook_resid_post", (lambda i: lambda x, hook: x + delta0[:, :, i])(i)) for i in range(2)]
@@ -81,7 +83,9 @@ def test_forward_equals_hand_computation(tiny_llama, tokens):
 
 def test_read_and_write_at_the_same_point(tiny_llama, tokens):
     model = tiny_llama
-    irm = randomize_last(IRM.for_model(model, IRMConfig(read_hook="resid_mid", write_hook="resid_mid", hidden_mult=0.5, n_hidden=1)))
+    irm = randomize_last(
+        IRM.for_model(model, IRMConfig(read_hook="resid_mid", write_hook="resid_mid", hidden_mult=0.5, n_hidden=1))
+    )
     with capture(model, ["blocks.0.hook_resid_mid"]) as base:
         model(tokens)
     # ln2.hook_in is an alias of the same hook point; hooks run in order, so this capture sees the IRM's write

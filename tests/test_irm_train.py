@@ -5,7 +5,6 @@ import math
 import pandas as pd
 import pytest
 import torch
-
 from conftest import tiny_llama_config
 
 from workbench.irm import IRM, IRMConfig, TrainConfig, eval_loss, train_irm
@@ -21,7 +20,9 @@ def test_reply_tokens_are_scored(tokenizer):
     enc = encode_replies(tokenizer, ["I love it"], user_prompt="Write a tweet.")[0]
     scored = [tokenizer.decode([i]) for i, s in zip(enc.ids, enc.scored) if s]
     assert scored == ["I", " love", " it", "<|im_end|>"]
-    assert tokenizer.decode(list(enc.ids)).startswith("<|im_start|>system\n<|im_end|>\n<|im_start|>user\nWrite a tweet.")
+    assert tokenizer.decode(list(enc.ids)).startswith(
+        "<|im_start|>system\n<|im_end|>\n<|im_start|>user\nWrite a tweet."
+    )
 
 
 def test_batch_order_is_a_function_of_seed_and_step():
@@ -51,8 +52,16 @@ def test_lm_frozen_and_toy_realignment_learned(toy_llama, tmp_path):
     irm = IRM.for_model(model, SMALL)
     cfg = TrainConfig(steps=30, batch_size=4, lr=3e-3, warmup=1, eval_every=10, eval_texts=4)
     seen = []
-    result = train_irm(model, irm, TOY, cfg, held_out=TOY[:4], out_dir=tmp_path, progress=False,
-                       callback=lambda row: seen.append(any(p.requires_grad for p in model.parameters())))
+    result = train_irm(
+        model,
+        irm,
+        TOY,
+        cfg,
+        held_out=TOY[:4],
+        out_dir=tmp_path,
+        progress=False,
+        callback=lambda row: seen.append(any(p.requires_grad for p in model.parameters())),
+    )
     assert seen and not any(seen)  # frozen during training
     assert [p.requires_grad for p in model.parameters()] == flags  # flags restored after
     assert all(p.grad is None for p in model.parameters())
@@ -99,7 +108,9 @@ def test_resume_refuses_another_irm_config(tiny_llama, tmp_path):
     cfg = TrainConfig(steps=2, batch_size=2, eval_every=0)
     train_irm(tiny_llama, IRM.for_model(tiny_llama, SMALL), TOY, cfg, out_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="another model or IRM config"):
-        train_irm(tiny_llama, IRM.for_model(tiny_llama, SMALL.replace(n_hidden=1)), TOY, cfg, out_dir=tmp_path, progress=False)
+        train_irm(
+            tiny_llama, IRM.for_model(tiny_llama, SMALL.replace(n_hidden=1)), TOY, cfg, out_dir=tmp_path, progress=False
+        )
 
 
 def test_nan_loss_stops_naming_the_step(tiny_llama):

@@ -21,7 +21,9 @@ def test_logit_diff_by_hand(logits):
     torch.testing.assert_close(logit_diff(logits, ANSWERS, per_prompt=True), by_hand)
     torch.testing.assert_close(logit_diff(logits, ANSWERS), by_hand.mean())
     at_two = LogitDiff(ANSWERS, pos=2)
-    assert float(at_two(logits)) == pytest.approx(float(torch.stack([logits[b, 2, ANSWERS[b, 0]] - logits[b, 2, ANSWERS[b, 1]] for b in range(3)]).mean()))
+    assert float(at_two(logits)) == pytest.approx(
+        float(torch.stack([logits[b, 2, ANSWERS[b, 0]] - logits[b, 2, ANSWERS[b, 1]] for b in range(3)]).mean())
+    )
     # the positions path gives the same value from the read positions only
     assert at_two.positions == (2,)
     torch.testing.assert_close(at_two.on_positions(logits[:, [2]]), at_two(logits))

@@ -44,7 +44,14 @@ def test_quick_run(tmp_path):
     norm = summary["joint_head_patch_normalized"]
     assert norm == pytest.approx((summary["joint_head_patch_logit_diff"] - base) / (tuned - base))
     assert summary["joint_head_patch_flips_base"] == (summary["joint_head_patch_logit_diff"] > 0)
-    for name in ["logit_lens", "layer_attribution", "head_attribution_diff", "patch_resid_pre", "patch_head", "joint_head_patch"]:
+    for name in [
+        "logit_lens",
+        "layer_attribution",
+        "head_attribution_diff",
+        "patch_resid_pre",
+        "patch_head",
+        "joint_head_patch",
+    ]:
         assert (tmp_path / f"{name}.html").exists()
     for name in ["logit_diff", "patch_mlp_out", "head_attribution", "logit_lens_tokens"]:
         assert (tmp_path / f"{name}.csv").exists()
@@ -54,7 +61,10 @@ def test_quick_run(tmp_path):
     assert injected["logit_diff_irm"] == pytest.approx(by_hand, abs=1e-4)
     assert injected["logit_diff_irm"] > base + 0.5
     # the IRM writes after block 29 only: no earlier lens point moves, no resid_pre patch does anything
-    assert max(abs(v) for k, v in injected["logit_lens_gap_by_point"].items() if k != "final_post" and k != "29_post") < 1e-4
+    assert (
+        max(abs(v) for k, v in injected["logit_lens_gap_by_point"].items() if k != "final_post" and k != "29_post")
+        < 1e-4
+    )
     resid = json.loads((tmp_path / "irm" / "summary.json").read_text())["top_patching"]["resid_pre"]
     assert all(abs(row["value"] - base) < 1e-4 for row in resid)
     assert (tmp_path / "irm" / "patch_head.html").exists()

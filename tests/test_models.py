@@ -2,11 +2,10 @@ import time
 
 import pytest
 import torch
+from conftest import tiny_llama_config
 
 import workbench.models as models
 from workbench.models import REGISTRY, boot, load_hf, load_model
-
-from conftest import tiny_llama_config
 
 
 @pytest.mark.real_model
@@ -110,7 +109,9 @@ def test_local_directory_loads_through_the_real_path(tokenizer, tmp_path, monkey
 def test_unsupported_architecture(tokenizer):
     from transformers import AutoModelForSequenceClassification, BertConfig
 
-    hf = AutoModelForSequenceClassification.from_config(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
+    hf = AutoModelForSequenceClassification.from_config(
+        BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    )
     hf.config.architectures = ["MyOwnArchitecture"]
     with pytest.raises(ValueError, match="unsupported architecture 'MyOwnArchitecture'"):
         boot(hf, tokenizer, "mine")
@@ -118,10 +119,9 @@ def test_unsupported_architecture(tokenizer):
 
 def test_atomic_dir_never_leaves_half_written_folders(tmp_path):
     target = tmp_path / "out"
-    with pytest.raises(RuntimeError):
-        with models.atomic_dir(target) as tmp:
-            (tmp / "a.txt").write_text("partial")
-            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError), models.atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("partial")
+        raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
     with models.atomic_dir(target) as tmp:
         (tmp / "a.txt").write_text("first")
@@ -137,9 +137,8 @@ def test_frozen_restores_flags_even_on_error(tiny_llama):
     params = list(tiny_llama.parameters())
     params[0].requires_grad_(False)
     before = [p.requires_grad for p in params]
-    with pytest.raises(RuntimeError):
-        with models.frozen(tiny_llama):
-            assert not any(p.requires_grad for p in tiny_llama.parameters())
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), models.frozen(tiny_llama):
+        assert not any(p.requires_grad for p in tiny_llama.parameters())
+        raise RuntimeError("boom")
     assert [p.requires_grad for p in params] == before
     params[0].requires_grad_(True)

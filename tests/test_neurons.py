@@ -29,8 +29,13 @@ def _hand_stats(model, texts, large):
     for tokens in tokenize_texts(model, texts):
         names = {}
         for layer in range(model.cfg.n_layers):
-            names.update({(layer, "pre"): f"blocks.{layer}.mlp.hook_pre", (layer, "post"): f"blocks.{layer}.mlp.hook_post",
-                          (layer, "resid"): f"blocks.{layer}.hook_resid_mid"})
+            names.update(
+                {
+                    (layer, "pre"): f"blocks.{layer}.mlp.hook_pre",
+                    (layer, "post"): f"blocks.{layer}.mlp.hook_post",
+                    (layer, "resid"): f"blocks.{layer}.hook_resid_mid",
+                }
+            )
             if gated:
                 names[(layer, "in")] = f"blocks.{layer}.mlp.hook_pre_linear"
         with capture(model, names.values()) as cache:
@@ -40,12 +45,20 @@ def _hand_stats(model, texts, large):
             pre, post = cache[names[(layer, "pre")]][0], cache[names[(layer, "post")]][0]
             write = post.abs() * out_norm[layer]
             resid = cache[names[(layer, "resid")]][0].norm(dim=-1)
-            parts = {"gate": pre > 0, "post": post > 0, "mean": post, "write": write, "large": write > large * resid[:, None]}
+            parts = {
+                "gate": pre > 0,
+                "post": post > 0,
+                "mean": post,
+                "write": write,
+                "large": write > large * resid[:, None],
+            }
             if gated:
                 g, i = pre > 0, cache[names[(layer, "in")]][0] > 0
                 parts.update(zip(SIGN_COMBOS, (g & i, g & ~i, ~g & i, ~g & ~i)))
             for key, value in parts.items():
-                acc.setdefault(key, torch.zeros(model.cfg.n_layers, model.cfg.d_mlp, dtype=torch.float64))[layer] += value.double().sum(0)
+                acc.setdefault(key, torch.zeros(model.cfg.n_layers, model.cfg.d_mlp, dtype=torch.float64))[layer] += (
+                    value.double().sum(0)
+                )
     return {k: v / n for k, v in acc.items()}, n
 
 
@@ -55,7 +68,13 @@ def test_activation_stats_equal_a_hand_count(fixture, request):
     stats = activation_stats(model, TEXTS, large=0.05, batch_size=3)  # batches mix lengths: padding must not count
     hand, n = _hand_stats(model, TEXTS, 0.05)
     assert stats.n_tokens == n
-    for name, key in [("freq_gate_pos", "gate"), ("freq_post_pos", "post"), ("mean_post", "mean"), ("mean_write", "write"), ("freq_large", "large")]:
+    for name, key in [
+        ("freq_gate_pos", "gate"),
+        ("freq_post_pos", "post"),
+        ("mean_post", "mean"),
+        ("mean_write", "write"),
+        ("freq_large", "large"),
+    ]:
         torch.testing.assert_close(getattr(stats, name).double(), hand[key], atol=1e-5, rtol=1e-4, msg=name)
     if model.cfg.gated_mlp:
         for combo in SIGN_COMBOS:

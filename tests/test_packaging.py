@@ -13,9 +13,14 @@ def _name(req: str) -> str:
 
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    wanted = {r.replace(" ", "") for r in project["project"]["dependencies"] + project["project"]["optional-dependencies"]["dev"]}
+    wanted = {
+        r.replace(" ", "")
+        for r in project["project"]["dependencies"] + project["project"]["optional-dependencies"]["dev"]
+    }
     lines = (ROOT / "environment.yml").read_text().splitlines()
-    pip_lines = {l.strip()[2:].replace(" ", "") for l in lines if l.startswith("      - ") and not l.strip().startswith("- -e")}
+    pip_lines = {
+        l.strip()[2:].replace(" ", "") for l in lines if l.startswith("      - ") and not l.strip().startswith("- -e")
+    }
     assert pip_lines == wanted
     no_deps = {l.strip().lstrip("#").strip()[2:] for l in lines if l.startswith("#   - ")}
     assert no_deps == set(project["tool"]["workbench"]["no-deps"])

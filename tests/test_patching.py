@@ -4,12 +4,11 @@ import pandas as pd
 import pytest
 import torch
 import transformer_lens.patching as tlp
+from conftest import tiny_llama_config
 
 from workbench.analysis.patching import ModelSide, patch_heads, patch_sweep
 from workbench.metrics import LogitDiff
 from workbench.models import from_config
-
-from conftest import tiny_llama_config
 
 TL_SWEEPS = {
     "resid_pre": tlp.get_act_patch_resid_pre,
@@ -137,7 +136,10 @@ def test_joint_head_patch_by_hand(tiny_llama, other_llama):
     assert abs(patch_heads(tiny_llama, other_llama, heads, metric, tokens) - float(expected)) < 1e-5
     # all heads of every layer from B into B's own run change nothing
     all_heads = [(l, h) for l in range(2) for h in range(4)]
-    assert abs(patch_heads(other_llama, other_llama, all_heads, metric, tokens) - float(metric(other_llama(tokens)))) < 1e-5
+    assert (
+        abs(patch_heads(other_llama, other_llama, all_heads, metric, tokens) - float(metric(other_llama(tokens))))
+        < 1e-5
+    )
 
 
 def test_errors_name_the_fix(tiny_llama, tiny_gpt2):
@@ -159,7 +161,10 @@ def test_result_frame_and_subsets(tiny_llama):
     assert list(df.columns) == ["kind", "layer", "pos", "token", "value", "normalized"]
     assert df["layer"].tolist() == [1, 1] and df["pos"].tolist() == [corrupt.shape[1] - 1, 2]
     assert df["token"].tolist() == [full.tokens[-1], full.tokens[2]]
-    torch.testing.assert_close(torch.tensor(df["normalized"].tolist()), (part.values.flatten() - full.baseline) / (full.reference - full.baseline))
+    torch.testing.assert_close(
+        torch.tensor(df["normalized"].tolist()),
+        (part.values.flatten() - full.baseline) / (full.reference - full.baseline),
+    )
     top = full.top(3)
     assert (top["value"] - full.baseline).abs().is_monotonic_decreasing
 
@@ -180,7 +185,7 @@ def test_all_of_resid_pre_0_from_the_other_side_gives_its_logits(tiny_llama, fas
     for target, source in [(a, b), (b, a)]:
         source_logits, acts = source.run(tokens, [name])
         target_logits = target.run(tokens)[0]
-        metric = lambda logits: (logits - source_logits).abs().max()  # noqa: E731
+        metric = lambda logits: (logits - source_logits).abs().max()
         assert metric(target_logits) > 1e-2
         with torch.no_grad(), attach(tiny_llama, target.hooks):
             if fast:

@@ -10,7 +10,9 @@ from workbench.analysis.ablation import Ablation
 
 def test_parse_condition():
     assert parse_condition("all", "zero", 0.0) == Ablation()
-    assert parse_condition("gate-post+", "zero", 0.0, orient_post=True) == Ablation(gate="-", post="+", orient_post=True)
+    assert parse_condition("gate-post+", "zero", 0.0, orient_post=True) == Ablation(
+        gate="-", post="+", orient_post=True
+    )
     assert parse_condition("gate+", "fix", 1.5, orient_post=True) == Ablation(mode="fix", value=1.5, gate="+")
     assert parse_condition("post-", "zero", 0.0) == Ablation(post="-")
     for bad in ("gate", "gate*", "post+gate-", "gate-x"):

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from conftest import tiny_llama_config
 
 from workbench.data.counterfactual import price_tagging_counterfactuals
@@ -57,7 +56,9 @@ def test_subspace_overlap_by_hand():
     assert subspace_overlap(e[:, :2], e[:, 2:]) == pytest.approx(0.0)
     diagonal = (e[:, :1] + e[:, 2:3]) / 2**0.5  # 45 degrees from e0
     assert subspace_overlap(e[:, :1], diagonal) == pytest.approx(0.5)
-    assert subspace_overlap(e[:, :2], torch.cat([e[:, :1], e[:, 3:]], 1)) == pytest.approx(0.5)  # one of two dims inside
+    assert subspace_overlap(e[:, :2], torch.cat([e[:, :1], e[:, 3:]], 1)) == pytest.approx(
+        0.5
+    )  # one of two dims inside
     assert subspace_overlap(e[:, :3], e[:, :1] * 3) == pytest.approx(1.0)  # scale-free
     assert subspace_overlap(e[:, :0], e[:, :1]) == 0.0
     with pytest.raises(ValueError, match="different spaces"):

@@ -5,9 +5,9 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_llama_config
 from transformers import AutoModelForCausalLM
 
-from conftest import tiny_llama_config
 from workbench.analysis.weights import (
     CLASS_NAMES,
     VANILLA_CLASS_NAMES,
@@ -117,13 +117,20 @@ def test_hook_semantics_of_the_gated_mlp(hand_llama, tokenizer):
     """hook_pre = gate projection, hook_pre_linear = up projection, hook_post = silu(gate) * up."""
     model = hand_llama["folded"]
     w = mlp_weights(model)
-    names = ["blocks.1.ln2.hook_normalized", "blocks.1.mlp.hook_pre", "blocks.1.mlp.hook_pre_linear", "blocks.1.mlp.hook_post"]
+    names = [
+        "blocks.1.ln2.hook_normalized",
+        "blocks.1.mlp.hook_pre",
+        "blocks.1.mlp.hook_pre_linear",
+        "blocks.1.mlp.hook_post",
+    ]
     with capture(model, names) as acts:
         model(torch.tensor([[5, 17, 923, 4000, 12]]))
     x = acts[names[0]]
     torch.testing.assert_close(acts[names[1]], x @ w.W_gate[1].T, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(acts[names[2]], x @ w.W_in[1].T, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(acts[names[3]], torch.nn.functional.silu(acts[names[1]]) * acts[names[2]], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(
+        acts[names[3]], torch.nn.functional.silu(acts[names[1]]) * acts[names[2]], atol=1e-6, rtol=1e-6
+    )
 
 
 def test_class_frames_and_counts(hand_llama):
@@ -144,7 +151,9 @@ def test_threshold_is_strict_and_validated():
     from workbench.analysis.weights import WeightCosines
 
     t = torch.tensor
-    cos = WeightCosines(in_out=t([[0.5, 0.51, -0.5, -0.51]]), gate_out=t([[0.0] * 4]), gate_in=t([[0.0] * 4]), d_model=8)
+    cos = WeightCosines(
+        in_out=t([[0.5, 0.51, -0.5, -0.51]]), gate_out=t([[0.0] * 4]), gate_in=t([[0.0] * 4]), d_model=8
+    )
     labels = [classify(cos).label(0, n) for n in range(4)]
     assert labels == ["orthogonal output", "conditional strengthening", "orthogonal output", "conditional weakening"]
     with pytest.raises(ValueError, match="threshold"):

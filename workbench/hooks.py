@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["HOOK_KINDS", "hook_name", "hook_names", "check_hook_name", "check_layer", "attach", "capture"]
+__all__ = ["HOOK_KINDS", "attach", "capture", "check_hook_name", "check_layer", "hook_name", "hook_names"]
 
 HOOK_KINDS: dict[str, str] = {
     "resid_pre": "blocks.{layer}.hook_resid_pre",
@@ -65,7 +65,9 @@ def hook_name(model, kind: str, layer: int | None = None) -> str:
             raise ValueError(f"hook kind {kind!r} needs a layer")
         return check_hook_name(model, HOOK_KINDS[kind].format(layer=check_layer(model, layer)))
     if layer is not None:
-        raise KeyError(f"unknown hook kind {kind!r}; kinds: {', '.join(HOOK_KINDS)} (or pass a full hook name without layer)")
+        raise KeyError(
+            f"unknown hook kind {kind!r}; kinds: {', '.join(HOOK_KINDS)} (or pass a full hook name without layer)"
+        )
     return check_hook_name(model, kind)
 
 

@@ -43,14 +43,18 @@ def _answers(answers) -> Int[Tensor, "batch 2"]:
     if answers.ndim == 1 and answers.shape[0] == 2:
         answers = answers[None]
     if answers.ndim != 2 or answers.shape[1] != 2:
-        raise ValueError(f"answers must be [batch, 2] token ids (answer, other) per prompt; got shape {tuple(answers.shape)}")
+        raise ValueError(
+            f"answers must be [batch, 2] token ids (answer, other) per prompt; got shape {tuple(answers.shape)}"
+        )
     return answers.long()
 
 
 class LogitDiff:
     """``logit[answer] - logit[other]`` at position ``pos``, averaged over the batch (or per prompt)."""
 
-    def __init__(self, answers: Int[Tensor, "batch 2"] | Sequence[Sequence[int]], pos: int = -1, per_prompt: bool = False):
+    def __init__(
+        self, answers: Int[Tensor, "batch 2"] | Sequence[Sequence[int]], pos: int = -1, per_prompt: bool = False
+    ):
         self.answers = _answers(answers)
         self.pos = pos
         self.per_prompt = per_prompt
@@ -63,7 +67,9 @@ class LogitDiff:
     def on_positions(self, logits: Float[Tensor, "batch n d_vocab"]) -> Tensor:
         """The metric from the logits at :attr:`positions` only."""
         if logits.shape[0] != self.answers.shape[0]:
-            raise ValueError(f"logits have batch {logits.shape[0]} but there are {self.answers.shape[0]} answer pairs: one pair per prompt")
+            raise ValueError(
+                f"logits have batch {logits.shape[0]} but there are {self.answers.shape[0]} answer pairs: one pair per prompt"
+            )
         last = logits[:, 0]
         answers = self.answers.to(last.device)
         diff = last.gather(-1, answers[:, :1])[:, 0] - last.gather(-1, answers[:, 1:])[:, 0]
@@ -117,7 +123,9 @@ class KLDivergence:
 
     def __init__(self, reference_logits: Float[Tensor, "batch pos d_vocab"], pos: int = -1, per_prompt: bool = False):
         if reference_logits.ndim != 3:
-            raise ValueError(f"reference_logits must be [batch, pos, d_vocab]; got shape {tuple(reference_logits.shape)}")
+            raise ValueError(
+                f"reference_logits must be [batch, pos, d_vocab]; got shape {tuple(reference_logits.shape)}"
+            )
         self.pos = pos
         self.per_prompt = per_prompt
         self.reference = reference_logits[:, pos].detach().log_softmax(-1)
@@ -131,7 +139,9 @@ class KLDivergence:
         """The metric from the logits at :attr:`positions` only."""
         logp = logits[:, 0].log_softmax(-1)
         if logp.shape != self.reference.shape:
-            raise ValueError(f"logits at pos have shape {tuple(logp.shape)}, the reference {tuple(self.reference.shape)}: same batch and vocabulary needed")
+            raise ValueError(
+                f"logits at pos have shape {tuple(logp.shape)}, the reference {tuple(self.reference.shape)}: same batch and vocabulary needed"
+            )
         kl = F.kl_div(logp, self.reference.to(logp.device), log_target=True, reduction="none").sum(-1)
         return kl if self.per_prompt else kl.mean()
 
@@ -140,7 +150,10 @@ class KLDivergence:
 
 
 def kl_divergence(
-    logits: Float[Tensor, "batch pos d_vocab"], reference_logits: Float[Tensor, "batch pos d_vocab"], pos: int = -1, per_prompt: bool = False
+    logits: Float[Tensor, "batch pos d_vocab"],
+    reference_logits: Float[Tensor, "batch pos d_vocab"],
+    pos: int = -1,
+    per_prompt: bool = False,
 ) -> Tensor:
     """``KL(reference || model)`` at ``pos``, mean over the batch unless ``per_prompt``."""
     return KLDivergence(reference_logits, pos, per_prompt)(logits)

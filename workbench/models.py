@@ -31,12 +31,12 @@ from transformer_lens.model_bridge import TransformerBridge
 
 __all__ = [
     "DEFAULT_MODEL",
-    "ModelSpec",
     "REGISTRY",
+    "ModelSpec",
+    "atomic_dir",
     "boot",
     "cache_dir",
     "cached_model_dir",
-    "atomic_dir",
     "ensure_cached",
     "from_config",
     "frozen",
@@ -196,9 +196,7 @@ def load_hf(
     where, hf_id, spec = _resolve(name_or_path, local_dir)
     try:
         tok = AutoTokenizer.from_pretrained(where)
-        hf = AutoModelForCausalLM.from_pretrained(
-            where, dtype=dtype or torch.float32, attn_implementation="eager"
-        )
+        hf = AutoModelForCausalLM.from_pretrained(where, dtype=dtype or torch.float32, attn_implementation="eager")
     except OSError as err:
         if Path(where).is_dir():
             raise
@@ -236,7 +234,9 @@ def boot(hf, tokenizer, hf_id: str, *, device: str = "cpu", compat: bool = True,
     return bridge
 
 
-def from_config(hf_config, tokenizer, *, seed: int = 0, device: str = "cpu", compat: bool = True, prepend_bos: bool | None = None):
+def from_config(
+    hf_config, tokenizer, *, seed: int = 0, device: str = "cpu", compat: bool = True, prepend_bos: bool | None = None
+):
     """Boot a bridge around a randomly initialised HF causal LM built from ``hf_config``.
 
     For tests (tiny models exercising the real code path) and for models trained from scratch.

@@ -33,18 +33,43 @@ import torch
 from tqdm.auto import tqdm
 
 from workbench.config import Config
-from workbench.data.counterfactual import CounterfactualTensors, price_tagging_model, sample_counterfactuals, tokenize_fixed
+from workbench.data.counterfactual import (
+    CounterfactualTensors,
+    price_tagging_model,
+    sample_counterfactuals,
+    tokenize_fixed,
+)
 from workbench.models import atomic_dir, boot, cache_dir
 
 VARIABLES = ("left", "right")
 """The price-tagging game's intermediate variables (``low <= price``, ``price <= high``)."""
 
-__all__ = ["VARIABLES", "PRICE_VOCAB", "PriceTaggerConfig", "TrainedTaskModel", "price_tagger", "price_tokenizer", "task_accuracy"]
+__all__ = [
+    "PRICE_VOCAB",
+    "VARIABLES",
+    "PriceTaggerConfig",
+    "TrainedTaskModel",
+    "price_tagger",
+    "price_tokenizer",
+    "task_accuracy",
+]
 
 PRICE_VOCAB = (
-    ("<pad>", "<unk>", "<bos>", "<eos>", *"0123456789", ".", ",", ":", " ", "\n", "Please", " say", " yes", " only")
-    + (" if", " it", " costs", " between", " and", " dollars", " otherwise", " no", "Input", "Output", " Yes", " No")
-)
+    "<pad>",
+    "<unk>",
+    "<bos>",
+    "<eos>",
+    *"0123456789",
+    ".",
+    ",",
+    ":",
+    " ",
+    "\n",
+    "Please",
+    " say",
+    " yes",
+    " only",
+) + (" if", " it", " costs", " between", " and", " dollars", " otherwise", " no", "Input", "Output", " Yes", " No")
 """Every token of the price-tagging prompts and answers, as SmolLM2's tokenizer splits them."""
 
 
@@ -62,7 +87,9 @@ def price_tokenizer():
         tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(PRICE_VOCAB)}, unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.Split(Regex(r" ?[A-Za-z]+|\d|[^\sA-Za-z\d]|\s"), behavior="isolated")
         tok.decoder = decoders.Fuse()
-        fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<bos>", eos_token="<eos>"
+        )
         with atomic_dir(path) as tmp:
             fast.save_pretrained(tmp)
     return AutoTokenizer.from_pretrained(path)
@@ -106,7 +133,9 @@ class PriceTaggerConfig(Config):
         if self.iit_layer < 0:
             return {}
         if not 0 <= self.iit_layer < self.n_layers:
-            raise ValueError(f"iit_layer={self.iit_layer} is out of range: the model has layers 0..{self.n_layers - 1} (-1 turns IIT off)")
+            raise ValueError(
+                f"iit_layer={self.iit_layer} is out of range: the model has layers 0..{self.n_layers - 1} (-1 turns IIT off)"
+            )
         if not 1 <= 2 * self.iit_dims <= self.d_model:
             raise ValueError(f"two planted subspaces of iit_dims={self.iit_dims} do not fit in d_model={self.d_model}")
         g = torch.Generator().manual_seed(self.seed)
@@ -216,7 +245,9 @@ def _train(cfg: PriceTaggerConfig, tokenizer, progress: bool):
         if planted:
             variable = VARIABLES[step % 2]
             data = _counterfactual_batch(cfg, tokenizer, variable, cfg.batch_size, rng.getrandbits(32))
-            loss = loss + torch.nn.functional.cross_entropy(_interchanged_logits(hf, cfg.iit_layer, planted[variable], data), data.labels)
+            loss = loss + torch.nn.functional.cross_entropy(
+                _interchanged_logits(hf, cfg.iit_layer, planted[variable], data), data.labels
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
@@ -226,7 +257,9 @@ def _train(cfg: PriceTaggerConfig, tokenizer, progress: bool):
     return hf.eval(), losses
 
 
-def price_tagger(cfg: PriceTaggerConfig = PriceTaggerConfig(), *, retrain: bool = False, progress: bool = False) -> TrainedTaskModel:
+def price_tagger(
+    cfg: PriceTaggerConfig = PriceTaggerConfig(), *, retrain: bool = False, progress: bool = False
+) -> TrainedTaskModel:
     """The price-tagging model for ``cfg``: loaded from the cache, or trained (then cached).
 
     Args:
@@ -258,6 +291,8 @@ def price_tagger(cfg: PriceTaggerConfig = PriceTaggerConfig(), *, retrain: bool 
 
 
 def _planted_iia(hf, cfg: PriceTaggerConfig, tokenizer, variable: str, basis: torch.Tensor) -> float:
-    data = _counterfactual_batch(cfg, tokenizer, variable, cfg.eval_size, seed=random.Random(f"eval-{variable}-{cfg.seed}").getrandbits(32))
+    data = _counterfactual_batch(
+        cfg, tokenizer, variable, cfg.eval_size, seed=random.Random(f"eval-{variable}-{cfg.seed}").getrandbits(32)
+    )
     with torch.no_grad():
         return (_interchanged_logits(hf, cfg.iit_layer, basis, data).argmax(-1) == data.labels).float().mean().item()

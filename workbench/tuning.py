@@ -84,7 +84,9 @@ def tuned_dir(cfg: TuneConfig, texts: list[str] | None = None) -> Path:
     return cache_dir() / "tuned" / f"{name}-{corpus}-last{cfg.last_layers}-{hashlib.sha1(payload).hexdigest()[:10]}"
 
 
-def tune_last_layers(cfg: TuneConfig, texts: list[str] | None = None, *, out: str | Path | None = None, progress: bool = False) -> Path:
+def tune_last_layers(
+    cfg: TuneConfig, texts: list[str] | None = None, *, out: str | Path | None = None, progress: bool = False
+) -> Path:
     """Fine-tune the last ``cfg.last_layers`` layers on the corpus and save an HF folder (cached).
 
     Args:
@@ -101,7 +103,9 @@ def tune_last_layers(cfg: TuneConfig, texts: list[str] | None = None, *, out: st
         return out
     texts = _texts(cfg) if texts is None else list(texts)
     if len(texts) < cfg.batch_size:
-        raise ValueError(f"only {len(texts)} texts for batches of {cfg.batch_size}: give more texts or a smaller batch_size")
+        raise ValueError(
+            f"only {len(texts)} texts for batches of {cfg.batch_size}: give more texts or a smaller batch_size"
+        )
     torch.manual_seed(cfg.seed)
     hf, tok, hf_id, spec = load_hf(cfg.model)
     if tok.pad_token is None:
@@ -117,7 +121,9 @@ def tune_last_layers(cfg: TuneConfig, texts: list[str] | None = None, *, out: st
     losses = []
     for _ in tqdm(range(cfg.steps), desc="tuning", disable=not progress):
         pick = torch.randint(len(texts), (cfg.batch_size,), generator=generator).tolist()
-        batch = tok([texts[i] for i in pick], return_tensors="pt", padding=True, truncation=True, max_length=cfg.max_length)
+        batch = tok(
+            [texts[i] for i in pick], return_tensors="pt", padding=True, truncation=True, max_length=cfg.max_length
+        )
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
         loss = hf(**batch, labels=labels).loss
         optimizer.zero_grad()
@@ -145,7 +151,9 @@ def load_tuned(path: str | Path, **kwargs):
     path = Path(path)
     meta_file = path / "tuning.json"
     if not meta_file.exists():
-        raise FileNotFoundError(f"{path} has no tuning.json: not a folder written by tune_last_layers (use load_model for other folders)")
+        raise FileNotFoundError(
+            f"{path} has no tuning.json: not a folder written by tune_last_layers (use load_model for other folders)"
+        )
     meta = json.loads(meta_file.read_text())
     model = load_model(path, **kwargs)
     if meta.get("prepend_bos") is not None:

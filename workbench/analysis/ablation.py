@@ -121,7 +121,9 @@ def ablation_hooks(
         raise ValueError("mode='mean' needs means: pass activation_stats(model, texts).mean_post")
     gated = bool(getattr(model.cfg, "gated_mlp", False))
     if (spec.gate is not None or spec.orient_post) and not gated:
-        raise ValueError("conditions on the gate (gate=..., orient_post) need a gated MLP; this model's MLP has no gate")
+        raise ValueError(
+            "conditions on the gate (gate=..., orient_post) need a gated MLP; this model's MLP has no gate"
+        )
     hooks = []
     for layer, idx_list in by_layer(neurons).items():
         idx = torch.tensor(idx_list)
@@ -146,7 +148,9 @@ def _gate_saver(store: dict[str, Tensor], idx: Tensor) -> Callable:
     return save
 
 
-def _post_editor(spec: Ablation, idx: Tensor, store: dict[str, Tensor], orient: Tensor | None, fill: Tensor | None) -> Callable:
+def _post_editor(
+    spec: Ablation, idx: Tensor, store: dict[str, Tensor], orient: Tensor | None, fill: Tensor | None
+) -> Callable:
     def edit(post: Tensor, hook) -> Tensor:
         dev_idx = idx.to(post.device)
         old = post[..., dev_idx]
@@ -192,7 +196,9 @@ def random_control(
     for layer, ns in by_layer(neurons).items():
         pool = torch.tensor(sorted(set(range(d_mlp)) - set(excluded.get(layer, ()))))
         if len(pool) < len(ns):
-            raise ValueError(f"layer {layer}: {len(ns)} neurons asked for but only {len(pool)} outside the excluded set")
+            raise ValueError(
+                f"layer {layer}: {len(ns)} neurons asked for but only {len(pool)} outside the excluded set"
+            )
         control[layer] = sorted(pool[torch.randperm(len(pool), generator=gen)[: len(ns)]].tolist())
     return control
 
@@ -296,7 +302,9 @@ def ablation_effects(
         runs.append((name, "target", 0, by_layer(neurons)))
         avoid = (exclude or {}).get(name)
         for r in range(n_controls):
-            runs.append((name, "control", r, random_control(neurons, model.cfg.d_mlp, seed=seed + 1000 * i + r, exclude=avoid)))
+            runs.append(
+                (name, "control", r, random_control(neurons, model.cfg.d_mlp, seed=seed + 1000 * i + r, exclude=avoid))
+            )
     rows = []
     for name, kind, repeat, neurons in tqdm(runs, desc="ablations", leave=False):
         with ablated(model, neurons, spec, means=means):
@@ -305,7 +313,13 @@ def ablation_effects(
         n = sum(len(v) for v in neurons.values())
         base = dict(set=name, kind=kind, repeat=repeat, n_neurons=n, ablation=spec.label)
         for metric in ("mean_entropy", "mean_loss"):
-            rows += [dict(base, data="corpus", item=j, metric=metric.removeprefix("mean_"), value=v) for j, v in enumerate(corpus_m[metric].tolist())]
+            rows += [
+                dict(base, data="corpus", item=j, metric=metric.removeprefix("mean_"), value=v)
+                for j, v in enumerate(corpus_m[metric].tolist())
+            ]
         if prompt_m is not None:
-            rows += [dict(base, data="prompt", item=j, metric="entropy", value=v) for j, v in enumerate(prompt_m["last_entropy"].tolist())]
+            rows += [
+                dict(base, data="prompt", item=j, metric="entropy", value=v)
+                for j, v in enumerate(prompt_m["last_entropy"].tolist())
+            ]
     return AblationEffects(pd.DataFrame(rows))

@@ -83,7 +83,7 @@ class Attribution:
     """Name of the model."""
 
     @property
-    def values(self) -> Float[Tensor, "component"]:
+    def values(self) -> Float[Tensor, component]:
         """Mean over prompts."""
         return self.per_prompt.mean(1)
 
@@ -91,7 +91,9 @@ class Attribution:
         """Columns ``model, component, layer, part, value`` (layer is -1 for embeddings)."""
         layer = [int(label.split("_")[0]) if label[0].isdigit() else -1 for label in self.labels]
         part = [label.split("_")[1] if label[0].isdigit() else label for label in self.labels]
-        return pd.DataFrame({"model": self.model, "component": self.labels, "layer": layer, "part": part, "value": self.values.tolist()})
+        return pd.DataFrame(
+            {"model": self.model, "component": self.labels, "layer": layer, "part": part, "value": self.values.tolist()}
+        )
 
     def top(self, k: int = 10) -> pd.DataFrame:
         """The ``k`` components of largest absolute attribution."""
@@ -99,7 +101,9 @@ class Attribution:
         return df.loc[df["value"].abs().sort_values(ascending=False).index[:k]].reset_index(drop=True)
 
 
-def layer_attribution(model, tokens: Int[Tensor, "batch pos"], answers=None, *, direction=None, pos: int = -1) -> Attribution:
+def layer_attribution(
+    model, tokens: Int[Tensor, "batch pos"], answers=None, *, direction=None, pos: int = -1
+) -> Attribution:
     """DLA of the embeddings and of each layer's attention and MLP output at position ``pos``.
 
     Args:
@@ -153,7 +157,9 @@ class HeadAttribution:
         return df.loc[df["value"].abs().sort_values(ascending=False).index[:k]].reset_index(drop=True)
 
 
-def head_attribution(model, tokens: Int[Tensor, "batch pos"], answers=None, *, direction=None, pos: int = -1) -> HeadAttribution:
+def head_attribution(
+    model, tokens: Int[Tensor, "batch pos"], answers=None, *, direction=None, pos: int = -1
+) -> HeadAttribution:
     """DLA of every attention head at position ``pos`` (arguments as :func:`layer_attribution`)."""
     direction = _direction(model, tokens, answers, direction)
     names = [hook_name(model, "z", layer) for layer in range(model.cfg.n_layers)]
@@ -161,7 +167,9 @@ def head_attribution(model, tokens: Int[Tensor, "batch pos"], answers=None, *, d
     per_layer = []
     for layer, name in enumerate(names):
         attn = model.blocks[layer].attn
-        result = torch.einsum("bhd,hdm->hbm", acts[name], attn.W_O.detach()) * getattr(attn, "_result_contribution_scale", 1.0)
+        result = torch.einsum("bhd,hdm->hbm", acts[name], attn.W_O.detach()) * getattr(
+            attn, "_result_contribution_scale", 1.0
+        )
         per_layer.append(_project(model, result, acts["ln_final.hook_scale"], direction))
     return HeadAttribution(torch.stack(per_layer), str(model.cfg.model_name))
 
@@ -187,7 +195,9 @@ class NeuronAttribution:
         values = self.values
         layer = torch.tensor(self.layers).repeat_interleave(values.shape[1])
         neuron = torch.arange(values.shape[1]).repeat(values.shape[0])
-        return pd.DataFrame({"model": self.model, "layer": layer.numpy(), "neuron": neuron.numpy(), "value": values.flatten().numpy()})
+        return pd.DataFrame(
+            {"model": self.model, "layer": layer.numpy(), "neuron": neuron.numpy(), "value": values.flatten().numpy()}
+        )
 
     def top(self, k: int = 20) -> pd.DataFrame:
         """The ``k`` neurons of largest absolute attribution, with label ``L{layer}N{neuron}``."""
@@ -217,7 +227,9 @@ def neuron_attribution(
         A :class:`NeuronAttribution`; ``.values`` is ``[layer, d_mlp]``, ``.top(k)`` the strongest neurons.
     """
     direction = _direction(model, tokens, answers, direction)
-    layers = tuple(range(model.cfg.n_layers)) if layers is None else tuple(layer % model.cfg.n_layers for layer in layers)
+    layers = (
+        tuple(range(model.cfg.n_layers)) if layers is None else tuple(layer % model.cfg.n_layers for layer in layers)
+    )
     names = [hook_name(model, "mlp_post", layer) for layer in layers]
     acts = _run(model, tokens, names, pos)
     scale = acts["ln_final.hook_scale"]

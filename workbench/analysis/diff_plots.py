@@ -23,7 +23,9 @@ def logit_lens_figure(lenses: Sequence[LogitLens], title: str = "Logit lens: log
     return fig
 
 
-def attribution_figure(attributions: Sequence[Attribution], title: str = "Direct logit attribution per layer") -> go.Figure:
+def attribution_figure(
+    attributions: Sequence[Attribution], title: str = "Direct logit attribution per layer"
+) -> go.Figure:
     """Attention and MLP attribution per layer, one line per model and part."""
     df = pd.concat([a.to_frame() for a in attributions])
     df = df[df["layer"] >= 0]

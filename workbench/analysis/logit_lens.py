@@ -46,13 +46,20 @@ class LogitLens:
     """Name of the model (side)."""
 
     @property
-    def logit_diff(self) -> Float[Tensor, "point"]:
+    def logit_diff(self) -> Float[Tensor, point]:
         """Mean logit difference over prompts, per point."""
         return self.per_prompt.mean(1)
 
     def to_frame(self) -> pd.DataFrame:
         """Columns ``model, point, label, logit_diff``."""
-        return pd.DataFrame({"model": self.model, "point": range(len(self.labels)), "label": self.labels, "logit_diff": self.logit_diff.tolist()})
+        return pd.DataFrame(
+            {
+                "model": self.model,
+                "point": range(len(self.labels)),
+                "label": self.labels,
+                "logit_diff": self.logit_diff.tolist(),
+            }
+        )
 
     def tokens_frame(self) -> pd.DataFrame:
         """Columns ``model, point, label, rank, token, logit``."""

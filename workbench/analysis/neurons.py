@@ -31,7 +31,14 @@ from workbench.analysis.attribution import NeuronAttribution
 from workbench.analysis.weights import NeuronClasses, WeightCosines, mlp_weights
 from workbench.hooks import attach, check_layer, hook_name
 
-__all__ = ["ActivationStats", "activation_stats", "dimension_profile", "frequency_by_class", "neuron_profile", "neuron_tokens"]
+__all__ = [
+    "ActivationStats",
+    "activation_stats",
+    "dimension_profile",
+    "frequency_by_class",
+    "neuron_profile",
+    "neuron_tokens",
+]
 
 SIGN_COMBOS = ("gate+in+", "gate+in-", "gate-in+", "gate-in-")
 
@@ -91,7 +98,10 @@ def activation_stats(
     n_layers, d_mlp = model.cfg.n_layers, model.cfg.d_mlp
     gated = bool(getattr(model.cfg, "gated_mlp", False))
     out_norm = mlp_weights(model).W_out.norm(dim=-1)  # layer d_mlp
-    sums = {k: torch.zeros(n_layers, d_mlp, dtype=torch.float64) for k in ("gate", "post", "large", "mean", "write", *(SIGN_COMBOS if gated else ()))}
+    sums = {
+        k: torch.zeros(n_layers, d_mlp, dtype=torch.float64)
+        for k in ("gate", "post", "large", "mean", "write", *(SIGN_COMBOS if gated else ()))
+    }
     state: dict = {}
 
     def rows(x: Tensor) -> Tensor:  # the real (unpadded) positions: [tokens, ...]
@@ -136,7 +146,10 @@ def activation_stats(
 
     hooks = []
     for layer in range(n_layers):
-        hooks += [(hook_name(model, "resid_mid", layer), on_resid(layer)), (hook_name(model, "mlp_pre", layer), on_gate(layer))]
+        hooks += [
+            (hook_name(model, "resid_mid", layer), on_resid(layer)),
+            (hook_name(model, "mlp_pre", layer), on_gate(layer)),
+        ]
         if gated:
             hooks.append((f"blocks.{layer}.mlp.hook_pre_linear", on_in(layer)))
         hooks.append((hook_name(model, "mlp_post", layer), on_post(layer)))
@@ -223,7 +236,9 @@ def neuron_tokens(model, layer: int, neuron: int, *, k: int = 10) -> pd.DataFram
     for name, vec in vectors.items():
         for sign, label in ((1, name), (-1, f"-{name}")):
             scores, ids = torch.topk(sign * vec @ W_U, k)
-            rows += [(label, r, model.tokenizer.decode([int(i)]), float(s)) for r, (s, i) in enumerate(zip(scores, ids))]
+            rows += [
+                (label, r, model.tokenizer.decode([int(i)]), float(s)) for r, (s, i) in enumerate(zip(scores, ids))
+            ]
     return pd.DataFrame(rows, columns=["vector", "rank", "token", "score"])
 
 

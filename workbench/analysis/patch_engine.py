@@ -212,7 +212,13 @@ def _chunks(patches: Sequence[Patch], size: int) -> list[list[Patch]]:
 
 @torch.no_grad()
 def run_staircase(
-    model, base: Trace, source: dict[str, Tensor], patches: Sequence[Patch], metric: Callable, max_rows: int, progress: bool = False
+    model,
+    base: Trace,
+    source: dict[str, Tensor],
+    patches: Sequence[Patch],
+    metric: Callable,
+    max_rows: int,
+    progress: bool = False,
 ) -> dict[Patch, Tensor]:
     """Metric of each patched run, starting each at its layer and first changed position."""
     batch = base.final.shape[0]
@@ -243,7 +249,13 @@ def run_staircase(
 
 @torch.no_grad()
 def run_full(
-    model, tokens: Tensor, source: dict[str, Tensor], patches: Sequence[Patch], metric: Callable, max_rows: int, progress: bool = False
+    model,
+    tokens: Tensor,
+    source: dict[str, Tensor],
+    patches: Sequence[Patch],
+    metric: Callable,
+    max_rows: int,
+    progress: bool = False,
 ) -> dict[Patch, Tensor]:
     """Metric of each patched run, as full forwards stacked along the batch."""
     batch = tokens.shape[0]

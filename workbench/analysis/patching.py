@@ -135,7 +135,9 @@ def _check_pair(target: ModelSide, source: ModelSide, tokens: Tensor, source_tok
     a, b = target.model.cfg, source.model.cfg
     for field in ("n_layers", "d_model", "n_heads", "d_head"):
         if getattr(a, field) != getattr(b, field):
-            raise ValueError(f"the two models differ in {field} ({getattr(a, field)} vs {getattr(b, field)}): patching needs models of the same shape")
+            raise ValueError(
+                f"the two models differ in {field} ({getattr(a, field)} vs {getattr(b, field)}): patching needs models of the same shape"
+            )
 
 
 def _patches(model, kind: str, layers: Sequence[int], positions: Sequence[int]) -> list[tuple[tuple[int, ...], Patch]]:
@@ -148,7 +150,11 @@ def _patches(model, kind: str, layers: Sequence[int], positions: Sequence[int]) 
         elif axes == ("layer", "head"):
             out += [((li, h), Patch(layer, name, head=h)) for h in range(model.cfg.n_heads)]
         else:
-            out += [((li, pi, h), Patch(layer, name, pos=p, head=h)) for pi, p in enumerate(positions) for h in range(model.cfg.n_heads)]
+            out += [
+                ((li, pi, h), Patch(layer, name, pos=p, head=h))
+                for pi, p in enumerate(positions)
+                for h in range(model.cfg.n_heads)
+            ]
     return out
 
 

@@ -29,7 +29,9 @@ CLASS_COLORS = {
 }
 
 
-def class_fraction_figure(counts: pd.DataFrame, *, title: str = "RW classes by layer", hide: Sequence[str] = ()) -> go.Figure:
+def class_fraction_figure(
+    counts: pd.DataFrame, *, title: str = "RW classes by layer", hide: Sequence[str] = ()
+) -> go.Figure:
     """Stacked bars of class fractions per layer, from ``NeuronClasses.counts_by_layer()``.
 
     Args:
@@ -41,9 +43,17 @@ def class_fraction_figure(counts: pd.DataFrame, *, title: str = "RW classes by l
     fig = go.Figure()
     for name in order:
         part = counts[counts.rw_class == name]
-        fig.add_bar(x=part.layer, y=part.fraction, name=name, marker_color=CLASS_COLORS.get(name), customdata=part["count"],
-                    hovertemplate="layer %{x}<br>%{y:.3f} (%{customdata} neurons)")
-    fig.update_layout(barmode="stack", title=title, xaxis_title="layer", yaxis_title="fraction of neurons", legend_traceorder="normal")
+        fig.add_bar(
+            x=part.layer,
+            y=part.fraction,
+            name=name,
+            marker_color=CLASS_COLORS.get(name),
+            customdata=part["count"],
+            hovertemplate="layer %{x}<br>%{y:.3f} (%{customdata} neurons)",
+        )
+    fig.update_layout(
+        barmode="stack", title=title, xaxis_title="layer", yaxis_title="fraction of neurons", legend_traceorder="normal"
+    )
     return fig
 
 
@@ -71,10 +81,20 @@ def cosine_distribution_figure(
     centers = (edges[1:] + edges[:-1]) / 2
     layers = sorted(cosines.layer.unique())
     for col, pair in enumerate(pairs, start=1):
-        hist = np.stack([np.histogram(cosines.loc[cosines.layer == layer, f"cos_{pair}"], bins=edges)[0] for layer in layers])
+        hist = np.stack(
+            [np.histogram(cosines.loc[cosines.layer == layer, f"cos_{pair}"], bins=edges)[0] for layer in layers]
+        )
         frac = hist / hist.sum(1, keepdims=True)
-        fig.add_heatmap(x=centers, y=layers, z=np.log10(frac + 1e-5), coloraxis="coloraxis", customdata=frac,
-                        hovertemplate="cos %{x:.2f}<br>layer %{y}<br>fraction %{customdata:.4f}", row=1, col=col)
+        fig.add_heatmap(
+            x=centers,
+            y=layers,
+            z=np.log10(frac + 1e-5),
+            coloraxis="coloraxis",
+            customdata=frac,
+            hovertemplate="cos %{x:.2f}<br>layer %{y}<br>fraction %{customdata:.4f}",
+            row=1,
+            col=col,
+        )
         for x in (-threshold, threshold):
             fig.add_vline(x=x, line_color="black", line_width=1, row=1, col=col)
         if beta_region is not None:
@@ -83,11 +103,24 @@ def cosine_distribution_figure(
         if empirical is not None:
             part = empirical[empirical.pair == pair].sort_values("layer")
             for edge in ("low", "high"):
-                fig.add_scatter(x=part[edge], y=part.layer, mode="lines", line=dict(color="white", dash="dash", width=1),
-                                showlegend=False, hoverinfo="skip", row=1, col=col)
-    fig.update_layout(title=("Weight cosines by layer<br><sup>colour: log10 fraction of the layer's neurons; black: class threshold; "
-                             "white dotted: random-vector 95% region; white dashed: mismatched-pair 95% region</sup>"),
-                      coloraxis=dict(colorscale="Viridis", colorbar_title="log10 frac"), yaxis_title="layer")
+                fig.add_scatter(
+                    x=part[edge],
+                    y=part.layer,
+                    mode="lines",
+                    line=dict(color="white", dash="dash", width=1),
+                    showlegend=False,
+                    hoverinfo="skip",
+                    row=1,
+                    col=col,
+                )
+    fig.update_layout(
+        title=(
+            "Weight cosines by layer<br><sup>colour: log10 fraction of the layer's neurons; black: class threshold; "
+            "white dotted: random-vector 95% region; white dashed: mismatched-pair 95% region</sup>"
+        ),
+        coloraxis=dict(colorscale="Viridis", colorbar_title="log10 frac"),
+        yaxis_title="layer",
+    )
     fig.update_xaxes(range=[-1, 1])
     return fig
 
@@ -102,12 +135,21 @@ def ablation_figure(summary: pd.DataFrame, *, data: str = "corpus", metric: str 
         metric: ``entropy`` or ``loss``.
     """
     part = summary[(summary.data == data) & (summary.metric == metric) & (summary.kind != "clean")]
-    fig = px.bar(part, x="set", y="delta", color="kind", barmode="group", facet_col="ablation",
-                 error_y="delta_std" if "delta_std" in part else None,
-                 color_discrete_map={"target": "#de2d26", "control": "#969696"},
-                 labels={"delta": f"Δ {metric} (nats)", "set": "neuron set"})
-    fig.update_layout(title=f"Ablating RW classes: Δ mean next-token {metric} ({data})<br>"
-                            "<sup>red: the class set; grey: random sets of the same size per layer (mean ± sd over controls)</sup>")
+    fig = px.bar(
+        part,
+        x="set",
+        y="delta",
+        color="kind",
+        barmode="group",
+        facet_col="ablation",
+        error_y="delta_std" if "delta_std" in part else None,
+        color_discrete_map={"target": "#de2d26", "control": "#969696"},
+        labels={"delta": f"Δ {metric} (nats)", "set": "neuron set"},
+    )
+    fig.update_layout(
+        title=f"Ablating RW classes: Δ mean next-token {metric} ({data})<br>"
+        "<sup>red: the class set; grey: random sets of the same size per layer (mean ± sd over controls)</sup>"
+    )
     return fig
 
 
@@ -124,7 +166,18 @@ def frequency_figure(freq: pd.DataFrame, *, stat: str = "freq_gate_pos", min_neu
     fig = go.Figure()
     for name in [c for c in dict.fromkeys(CLASS_NAMES + VANILLA_CLASS_NAMES) if c in set(part.rw_class)]:
         cls = part[part.rw_class == name].set_index("layer").reindex(layers).reset_index()  # gaps break the line
-        fig.add_scatter(x=cls.layer, y=cls[stat], mode="lines+markers", name=name, line_color=CLASS_COLORS.get(name),
-                        customdata=cls.n_neurons, hovertemplate="layer %{x}<br>%{y:.3f}<br>%{customdata} neurons")
-    fig.update_layout(title=f"{stat} by RW class and layer<br><sup>cells with at least {min_neurons} neurons</sup>", xaxis_title="layer", yaxis_title=stat)
+        fig.add_scatter(
+            x=cls.layer,
+            y=cls[stat],
+            mode="lines+markers",
+            name=name,
+            line_color=CLASS_COLORS.get(name),
+            customdata=cls.n_neurons,
+            hovertemplate="layer %{x}<br>%{y:.3f}<br>%{customdata} neurons",
+        )
+    fig.update_layout(
+        title=f"{stat} by RW class and layer<br><sup>cells with at least {min_neurons} neurons</sup>",
+        xaxis_title="layer",
+        yaxis_title=stat,
+    )
     return fig

@@ -57,8 +57,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 __all__ = [
-    "CLASS_NAMES",
     "CLASS_KEYS",
+    "CLASS_NAMES",
     "VANILLA_CLASS_NAMES",
     "MLPWeights",
     "NeuronClasses",
@@ -279,9 +279,7 @@ def beta_randomness_region(d: int, p: float = 0.05) -> tuple[float, float]:
     return low, high
 
 
-def empirical_randomness_region(
-    source, p: float = 0.05, *, n_sample: int | None = 512, seed: int = 0
-) -> pd.DataFrame:
+def empirical_randomness_region(source, p: float = 0.05, *, n_sample: int | None = 512, seed: int = 0) -> pd.DataFrame:
     """Quantiles of the cosines of mismatched weight pairs (different neurons of one layer).
 
     As in the reference code: for in/out and gate/out the central ``1-p`` region of
@@ -305,7 +303,11 @@ def empirical_randomness_region(
         pairs.update(gate_out=(w.W_gate, w.W_out), gate_in=(w.W_gate, w.W_in))
     rows = []
     for layer in range(n_layers):
-        pick = torch.arange(d_mlp) if n_sample is None or n_sample >= d_mlp else torch.randperm(d_mlp, generator=gen)[:n_sample]
+        pick = (
+            torch.arange(d_mlp)
+            if n_sample is None or n_sample >= d_mlp
+            else torch.randperm(d_mlp, generator=gen)[:n_sample]
+        )
         off_diagonal = ~torch.eye(len(pick), dtype=torch.bool)
         for name, (a, b) in pairs.items():
             ua = torch.nn.functional.normalize(a[layer, pick], dim=-1)

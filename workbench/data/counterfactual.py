@@ -23,21 +23,23 @@ from jaxtyping import Int
 from torch import Tensor
 
 __all__ = [
+    "IOI_NAMES",
+    "IOI_TEMPLATE",
     "PRICE_TEMPLATE",
     "CausalModel",
     "CounterfactualDataset",
     "CounterfactualTensors",
-    "IOI_NAMES",
-    "IOI_TEMPLATE",
     "ioi_counterfactuals",
     "ioi_model",
-    "price_tagging_model",
     "price_tagging_counterfactuals",
+    "price_tagging_model",
     "sample_counterfactuals",
     "tokenize_fixed",
 ]
 
-PRICE_TEMPLATE = "Please say yes only if it costs between {low} and {high} dollars, otherwise no.\nInput: {price} dollars\nOutput:"
+PRICE_TEMPLATE = (
+    "Please say yes only if it costs between {low} and {high} dollars, otherwise no.\nInput: {price} dollars\nOutput:"
+)
 """The price-tagging instruction of Wu et al. (2023), without Alpaca's chat wrapper."""
 
 
@@ -66,7 +68,9 @@ class CausalModel:
         interventions = dict(interventions or {})
         unknown = set(interventions) - set(self.mechanisms) - set(inputs)
         if unknown:
-            raise KeyError(f"cannot intervene on unknown variables {sorted(unknown)}; variables: {list(self.mechanisms)}")
+            raise KeyError(
+                f"cannot intervene on unknown variables {sorted(unknown)}; variables: {list(self.mechanisms)}"
+            )
         values = {k: interventions.get(k, v) for k, v in inputs.items()}
         for name, mechanism in self.mechanisms.items():
             values[name] = interventions[name] if name in interventions else mechanism(values)
@@ -89,7 +93,9 @@ class CounterfactualTensors:
 
     def batch(self, index: slice | Tensor) -> CounterfactualTensors:
         """The examples at ``index``."""
-        return CounterfactualTensors(self.base[index], tuple(s[index] for s in self.sources), self.labels[index], self.base_labels[index])
+        return CounterfactualTensors(
+            self.base[index], tuple(s[index] for s in self.sources), self.labels[index], self.base_labels[index]
+        )
 
 
 @dataclass(frozen=True)
@@ -202,7 +208,7 @@ def sample_counterfactuals(
         values.append({**b, **{f"source_{k}": v for k, v in setting.items()}})
     order = list(range(n))
     rng.shuffle(order)
-    pick = lambda xs: tuple(xs[j] for j in order)  # noqa: E731
+    pick = lambda xs: tuple(xs[j] for j in order)
     return CounterfactualDataset(
         variables, pick(base), tuple(pick(s) for s in sources), pick(labels), pick(base_labels), pick(values)
     )
@@ -239,7 +245,9 @@ def price_tagging_model(decimals: int = 2, max_price: float = 9.99, near: float 
             "answer": lambda v: v["left"] and v["right"],
         },
         output="answer",
-        render=lambda v: PRICE_TEMPLATE.format(low=fmt.format(v["low"]), high=fmt.format(v["high"]), price=fmt.format(v["price"])),
+        render=lambda v: PRICE_TEMPLATE.format(
+            low=fmt.format(v["low"]), high=fmt.format(v["high"]), price=fmt.format(v["price"])
+        ),
         verbalize=lambda yes: " Yes" if yes else " No",
     )
 
@@ -247,7 +255,24 @@ def price_tagging_model(decimals: int = 2, max_price: float = 9.99, near: float 
 IOI_TEMPLATE = "When{a} and{b} went to the store,{subject} gave a drink to"
 """Indirect-object identification prompt (Wang et al. 2022, "Interpretability in the Wild")."""
 
-IOI_NAMES = (" Mary", " John", " Alice", " Bob", " Tom", " Sarah", " James", " Anna", " David", " Emma", " Paul", " Lisa", " Mark", " Kate", " Peter", " Laura")
+IOI_NAMES = (
+    " Mary",
+    " John",
+    " Alice",
+    " Bob",
+    " Tom",
+    " Sarah",
+    " James",
+    " Anna",
+    " David",
+    " Emma",
+    " Paul",
+    " Lisa",
+    " Mark",
+    " Kate",
+    " Peter",
+    " Laura",
+)
 """Names that SmolLM2's tokenizer keeps as single tokens (with their leading space)."""
 
 
@@ -282,7 +307,14 @@ def ioi_counterfactuals(n: int = 256, *, seed: int = 0, changed_fraction: float 
 
 
 def price_tagging_counterfactuals(
-    variables: str | Sequence[str] = "left", n: int = 256, *, seed: int = 0, decimals: int = 2, changed_fraction: float | None = 0.5
+    variables: str | Sequence[str] = "left",
+    n: int = 256,
+    *,
+    seed: int = 0,
+    decimals: int = 2,
+    changed_fraction: float | None = 0.5,
 ) -> CounterfactualDataset:
     """Interchange examples for the price-tagging game's ``left`` / ``right`` boundary variables."""
-    return sample_counterfactuals(price_tagging_model(decimals), variables, n, seed=seed, changed_fraction=changed_fraction)
+    return sample_counterfactuals(
+        price_tagging_model(decimals), variables, n, seed=seed, changed_fraction=changed_fraction
+    )

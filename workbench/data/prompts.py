@@ -43,7 +43,9 @@ class PromptSet:
 
     def answer_tokens(self, model) -> Int[torch.Tensor, "batch 2"]:
         """Token ids of ``(answer, other)`` per prompt; raises if an answer is not a single token."""
-        return torch.tensor([[answer_token(model, a), answer_token(model, b)] for a, b in self.answers], device=model.cfg.device)
+        return torch.tensor(
+            [[answer_token(model, a), answer_token(model, b)] for a, b in self.answers], device=model.cfg.device
+        )
 
 
 MOVIE_SENTIMENT = PromptSet(("This movie was really",), ((" bad", " good"),))

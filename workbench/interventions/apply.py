@@ -19,7 +19,7 @@ from workbench.hooks import attach, capture
 from workbench.interventions.modules import Intervention
 from workbench.interventions.spec import InterventionSpec
 
-__all__ = ["InterventionSet", "InterventionOutput", "run_interventions", "source_activations"]
+__all__ = ["InterventionOutput", "InterventionSet", "run_interventions", "source_activations"]
 
 SourceActs = dict[tuple[int, str], Tensor]
 """Clean source activations keyed by (source group, hook name)."""
@@ -82,7 +82,9 @@ def source_activations(
     sources = [] if sources is None else [sources] if isinstance(sources, Tensor) else list(sources)
     missing = [g for g in interventions.groups if g >= len(sources)]
     if missing:
-        raise ValueError(f"interventions read source groups {interventions.groups} but {len(sources)} source input(s) were given")
+        raise ValueError(
+            f"interventions read source groups {interventions.groups} but {len(sources)} source input(s) were given"
+        )
     acts: SourceActs = {}
     for group in interventions.groups:
         hooks = sorted({s.hook for s, m in interventions if m.needs_source and s.group == group})
@@ -124,7 +126,9 @@ def run_interventions(
         source_acts = source_activations(model, interventions, sources)
     for (group, _), acts in source_acts.items():
         if acts.shape[0] != base.shape[0]:
-            raise ValueError(f"source {group} has batch size {acts.shape[0]}, base has {base.shape[0]}: pair every base with a source")
+            raise ValueError(
+                f"source {group} has batch size {acts.shape[0]}, base has {base.shape[0]}: pair every base with a source"
+            )
 
     def hook_fn(spec: InterventionSpec, module: Intervention):
         def fn(x: Tensor, hook) -> Tensor:

@@ -52,7 +52,10 @@ def load_bundle(path: str | Path, model=None) -> tuple[InterventionSet, dict[str
     doc = json.loads((path / "interventions.json").read_text())
     if doc.get("format") != FORMAT:
         raise ValueError(f"{path} has format {doc.get('format')!r}; this workbench reads {FORMAT!r}")
-    items = [(InterventionSpec.from_dict(i["spec"]), make_intervention(i["kind"], **i["config"])) for i in doc["interventions"]]
+    items = [
+        (InterventionSpec.from_dict(i["spec"]), make_intervention(i["kind"], **i["config"]))
+        for i in doc["interventions"]
+    ]
     interventions = InterventionSet(items)
     interventions.load_state_dict(load_file(path / "weights.safetensors"), strict=True)
     if model is not None:

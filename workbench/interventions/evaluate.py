@@ -15,7 +15,7 @@ from torch import Tensor
 from workbench.data.counterfactual import CounterfactualTensors
 from workbench.interventions.apply import InterventionSet, run_interventions
 
-__all__ = ["intervened_predictions", "interchange_intervention_accuracy"]
+__all__ = ["interchange_intervention_accuracy", "intervened_predictions"]
 
 
 def intervened_predictions(

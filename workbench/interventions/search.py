@@ -29,7 +29,7 @@ from workbench.interventions.modules import (
 from workbench.interventions.spec import InterventionSpec
 from workbench.interventions.train import AlignmentConfig, TrainHistory, train_interventions
 
-__all__ = ["DASFit", "DASSweep", "fit_das", "das_sweep", "random_rotation_iia", "subspace_overlap"]
+__all__ = ["DASFit", "DASSweep", "das_sweep", "fit_das", "random_rotation_iia", "subspace_overlap"]
 
 
 @dataclass
@@ -65,7 +65,9 @@ class DASSweep:
 
     def to_frame(self) -> pd.DataFrame:
         """Columns: layer, position, iia, width."""
-        return pd.DataFrame([{"layer": f.layer, "position": f.position, "iia": f.iia, "width": f.width} for f in self.fits])
+        return pd.DataFrame(
+            [{"layer": f.layer, "position": f.position, "iia": f.iia, "width": f.width} for f in self.fits]
+        )
 
     def histories(self) -> pd.DataFrame:
         """Training histories of all fits, long format with layer and position columns."""
@@ -104,7 +106,9 @@ def fit_das(
     interventions = InterventionSet([(spec, module)])
     history = train_interventions(model, interventions, train, cfg, progress=progress)
     width = module.width if isinstance(module, BoundlessRotatedSpaceIntervention) else rank
-    return DASFit(layer, position, interventions, history, interchange_intervention_accuracy(model, interventions, test), width)
+    return DASFit(
+        layer, position, interventions, history, interchange_intervention_accuracy(model, interventions, test), width
+    )
 
 
 def das_sweep(
@@ -124,7 +128,9 @@ def das_sweep(
     sweep = DASSweep(hook_kind)
     cells = list(itertools.product(layers, positions))
     for layer, position in tqdm(cells, desc="DAS sweep", disable=not progress):
-        sweep.fits.append(fit_das(model, train, test, layer, position, hook_kind=hook_kind, method=method, rank=rank, cfg=cfg))
+        sweep.fits.append(
+            fit_das(model, train, test, layer, position, hook_kind=hook_kind, method=method, rank=rank, cfg=cfg)
+        )
     return sweep
 
 
@@ -132,7 +138,9 @@ def random_rotation_iia(model, fit: DASFit, test: CounterfactualTensors, *, seed
     """Control: IIA of ``fit``'s intervention (same place, same width) with a random untrained rotation."""
     spec, trained = fit.spec, fit.module
     if isinstance(trained, BoundlessRotatedSpaceIntervention):
-        control = BoundlessRotatedSpaceIntervention(trained.d, init_width=float(trained.boundary.detach().clamp(0, 1)), seed=seed)
+        control = BoundlessRotatedSpaceIntervention(
+            trained.d, init_width=float(trained.boundary.detach().clamp(0, 1)), seed=seed
+        )
     else:
         control = LowRankRotatedSpaceIntervention(trained.d, trained.rank, seed=seed)
     control = control.to(model.cfg.device).eval()

@@ -19,10 +19,10 @@ import torch
 from tqdm.auto import tqdm
 
 from workbench.config import Config
-from workbench.models import frozen
 from workbench.data.counterfactual import CounterfactualTensors
 from workbench.interventions.apply import InterventionSet, run_interventions, source_activations
 from workbench.interventions.modules import BoundlessRotatedSpaceIntervention
+from workbench.models import frozen
 
 __all__ = ["AlignmentConfig", "TrainHistory", "train_interventions"]
 
@@ -105,7 +105,9 @@ def train_interventions(
     others = [p for p in interventions.parameters() if all(p is not b for b in boundaries)]
     if not others and not boundaries:
         raise ValueError("these interventions have no trainable weights; use rotated, low_rank or boundless modules")
-    groups = [g for g in ({"params": others, "lr": cfg.lr}, {"params": boundaries, "lr": cfg.boundary_lr}) if g["params"]]
+    groups = [
+        g for g in ({"params": others, "lr": cfg.lr}, {"params": boundaries, "lr": cfg.boundary_lr}) if g["params"]
+    ]
     opt = torch.optim.Adam(groups)
     ratio = (cfg.temperature_end / cfg.temperature_start) ** (1 / max(1, cfg.steps - 1))
     history = TrainHistory(widths={name: [] for name in boundless})
@@ -113,7 +115,14 @@ def train_interventions(
     try:
         with frozen(model):
             cached = source_activations(model, interventions, data.sources, batch_size=cfg.batch_size)
-            for step, index in enumerate(tqdm(_batches(len(data), cfg.batch_size, cfg.steps, cfg.seed), total=cfg.steps, desc="DAS", disable=not progress)):
+            for step, index in enumerate(
+                tqdm(
+                    _batches(len(data), cfg.batch_size, cfg.steps, cfg.seed),
+                    total=cfg.steps,
+                    desc="DAS",
+                    disable=not progress,
+                )
+            ):
                 temperature = cfg.temperature_start * ratio**step
                 for m in boundless.values():
                     m.temperature.fill_(temperature)

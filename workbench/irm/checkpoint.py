@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from workbench.irm.config import IRMConfig
 from workbench.irm.module import IRM
 
-__all__ = ["model_identity", "save_irm", "load_irm", "load_train_state", "read_meta"]
+__all__ = ["load_irm", "load_train_state", "model_identity", "read_meta", "save_irm"]
 
 
 def model_identity(model) -> dict[str, Any]:
@@ -54,7 +54,11 @@ def save_irm(
         extra: more JSON-able metadata.
     """
     path = Path(path)
-    identity = model_identity(model) if model is not None else {"model_name": None, "d_model": irm.d_model, "n_layers": irm.n_model_layers, "d_vocab": None}
+    identity = (
+        model_identity(model)
+        if model is not None
+        else {"model_name": None, "d_model": irm.d_model, "n_layers": irm.n_model_layers, "d_vocab": None}
+    )
     meta = {"irm_config": irm.cfg.to_dict(), "layers": list(irm.layers), "step": step, **identity, **(extra or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
@@ -118,5 +122,7 @@ def load_train_state(path: str | Path) -> dict[str, Any]:
     """
     file = Path(path) / "train_state.pt"
     if not file.is_file():
-        raise FileNotFoundError(f"{path} has no train_state.pt: it was saved without training state, so training cannot resume from it")
+        raise FileNotFoundError(
+            f"{path} has no train_state.pt: it was saved without training state, so training cannot resume from it"
+        )
     return torch.load(file, map_location="cpu", weights_only=False)

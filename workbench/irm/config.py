@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from workbench.config import Config
 
-__all__ = ["IRMConfig", "TrainConfig", "READ_KINDS", "WRITE_KINDS", "point_rank"]
+__all__ = ["READ_KINDS", "WRITE_KINDS", "IRMConfig", "TrainConfig", "point_rank"]
 
 # Order of the hook points inside one block; a block's points all run after the previous block's.
 _STAGE = {"resid_pre": 0, "attn_out": 1, "resid_mid": 2, "mlp_out": 3, "resid_post": 4}
@@ -46,9 +46,13 @@ class IRMConfig(Config):
 
     def __post_init__(self) -> None:
         if self.read_hook not in READ_KINDS:
-            raise ValueError(f"read_hook {self.read_hook!r} is not a readable hook kind; choose one of {', '.join(READ_KINDS)}")
+            raise ValueError(
+                f"read_hook {self.read_hook!r} is not a readable hook kind; choose one of {', '.join(READ_KINDS)}"
+            )
         if self.write_hook not in WRITE_KINDS:
-            raise ValueError(f"write_hook {self.write_hook!r} is not a residual-stream point; choose one of {', '.join(WRITE_KINDS)}")
+            raise ValueError(
+                f"write_hook {self.write_hook!r} is not a residual-stream point; choose one of {', '.join(WRITE_KINDS)}"
+            )
         if self.read_layer < 0 or any(layer < 0 for layer in self.layers):
             raise ValueError("layers must be given as non-negative indices (the config does not know n_layers)")
         if len(set(self.layers)) != len(self.layers):

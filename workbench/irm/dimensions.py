@@ -24,10 +24,10 @@ from workbench.irm.module import IRM
 from workbench.irm.text import Encoded, pad_batch
 from workbench.irm.train import eval_loss
 
-__all__ = ["MaskingResult", "top_dims", "overlap_table", "base_magnitudes", "massive_dims", "masking_test"]
+__all__ = ["MaskingResult", "base_magnitudes", "masking_test", "massive_dims", "overlap_table", "top_dims"]
 
 
-def top_dims(share: Float[Tensor, "d_model"], k: int) -> list[tuple[int, float]]:
+def top_dims(share: Float[Tensor, d_model], k: int) -> list[tuple[int, float]]:
     """The ``k`` dimensions with the largest share, as ``(dim, share)``, largest first."""
     values, idx = share.topk(min(k, share.numel()))
     return [(int(i), float(v)) for i, v in zip(idx, values)]
@@ -61,7 +61,10 @@ def base_magnitudes(model, data: Sequence[Encoded], *, batch_size: int = 16) -> 
     for start in range(0, len(data), batch_size):
         batch = data[start : start + batch_size]
         tokens, _ = pad_batch(batch, pad, model.cfg.device)
-        real = torch.arange(tokens.shape[1], device=tokens.device)[None] < torch.tensor([len(e.ids) for e in batch], device=tokens.device)[:, None]
+        real = (
+            torch.arange(tokens.shape[1], device=tokens.device)[None]
+            < torch.tensor([len(e.ids) for e in batch], device=tokens.device)[:, None]
+        )
         with capture(model, names) as acts:
             model(tokens)
         total += torch.stack([acts[n][real].float().abs().sum(0).cpu() for n in names])
@@ -142,5 +145,7 @@ def masking_test(
         for kind, draw, dims in draws:
             loss = eval_loss(model, irm, data, batch_size=batch_size, mask=irm.mask_for(dims=dims))
             removed = (loss - full) / gain if gain != 0 else float("nan")
-            rows.append({"k": k, "kind": kind, "draw": draw, "dims": " ".join(map(str, dims)), "loss": loss, "removed": removed})
+            rows.append(
+                {"k": k, "kind": kind, "draw": draw, "dims": " ".join(map(str, dims)), "loss": loss, "removed": removed}
+            )
     return MaskingResult(base, full, tuple(rows))

@@ -21,7 +21,7 @@ from workbench.irm.inject import inject
 from workbench.irm.module import IRM
 from workbench.irm.text import encode_prompt
 
-__all__ = ["Generation", "generate_one", "generate_replies", "generations_frame", "vader_compound", "per_token_outputs"]
+__all__ = ["Generation", "generate_one", "generate_replies", "generations_frame", "per_token_outputs", "vader_compound"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,9 @@ def per_token_outputs(record: Sequence[Tensor], n_new: int) -> Float[Tensor, "to
     """
     steps = [record[0][0, -1]] + [r[0, -1] for r in record[1:]]
     if len(steps) != n_new:
-        raise RuntimeError(f"the IRM ran {len(steps)} times for {n_new} generated tokens; was generate run without the KV cache?")
+        raise RuntimeError(
+            f"the IRM ran {len(steps)} times for {n_new} generated tokens; was generate run without the KV cache?"
+        )
     return torch.stack(steps)
 
 

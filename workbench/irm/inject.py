@@ -14,7 +14,9 @@ __all__ = ["inject"]
 
 
 @contextmanager
-def inject(model, irm: IRM | None, *, record: list | None = None, mask: Tensor | None = None) -> Iterator[Injection | None]:
+def inject(
+    model, irm: IRM | None, *, record: list | None = None, mask: Tensor | None = None
+) -> Iterator[Injection | None]:
     """Run ``model`` with ``irm`` injected for the duration of a ``with`` block.
 
     ``irm=None`` runs the base model (handy for on/off comparisons). The hooks are removed when the

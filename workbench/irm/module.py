@@ -164,4 +164,3 @@ class Injection:
             return x + self.output[:, :, i].to(x.dtype)
 
         return write
-

@@ -11,18 +11,17 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from torch import Tensor
 
-
 from workbench.irm.record import OutputStats
 
 __all__ = [
-    "training_curves",
-    "output_heatmap",
-    "token_heatmaps",
     "dimension_share",
-    "sparsity_curve",
     "masking_bars",
-    "realignment_bars",
     "massive_vs_irm",
+    "output_heatmap",
+    "realignment_bars",
+    "sparsity_curve",
+    "token_heatmaps",
+    "training_curves",
 ]
 
 
@@ -33,8 +32,14 @@ def training_curves(logs: Mapping[str, pd.DataFrame]) -> go.Figure:
         color = px.colors.qualitative.D3[i % 10]
         fig.add_scatter(x=df.step, y=df.lm_loss, name=f"{name} train", line=dict(color=color))
         ev = df.dropna(subset=["eval_loss"])
-        fig.add_scatter(x=ev.step, y=ev.eval_loss, name=f"{name} held-out", mode="markers+lines", line=dict(color=color, dash="dot"))
-    return fig.update_layout(title="IRM training: next-token loss on the alignment corpus", xaxis_title="step", yaxis_title="loss (nats/token)")
+        fig.add_scatter(
+            x=ev.step, y=ev.eval_loss, name=f"{name} held-out", mode="markers+lines", line=dict(color=color, dash="dot")
+        )
+    return fig.update_layout(
+        title="IRM training: next-token loss on the alignment corpus",
+        xaxis_title="step",
+        yaxis_title="loss (nats/token)",
+    )
 
 
 def _compact(z: np.ndarray) -> tuple[np.ndarray, float]:
@@ -46,18 +51,35 @@ def _compact(z: np.ndarray) -> tuple[np.ndarray, float]:
 def output_heatmap(stats: OutputStats, title: str) -> go.Figure:
     """Mean |IRM output| with x = residual dimension and y = layer (relative to its maximum)."""
     z, scale = _compact(stats.mean_abs.numpy())
-    fig = go.Figure(go.Heatmap(z=z, y=list(stats.layers), colorscale="Viridis", colorbar=dict(title=f"mean |out|<br>/ {scale:.3g}")))
-    return fig.update_layout(title=f"{title} ({stats.n_tokens} tokens)", xaxis_title="residual dimension", yaxis_title="layer", height=420)
+    fig = go.Figure(
+        go.Heatmap(z=z, y=list(stats.layers), colorscale="Viridis", colorbar=dict(title=f"mean |out|<br>/ {scale:.3g}"))
+    )
+    return fig.update_layout(
+        title=f"{title} ({stats.n_tokens} tokens)", xaxis_title="residual dimension", yaxis_title="layer", height=420
+    )
 
 
 def token_heatmaps(outputs: Tensor, tokens: Sequence[str], layers: Sequence[int], title: str, n: int = 6) -> go.Figure:
     """|IRM output| (x = residual dimension, y = layer) for the first ``n`` generated tokens."""
     n = min(n, outputs.shape[0])
-    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, subplot_titles=[repr(t) for t in tokens[:n]], vertical_spacing=0.08)
+    fig = make_subplots(
+        rows=n, cols=1, shared_xaxes=True, subplot_titles=[repr(t) for t in tokens[:n]], vertical_spacing=0.08
+    )
     z, scale = _compact(outputs[:n].abs().numpy())
     for i in range(n):
-        fig.add_trace(go.Heatmap(z=z[i], y=list(layers), zmin=0, zmax=1, colorscale="Viridis", showscale=i == 0,
-                                 colorbar=dict(title=f"|out| / {scale:.3g}")), row=i + 1, col=1)
+        fig.add_trace(
+            go.Heatmap(
+                z=z[i],
+                y=list(layers),
+                zmin=0,
+                zmax=1,
+                colorscale="Viridis",
+                showscale=i == 0,
+                colorbar=dict(title=f"|out| / {scale:.3g}"),
+            ),
+            row=i + 1,
+            col=1,
+        )
     fig.update_xaxes(title_text="residual dimension", row=n, col=1)
     return fig.update_layout(title=title, height=170 * n + 80)
 
@@ -69,9 +91,20 @@ def dimension_share(shares: Mapping[str, Tensor], top: Mapping[str, Sequence[int
         color = px.colors.qualitative.D3[i % 10]
         fig.add_scatter(y=share.numpy(), name=name, line=dict(color=color, width=1))
         dims = list(top[name])
-        fig.add_scatter(x=dims, y=share[dims].numpy(), mode="markers+text", text=[str(d) for d in dims], textposition="top center",
-                        marker=dict(color=color, size=7), showlegend=False)
-    return fig.update_layout(title="Where the IRM writes: share of |output| per residual dimension", xaxis_title="residual dimension", yaxis_title="share")
+        fig.add_scatter(
+            x=dims,
+            y=share[dims].numpy(),
+            mode="markers+text",
+            text=[str(d) for d in dims],
+            textposition="top center",
+            marker=dict(color=color, size=7),
+            showlegend=False,
+        )
+    return fig.update_layout(
+        title="Where the IRM writes: share of |output| per residual dimension",
+        xaxis_title="residual dimension",
+        yaxis_title="share",
+    )
 
 
 def sparsity_curve(stats: Mapping[str, OutputStats], ks: Sequence[int], d_model: int) -> go.Figure:
@@ -81,7 +114,12 @@ def sparsity_curve(stats: Mapping[str, OutputStats], ks: Sequence[int], d_model:
         shares = s.top_share(ks)
         fig.add_scatter(x=list(shares), y=list(shares.values()), name=name, mode="lines+markers")
     fig.add_scatter(x=list(ks), y=[k / d_model for k in ks], name="uniform", line=dict(dash="dash", color="grey"))
-    return fig.update_layout(title="Sparsity of the IRM output", xaxis_title="k (top dimensions)", xaxis_type="log", yaxis_title="share of |output|")
+    return fig.update_layout(
+        title="Sparsity of the IRM output",
+        xaxis_title="k (top dimensions)",
+        xaxis_type="log",
+        yaxis_title="share of |output|",
+    )
 
 
 def masking_bars(frames: Mapping[str, pd.DataFrame]) -> go.Figure:
@@ -89,26 +127,45 @@ def masking_bars(frames: Mapping[str, pd.DataFrame]) -> go.Figure:
     rows = []
     for name, df in frames.items():
         for (k, kind), g in df.groupby(["k", "kind"]):
-            rows.append({"alignment": name, "what": f"{kind} {k}", "removed": g.removed.mean(), "std": g.removed.std(ddof=0)})
+            rows.append(
+                {"alignment": name, "what": f"{kind} {k}", "removed": g.removed.mean(), "std": g.removed.std(ddof=0)}
+            )
     agg = pd.DataFrame(rows)
     fig = px.bar(agg, x="alignment", y="removed", color="what", error_y="std", barmode="group")
-    return fig.update_layout(title="Masking IRM dimensions: share of the held-out loss gain lost", yaxis_title="realignment removed")
+    return fig.update_layout(
+        title="Masking IRM dimensions: share of the held-out loss gain lost", yaxis_title="realignment removed"
+    )
 
 
 def realignment_bars(table: pd.DataFrame) -> go.Figure:
     """Held-out loss and VADER sentiment with the IRM off and on, per alignment (``table`` from the experiment)."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=["held-out loss (nats/token)", "VADER compound of replies"])
     for col, (off, on) in enumerate([("heldout_loss_base", "heldout_loss_irm"), ("vader_off", "vader_on")], start=1):
-        fig.add_bar(x=table.alignment, y=table[off], name="IRM off", marker_color="grey", showlegend=col == 1, row=1, col=col)
-        fig.add_bar(x=table.alignment, y=table[on], name="IRM on", marker_color="crimson", showlegend=col == 1, row=1, col=col)
+        fig.add_bar(
+            x=table.alignment, y=table[off], name="IRM off", marker_color="grey", showlegend=col == 1, row=1, col=col
+        )
+        fig.add_bar(
+            x=table.alignment, y=table[on], name="IRM on", marker_color="crimson", showlegend=col == 1, row=1, col=col
+        )
     return fig.update_layout(title="Does the realignment work?", barmode="group")
 
 
 def massive_vs_irm(base_peak: Tensor, top: Mapping[str, Sequence[int]]) -> go.Figure:
     """The base model's peak mean |resid| per dimension (log scale) with each alignment's top IRM dimensions marked."""
-    fig = go.Figure(go.Scatter(y=base_peak.numpy(), name="base model peak mean |resid_post|", line=dict(color="grey", width=1)))
+    fig = go.Figure(
+        go.Scatter(y=base_peak.numpy(), name="base model peak mean |resid_post|", line=dict(color="grey", width=1))
+    )
     for i, (name, dims) in enumerate(top.items()):
-        fig.add_scatter(x=list(dims), y=base_peak[list(dims)].numpy(), mode="markers", name=f"{name} IRM top dims",
-                        marker=dict(size=9 - 2 * i, color=px.colors.qualitative.D3[i % 10]))
-    return fig.update_layout(title="Are the IRM's dimensions the base model's massive-activation dimensions?", xaxis_title="residual dimension",
-                             yaxis_title="mean |activation| (peak over layers)", yaxis_type="log")
+        fig.add_scatter(
+            x=list(dims),
+            y=base_peak[list(dims)].numpy(),
+            mode="markers",
+            name=f"{name} IRM top dims",
+            marker=dict(size=9 - 2 * i, color=px.colors.qualitative.D3[i % 10]),
+        )
+    return fig.update_layout(
+        title="Are the IRM's dimensions the base model's massive-activation dimensions?",
+        xaxis_title="residual dimension",
+        yaxis_title="mean |activation| (peak over layers)",
+        yaxis_type="log",
+    )

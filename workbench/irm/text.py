@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-__all__ = ["Encoded", "encode_replies", "encode_prompt", "pad_batch", "has_chat_template"]
+__all__ = ["Encoded", "encode_prompt", "encode_replies", "has_chat_template", "pad_batch"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,13 @@ def _prompt_text(tokenizer, user_prompt: str, system: str | None) -> str:
 
 
 def encode_replies(
-    tokenizer, texts: Sequence[str], *, user_prompt: str, system_prompt: str | None = "", chat: bool = True, max_len: int = 64
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    user_prompt: str,
+    system_prompt: str | None = "",
+    chat: bool = True,
+    max_len: int = 64,
 ) -> list[Encoded]:
     """Encode ``texts`` as assistant replies to ``user_prompt`` (or bare texts), cut at ``max_len`` tokens.
 
@@ -56,7 +62,9 @@ def encode_replies(
                 [*_messages(user_prompt, system_prompt), {"role": "assistant", "content": text}], tokenize=False
             )
             if not full.startswith(prompt):
-                raise ValueError("the chat template renders the reply prompt differently from the generation prompt; pass chat=False")
+                raise ValueError(
+                    "the chat template renders the reply prompt differently from the generation prompt; pass chat=False"
+                )
             reply = full[len(prompt) :].rstrip("\n")
             reply_ids = tokenizer(reply, add_special_tokens=False)["input_ids"]
             ids = (prompt_ids + reply_ids)[:max_len]
@@ -70,13 +78,19 @@ def encode_replies(
     return out
 
 
-def encode_prompt(tokenizer, user_message: str, *, system_prompt: str | None = "", chat: bool = True) -> Int[Tensor, "1 pos"]:
+def encode_prompt(
+    tokenizer, user_message: str, *, system_prompt: str | None = "", chat: bool = True
+) -> Int[Tensor, "1 pos"]:
     """Token ids that prompt a reply to ``user_message`` (chat template with generation prompt, or the bare text)."""
-    text = _prompt_text(tokenizer, user_message, system_prompt) if chat and has_chat_template(tokenizer) else user_message
+    text = (
+        _prompt_text(tokenizer, user_message, system_prompt) if chat and has_chat_template(tokenizer) else user_message
+    )
     return torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
 
 
-def pad_batch(items: Sequence[Encoded], pad_id: int, device="cpu") -> tuple[Int[Tensor, "batch pos"], Bool[Tensor, "batch pos"]]:
+def pad_batch(
+    items: Sequence[Encoded], pad_id: int, device="cpu"
+) -> tuple[Int[Tensor, "batch pos"], Bool[Tensor, "batch pos"]]:
     """Right-pad a batch; returns ``(tokens, scored)`` where ``scored[b, t]`` marks reply tokens.
 
     Right padding needs no attention mask: with causal attention, pads only follow the real tokens.

@@ -26,13 +26,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench.hooks import attach
-from workbench.models import frozen
 from workbench.irm.checkpoint import load_train_state, model_identity, read_meta, save_irm
 from workbench.irm.config import TrainConfig
 from workbench.irm.module import IRM
 from workbench.irm.text import Encoded, encode_replies, pad_batch
+from workbench.models import frozen
 
-__all__ = ["TrainResult", "latest_checkpoint", "reply_nll", "eval_loss", "train_irm", "encode_for", "batch_order"]
+__all__ = ["TrainResult", "batch_order", "encode_for", "eval_loss", "latest_checkpoint", "reply_nll", "train_irm"]
 
 LOG_FIELDS = ("step", "loss", "lm_loss", "l1", "lr", "eval_loss", "seconds")
 
@@ -50,7 +50,9 @@ class TrainResult:
         return pd.DataFrame(list(self.history), columns=list(LOG_FIELDS))
 
 
-def reply_nll(logits: Tensor, tokens: Int[Tensor, "batch pos"], scored: Bool[Tensor, "batch pos"]) -> tuple[Tensor, int]:
+def reply_nll(
+    logits: Tensor, tokens: Int[Tensor, "batch pos"], scored: Bool[Tensor, "batch pos"]
+) -> tuple[Tensor, int]:
     """Summed next-token negative log-likelihood of the scored tokens, and how many there are."""
     target = scored[:, 1:]
     picked = logits[:, :-1][target].float()
@@ -60,7 +62,14 @@ def reply_nll(logits: Tensor, tokens: Int[Tensor, "batch pos"], scored: Bool[Ten
 
 def encode_for(model, texts: Sequence[str], cfg: TrainConfig) -> list[Encoded]:
     """Encode texts the way :func:`train_irm` sees them."""
-    return encode_replies(model.tokenizer, texts, user_prompt=cfg.user_prompt, system_prompt=cfg.system_prompt, chat=cfg.chat, max_len=cfg.max_len)
+    return encode_replies(
+        model.tokenizer,
+        texts,
+        user_prompt=cfg.user_prompt,
+        system_prompt=cfg.system_prompt,
+        chat=cfg.chat,
+        max_len=cfg.max_len,
+    )
 
 
 def _pad_id(model) -> int:
@@ -69,7 +78,9 @@ def _pad_id(model) -> int:
 
 
 @torch.no_grad()
-def eval_loss(model, irm: IRM | None, data: Sequence[Encoded], *, batch_size: int = 16, mask: Tensor | None = None) -> float:
+def eval_loss(
+    model, irm: IRM | None, data: Sequence[Encoded], *, batch_size: int = 16, mask: Tensor | None = None
+) -> float:
     """Mean next-token loss per scored token of ``model`` (with ``irm`` injected unless ``None``)."""
     total, count = 0.0, 0
     hooks = irm.hooks(model, mask=mask) if irm is not None else []
@@ -154,7 +165,10 @@ def train_irm(
                     idx = batch_order(len(data), (step - 1) * cfg.grad_accum + a, cfg.batch_size, cfg.seed)
                     tokens, scored = pad_batch([data[i] for i in idx], _pad_id(model), device)
                     injection = irm.injection(model)
-                    with attach(model, injection.hooks), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    with (
+                        attach(model, injection.hooks),
+                        torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp),
+                    ):
                         logits = model(tokens)
                     nll, n = reply_nll(logits, tokens, scored)
                     lm = nll / max(n, 1)
@@ -188,7 +202,9 @@ def train_irm(
                     log.write(row)
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['lm_loss']:.3f}", eval=f"{row['eval_loss']:.3f}")
-                if ckpts is not None and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps):
+                if ckpts is not None and (
+                    (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps
+                ):
                     _checkpoint(ckpts, step, model, irm, opt, sched, history, cfg.keep_checkpoints)
                 if callback is not None:
                     callback(row)

@@ -4,7 +4,7 @@
 "Interpretability at Scale" (where Alpaca-7B reached IIA 0.96 for the left-boundary variable), is
 searched layer x position for the ``left`` (``low <= price``) or ``right`` variable. Its training
 plants both variables in known subspaces after layer 1 at the last position (interchange
-intervention training, :mod:`workbench.tasks`), so the summary's ``ground_truth`` says whether DAS
+intervention training, :mod:`workbench.interventions.price_tagger`), so the summary's ``ground_truth`` says whether DAS
 found that place and that subspace; ``--no-planted`` searches a model trained on the task alone.
 Controls: a random untrained rotation with the learned width, a position before any number (cannot
 carry the variable), and the no-op baseline (fraction of examples whose label the intervention
@@ -33,11 +33,11 @@ from workbench.interventions.bundle import bundle_size, save_bundle
 from workbench.interventions.evaluate import interchange_intervention_accuracy
 from workbench.interventions.modules import InterchangeIntervention
 from workbench.interventions.plots import boundary_width_figure, iia_heatmap, training_curves
+from workbench.interventions.price_tagger import PriceTaggerConfig, price_tagger, task_accuracy
 from workbench.interventions.search import das_sweep, fit_das, random_rotation_iia, subspace_overlap
 from workbench.interventions.spec import InterventionSpec
 from workbench.interventions.train import AlignmentConfig
 from workbench.models import DEFAULT_MODEL, load_model
-from workbench.tasks import PriceTaggerConfig, price_tagger, task_accuracy
 
 TAGGER = PriceTaggerConfig(n_layers=3, iit_layer=1)
 """The price tagger searched: 3 layers, ``left`` and ``right`` planted after layer 1 by interchange intervention training."""

@@ -21,15 +21,15 @@ import torch
 
 from experiments.common import parse_config, write_outputs
 from workbench.analysis.attribution import head_attribution, layer_attribution
-from workbench.analysis.diff_plots import (
+from workbench.analysis.logit_lens import logit_lens
+from workbench.analysis.patching import ModelSide, patch_heads, patch_sweep
+from workbench.analysis.plots import (
     attribution_figure,
     bar_figure,
     head_heatmap,
     logit_lens_figure,
     patching_heatmap,
 )
-from workbench.analysis.logit_lens import logit_lens
-from workbench.analysis.patching import ModelSide, patch_heads, patch_sweep
 from workbench.config import Config
 from workbench.data.prompts import PromptSet
 from workbench.hooks import attach

@@ -24,21 +24,21 @@ import pandas as pd
 import torch
 
 from experiments.common import parse_config, write_outputs
-from workbench.analysis import rw_plots
-from workbench.analysis.ablation import Ablation, ablation_effects
 from workbench.analysis.attribution import neuron_attribution
-from workbench.analysis.neurons import activation_stats, frequency_by_class
-from workbench.analysis.weights import (
+from workbench.config import Config
+from workbench.data.corpora import ALIGNMENTS, load_alignment, load_texts
+from workbench.data.prompts import PromptSet
+from workbench.models import DEFAULT_MODEL, load_model
+from workbench.neurons import plots as rw_plots
+from workbench.neurons.ablation import Ablation, ablation_effects
+from workbench.neurons.activations import activation_stats, frequency_by_class
+from workbench.neurons.weights import (
     beta_randomness_region,
     classify,
     empirical_randomness_region,
     mlp_weights,
     weight_cosines,
 )
-from workbench.config import Config
-from workbench.data.corpora import ALIGNMENTS, load_alignment, load_texts
-from workbench.data.prompts import PromptSet
-from workbench.models import DEFAULT_MODEL, load_model
 
 ABLATED_CLASSES = (
     "strengthening",
@@ -71,7 +71,7 @@ class RWConfig(Config):
     orient_post: bool = True
     """Conditions read post·sign(w_gate·w_in), as the paper's code does; --no-orient-post: post's raw sign."""
     mode: str = "zero"
-    """Ablation mode: zero, mean, multiply or fix (see workbench.analysis.ablation.Ablation)."""
+    """Ablation mode: zero, mean, multiply or fix (see workbench.neurons.ablation.Ablation)."""
     value: float = 0.0
     """Factor (multiply) or value (fix) of the ablation."""
     threshold: float = 0.5

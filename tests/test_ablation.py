@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from workbench.analysis.ablation import (
+from workbench.hooks import attach, capture
+from workbench.neurons.ablation import (
     Ablation,
     ablated,
     ablation_effects,
@@ -11,7 +12,6 @@ from workbench.analysis.ablation import (
     next_token_metrics,
     random_control,
 )
-from workbench.hooks import attach, capture
 
 TOKENS = torch.tensor([[5, 17, 923, 4000, 12, 77, 3021, 9, 450, 31]])
 NEURONS = {1: [0, 3, 7, 40, 41, 99, 127]}

@@ -12,10 +12,10 @@ from workbench.hooks import hook_name
 from workbench.interventions.apply import InterventionSet, run_interventions
 from workbench.interventions.evaluate import interchange_intervention_accuracy
 from workbench.interventions.modules import BoundlessRotatedSpaceIntervention, InterchangeIntervention
+from workbench.interventions.price_tagger import price_tokenizer
 from workbench.interventions.spec import InterventionSpec
 from workbench.interventions.train import AlignmentConfig, train_interventions
 from workbench.models import from_config, frozen
-from workbench.tasks import price_tokenizer
 
 
 @pytest.fixture(scope="module")

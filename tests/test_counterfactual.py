@@ -11,7 +11,7 @@ from workbench.data.counterfactual import (
     price_tagging_model,
     sample_counterfactuals,
 )
-from workbench.tasks import price_tokenizer
+from workbench.interventions.price_tagger import price_tokenizer
 
 
 def _parse(prompt: str) -> tuple[float, float, float]:

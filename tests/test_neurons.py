@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.analysis.ablation import tokenize_texts
 from workbench.analysis.attribution import neuron_attribution
-from workbench.analysis.neurons import (
+from workbench.hooks import capture
+from workbench.neurons.ablation import tokenize_texts
+from workbench.neurons.activations import (
     SIGN_COMBOS,
     activation_stats,
     dimension_profile,
@@ -14,8 +15,7 @@ from workbench.analysis.neurons import (
     neuron_profile,
     neuron_tokens,
 )
-from workbench.analysis.weights import classify, mlp_weights, weight_cosines
-from workbench.hooks import capture
+from workbench.neurons.weights import classify, mlp_weights, weight_cosines
 
 TEXTS = ["the cat sat on the mat", "a quick brown fox jumps over it", "hello", "hi there my old friend, how are you?"]
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from experiments.rw_functionalities import RWConfig, main, parse_condition
-from workbench.analysis.ablation import Ablation
+from workbench.neurons.ablation import Ablation
 
 
 def test_parse_condition():

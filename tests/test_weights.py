@@ -8,7 +8,9 @@ import torch
 from conftest import tiny_llama_config
 from transformers import AutoModelForCausalLM
 
-from workbench.analysis.weights import (
+from workbench.hooks import capture
+from workbench.models import boot
+from workbench.neurons.weights import (
     CLASS_NAMES,
     VANILLA_CLASS_NAMES,
     beta_randomness_region,
@@ -18,8 +20,6 @@ from workbench.analysis.weights import (
     mlp_weights,
     weight_cosines,
 )
-from workbench.hooks import capture
-from workbench.models import boot
 
 # Target (cos(w_in,w_out), cos(w_gate,w_out), cos(w_gate,w_in)) for one neuron of each class;
 # each triple is a valid Gram matrix, so three unit vectors with exactly these cosines exist.
@@ -148,7 +148,7 @@ def test_class_frames_and_counts(hand_llama):
 
 
 def test_threshold_is_strict_and_validated():
-    from workbench.analysis.weights import WeightCosines
+    from workbench.neurons.weights import WeightCosines
 
     t = torch.tensor
     cos = WeightCosines(

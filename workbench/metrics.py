@@ -7,8 +7,8 @@
   activations came from (Heimersheim & Nanda, 2024, *How to use and interpret activation
   patching*, arXiv:2404.15255).
 * KL divergence ``KL(reference || model)`` of the next-token distributions at one position.
-* Interchange intervention accuracy (Geiger et al., 2021; Wu et al., 2023), which runs the model
-  with interventions, lives in :mod:`workbench.interventions.evaluate` and is re-exported here.
+* Interchange intervention accuracy (Geiger et al., 2021; Wu et al., 2023) runs the model with
+  interventions, so it lives above this module, in :mod:`workbench.interventions.evaluate`.
 
 Metric objects (:class:`LogitDiff`, :class:`KLDivergence`, :class:`Normalized`) are callables on
 ``[batch pos d_vocab]`` logits, as :mod:`transformer_lens.patching` expects; they also declare the
@@ -25,13 +25,10 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from workbench.interventions.evaluate import interchange_intervention_accuracy
-
 __all__ = [
     "KLDivergence",
     "LogitDiff",
     "Normalized",
-    "interchange_intervention_accuracy",
     "kl_divergence",
     "logit_diff",
     "normalized",

@@ -25,7 +25,6 @@ from workbench.interventions.modules import (
 from workbench.interventions.search import DASFit, DASSweep, das_sweep, fit_das, random_rotation_iia
 from workbench.interventions.spec import InterventionSpec, spec_at
 from workbench.interventions.train import AlignmentConfig, TrainHistory, train_interventions
-from workbench.models import frozen
 
 __all__ = [
     "MODULES",
@@ -48,7 +47,6 @@ __all__ = [
     "bundle_size",
     "das_sweep",
     "fit_das",
-    "frozen",
     "interchange_intervention_accuracy",
     "intervened_predictions",
     "load_bundle",

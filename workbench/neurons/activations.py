@@ -26,10 +26,10 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench.analysis.ablation import pad_batches, tokenize_texts
 from workbench.analysis.attribution import NeuronAttribution
-from workbench.analysis.weights import NeuronClasses, WeightCosines, mlp_weights
 from workbench.hooks import attach, check_layer, hook_name
+from workbench.neurons.ablation import pad_batches, tokenize_texts
+from workbench.neurons.weights import NeuronClasses, WeightCosines, mlp_weights
 
 __all__ = [
     "ActivationStats",

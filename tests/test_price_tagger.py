@@ -8,10 +8,10 @@ from workbench.data.counterfactual import price_tagging_counterfactuals
 from workbench.hooks import hook_name
 from workbench.interventions.apply import InterventionSet, run_interventions
 from workbench.interventions.modules import BoundlessRotatedSpaceIntervention, RotatedSpaceIntervention
+from workbench.interventions.price_tagger import PriceTaggerConfig, _interchanged_logits, price_tokenizer
 from workbench.interventions.search import subspace_overlap
 from workbench.interventions.spec import InterventionSpec
 from workbench.models import from_config
-from workbench.tasks import PriceTaggerConfig, _interchanged_logits, price_tokenizer
 
 
 def test_planted_subspaces_are_orthonormal_and_disjoint():

@@ -10,7 +10,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from workbench.analysis.weights import CLASS_NAMES, VANILLA_CLASS_NAMES
+from workbench.neurons.weights import CLASS_NAMES, VANILLA_CLASS_NAMES
 
 __all__ = ["ablation_figure", "class_fraction_figure", "cosine_distribution_figure", "frequency_figure"]
 

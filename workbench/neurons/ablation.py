@@ -115,7 +115,7 @@ def ablation_hooks(
         neurons: the neuron set.
         spec: the intervention.
         means: per-neuron mean post-activations, required for ``mode="mean"``
-            (e.g. ``ActivationStats.mean_post`` from :mod:`workbench.analysis.neurons`).
+            (e.g. ``ActivationStats.mean_post`` from :mod:`workbench.neurons.activations`).
     """
     if spec.mode == "mean" and means is None:
         raise ValueError("mode='mean' needs means: pass activation_stats(model, texts).mean_post")

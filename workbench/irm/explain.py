@@ -153,6 +153,8 @@ class Explanation:
     """``point, label, kl``: KL(base + IRM || base) of the logit-lens distributions, mean over held-out tokens."""
     dla: pd.DataFrame
     """``layer, irm, attn_change, mlp_change``: DLA of each layer's IRM write; change of each component's DLA."""
+    dla_embed_change: float
+    """Change of the embeddings' DLA (the embeddings are equal; the final norm's scale is not)."""
     dla_total_change: float
     """Change of the direction's (final-norm-scaled) logit between the runs: the sum of all DLA terms."""
     patching: pd.DataFrame
@@ -179,6 +181,7 @@ class Explanation:
                 int(k): {"attn": round(float(r.attn_change), 6), "mlp": round(float(r.mlp_change), 6)}
                 for k, r in dla.iterrows()
             },
+            "dla_embed_change": self.dla_embed_change,
             "dla_total_change": self.dla_total_change,
             "patching_by_layer": {
                 kind: {int(r.layer): round(float(r.normalized), 6) for r in g.itertuples()}
@@ -360,6 +363,7 @@ def explain(
         metric_irm=m_irm,
         lens_kl=_lens_kl(model, irm, held_out[:16], lens_tokens),
         dla=dla[["layer", "irm", "attn_change", "mlp_change"]],
+        dla_embed_change=float(change[change.layer < 0].change.sum()),
         dla_total_change=total,
         patching=patching,
         neurons=neurons,

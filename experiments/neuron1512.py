@@ -149,6 +149,8 @@ class Neuron1512Config(Config):
     """The presets resolved (filled from presets + flags; written to config.json)."""
     command: str = ""
     """The command line that ran this config (recorded in config.json)."""
+    wall_seconds: float = 0.0
+    """Wall time of the run that wrote this config.json (filled at the end of the run)."""
 
 
 def resolve(
@@ -183,9 +185,9 @@ def _add_fields(parser, cls: type, skip: set[str] = frozenset()) -> None:
         if hint is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(hint) is tuple:
-            kwargs.update(nargs="*", type=typing.get_args(hint)[0])
+            kwargs.update(nargs="*", type=typing.get_args(hint)[0], metavar=f.name.upper())
         else:
-            kwargs["type"] = hint
+            kwargs.update(type=hint, metavar=f.name.upper())
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f"{cls.__name__}.{f.name}", **kwargs)
 
 
@@ -200,7 +202,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Neuron1512Config:
         epilog=f"presets (named defaults of the IRM and training flags; flags override them):\n{presets}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_fields(parser.add_argument_group("experiment"), Neuron1512Config, {"runs", "command"})
+    _add_fields(parser.add_argument_group("experiment"), Neuron1512Config, {"runs", "command", "wall_seconds"})
     _add_fields(parser.add_argument_group("IRM (overrides the preset; [x] = IRMConfig's default)"), IRMConfig)
     _add_fields(
         parser.add_argument_group("training (overrides the preset; [x] = TrainConfig's default)"),
@@ -437,8 +439,14 @@ def main(cfg: Neuron1512Config) -> dict:
                 units.append(run_unit(ctx, cfg, preset, alignment, seed, explained=i == 0))
     _say(cfg, "summarising across seeds and drawing")
     summary, figures, tables = summarise(ctx, cfg, units, vader_off)
+    _say(
+        cfg, f"writing {len(figures)} figures{' (HTML + PNG)' if cfg.png else ''} and {len(tables)} tables to {cfg.out}"
+    )
+    write_outputs(cfg.out, cfg, figures=figures, tables=tables, png=cfg.png)
     summary["seconds"] = time.perf_counter() - t0
-    write_outputs(cfg.out, cfg, figures=figures, tables=tables, summary=summary, png=cfg.png)
+    cfg = cfg.replace(wall_seconds=round(summary["seconds"], 1))
+    summary["config"] = cfg.to_dict()
+    write_outputs(cfg.out, cfg, summary=summary)
     return summary
 
 
@@ -531,7 +539,9 @@ def _figures(ctx, cfg, units, groups, peak, matrices) -> dict:
         "sparsity": plots.sparsity_curve(
             {u.label: u.stats for u in firsts}, [1, 2, 5, 10, 20, 50, 100, 200, model.cfg.d_model], model.cfg.d_model
         ),
-        "masking": plots.masking_bars({u.label: u.masking.to_frame() for u in units}),
+        "masking": plots.masking_bars(  # error bars: spread over seeds and random draws
+            {f"{p}/{a}": pd.concat([u.masking.to_frame() for u in g]) for (p, a), g in groups.items()}
+        ),
         "realignment": plots.realignment_bars(table),
         "massive_vs_irm": plots.massive_vs_irm(peak, tops),
     }

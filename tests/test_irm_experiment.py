@@ -59,6 +59,8 @@ def test_main_writes_sane_outputs(tiny_dir, tmp_path):
     cfg = resolve(cfg, train=dict(steps=3, eval_every=3, eval_texts=6))
     summary = main(cfg)
     assert json.loads((tmp_path / "out" / "summary.json").read_text()).keys() == summary.keys()
+    written = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert written["wall_seconds"] > 0 and len(written["runs"]) == 2  # the resolved presets and the wall time
     assert set(summary["presets"]) == {"card", "paper"}
     assert summary["presets"]["paper"]["read"] == "blocks.0.hook_resid_mid"
     assert set(summary["results"]["card"]) == {"negative", "positive"} and set(summary["results"]["paper"]) == {

@@ -221,30 +221,42 @@ def stability_heatmap(matrices: Mapping[str, tuple[Sequence[str], np.ndarray]]) 
 
 
 def explanation_figure(frames: Mapping[str, Mapping[str, pd.DataFrame]]) -> go.Figure:
-    """Per layer, one line per alignment: logit-lens KL, DLA of the IRM's writes, and patching (injected -> base).
+    """Per layer, one colour per alignment: logit-lens KL, DLA of the IRM's writes, and patching injected -> base.
 
-    ``frames[alignment]`` holds the explanation's ``lens_kl``, ``dla`` and ``patching`` frames.
+    ``frames[alignment]`` holds the explanation's ``lens_kl``, ``dla`` and ``patching`` frames; patching
+    kinds are told apart by the dash of the line.
     """
-    kinds = sorted({k for f in frames.values() for k in f["patching"].kind.unique()})
-    titles = ["logit lens: KL(base+IRM || base)", "DLA of the IRM's write (characteristic tokens)"]
-    titles += [f"patching {k} (injected -> base), normalised" for k in kinds]
-    cols = 2
-    rows = -(-len(titles) // cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, vertical_spacing=0.16, horizontal_spacing=0.1)
+    titles = ["logit lens: KL(base+IRM || base)", "DLA of the IRM's write per layer", "patching injected -> base"]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=titles, horizontal_spacing=0.08)
+    dashes = dict(zip(dict.fromkeys(k for f in frames.values() for k in f["patching"].kind), ("solid", "dash", "dot")))
     for i, (name, f) in enumerate(frames.items()):
-        color = px.colors.qualitative.D3[i % 10]
-        line = dict(color=color)
-        fig.add_scatter(x=f["lens_kl"].point, y=f["lens_kl"].kl, name=name, line=line, row=1, col=1)
-        fig.add_scatter(x=f["dla"].layer, y=f["dla"].irm, name=name, line=line, showlegend=False, row=1, col=2)
-        for j, kind in enumerate(kinds, start=2):
+        line = dict(color=px.colors.qualitative.D3[i % 10])
+        fig.add_scatter(x=f["lens_kl"].point, y=f["lens_kl"].kl, name=name, line=line, legendgroup=name, row=1, col=1)
+        fig.add_scatter(
+            x=f["dla"].layer, y=f["dla"].irm, name=name, line=line, legendgroup=name, showlegend=False, row=1, col=2
+        )
+        for kind, dash in dashes.items():
             g = f["patching"][f["patching"].kind == kind]
             fig.add_scatter(
-                x=g.layer, y=g.normalized, name=name, line=line, showlegend=False, row=j // cols + 1, col=j % cols + 1
+                x=g.layer,
+                y=g.normalized,
+                name=f"{name} {kind}",
+                line=dict(line, dash=dash),
+                legendgroup=name,
+                showlegend=False,
+                row=1,
+                col=3,
             )
+    for kind, dash in dashes.items():  # legend entries for the dashes
+        fig.add_scatter(x=[None], y=[None], name=f"patched: {kind}", line=dict(color="grey", dash=dash), row=1, col=3)
     fig.update_xaxes(title_text="layer")
+    fig.update_yaxes(title_text="KL (nats)", row=1, col=1)
+    fig.update_yaxes(title_text="logit (final-norm scaled)", row=1, col=2)
+    fig.update_yaxes(title_text="0 = base, 1 = base+IRM", row=1, col=3)
     fig.update_annotations(font_size=13)
     return fig.update_layout(
-        title=dict(text="Where does the IRM change the prediction? (per layer)", x=0.02),
-        height=330 * rows + 120,
-        margin=dict(t=110),
+        title=dict(text="Where does the IRM change the prediction of the characteristic tokens?", x=0.02),
+        height=460,
+        width=1400,
+        margin=dict(t=100),
     )

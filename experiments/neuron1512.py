@@ -25,6 +25,7 @@ import time
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from workbench.irm.dimensions import MaskingResult, base_magnitudes, masking_tes
 from workbench.irm.explain import Explanation, characteristic_tokens, explain, probe_tokens
 from workbench.irm.generate import generate_replies, generations_frame, vader_compound
 from workbench.irm.record import OutputStats, collect_output_stats, stats_from_tokens
-from workbench.irm.stability import dominant_dims, share_stats, stability
+from workbench.irm.stability import dominant_dims, share_stats, spearman, stability, top_jaccard
 from workbench.irm.train import encode_for
 from workbench.models import DEFAULT_MODEL, load_model
 from workbench.neurons.weights import NeuronClasses, classify, weight_cosines
@@ -65,13 +66,13 @@ PRESETS: dict[str, tuple[str, IRMConfig, TrainConfig]] = {
         "the design card's default: read blocks.0.hook_attn_out, add into hook_resid_post of every layer, "
         "4 hidden layers of 1·d_model, lr 1e-3, batch 4",
         IRMConfig(read_hook="attn_out", write_hook="resid_post", hidden_mult=1.0, n_hidden=4),
-        TrainConfig(steps=40, batch_size=4, lr=1e-3, max_len=40, warmup=5, eval_every=20, eval_texts=24),
+        TrainConfig(steps=30, batch_size=4, lr=1e-3, max_len=40, warmup=5, eval_every=10, eval_texts=16),
     ),
     "paper": (
         "the paper's code: read blocks.0.hook_resid_mid, add into hook_resid_mid of every layer, "
         "4 hidden layers of 3·d_model, lr 1e-4, batch 8",
         IRMConfig(read_hook="resid_mid", write_hook="resid_mid", hidden_mult=3.0, n_hidden=4),
-        TrainConfig(steps=40, batch_size=8, lr=1e-4, max_len=40, warmup=5, eval_every=20, eval_texts=24),
+        TrainConfig(steps=30, batch_size=8, lr=1e-4, max_len=40, warmup=5, eval_every=10, eval_texts=16),
     ),
 }
 """Named defaults of the IRM and its training; explicit flags (``--lr``, ``--read-hook``, ...) override them."""
@@ -113,7 +114,7 @@ class Neuron1512Config(Config):
     """Annotator confidence a tweet needs to enter a corpus."""
     max_items: int = 2000
     """Tweets per alignment corpus (train + held out)."""
-    n_prompts: int = 4
+    n_prompts: int = 3
     """Chat prompts for the generations (each greedy and sampled)."""
     max_new_tokens: int = 16
     """Tokens per generated reply."""
@@ -481,6 +482,7 @@ def summarise(ctx: Context, cfg: Neuron1512Config, units: Sequence[Unit], vader_
             pair_frames.append(s.pairs().assign(preset=preset.name))
     lists = [set(dominant[p.name]["every_alignment_and_seed"]) for p in cfg.runs]
     dominant["shared_by_all_presets"] = sorted(set.intersection(*lists)) if lists else []
+    compare = _compare_presets(cfg, groups, results)
     summary = {
         "model": str(model.cfg.model_name),
         "device": cfg.device,
@@ -502,6 +504,7 @@ def summarise(ctx: Context, cfg: Neuron1512Config, units: Sequence[Unit], vader_
         "results": results,
         "stability": stab,
         "dominant_dims": dominant,
+        "presets_compare": compare,
         "massive_dims": massive_dims(magnitudes, cfg.top_k).to_dict(orient="records"),
         "irm_top_dims_base_rank": {
             f"{p}/{a}": [int(base_rank[d]) for d, *_ in r["top10_mean_share"]]
@@ -515,6 +518,22 @@ def summarise(ctx: Context, cfg: Neuron1512Config, units: Sequence[Unit], vader_
     }
     figures = _figures(ctx, cfg, units, groups, peak, matrices)
     return summary, figures, _tables(ctx, units, groups, magnitudes, base_rank, pair_frames)
+
+
+def _compare_presets(cfg: Neuron1512Config, groups: Mapping, results: Mapping) -> dict:
+    """Per alignment trained under several presets: do they write to the same dimensions (seed-mean shares)?"""
+    out = {}
+    names = [p.name for p in cfg.runs]
+    for a in dict.fromkeys(al for p in cfg.runs for al in p.alignments):
+        for x, y in combinations([n for n in names if (n, a) in groups], 2):
+            mx, my = (share_stats([u.share for u in groups[(n, a)]])[0] for n in (x, y))
+            out[f"{a}: {x} vs {y}"] = {
+                "spearman": spearman(mx, my),
+                "top_jaccard": top_jaccard(mx, my, cfg.top_k),
+                f"dominant_{x}": [d["dim"] for d in results[x][a]["dominant_dims"]],
+                f"dominant_{y}": [d["dim"] for d in results[y][a]["dominant_dims"]],
+            }
+    return out
 
 
 def _figures(ctx, cfg, units, groups, peak, matrices) -> dict:
@@ -683,6 +702,8 @@ def report(summary: dict) -> str:
             lines.append("  Spearman of dimension shares: " + ", ".join(parts))
         every = summary["dominant_dims"][p]["every_alignment_and_seed"]
         lines.append(f"  dominant in every alignment and seed: {', '.join(map(str, every)) if every else 'none'}")
+    for name, c in summary.get("presets_compare", {}).items():
+        lines.append(f" {name}: Spearman {c['spearman']:.2f}, top-10 Jaccard {c['top_jaccard']:.2f}")
     return "\n".join(lines)
 
 

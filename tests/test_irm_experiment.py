@@ -96,6 +96,12 @@ def test_main_writes_sane_outputs(tiny_dir, tmp_path):
     assert all(-1 <= v <= 1 for k in card.values() for v in k["spearman"])
     assert summary["stability"]["paper"]["same_seed"]["n_pairs"] == 0
     assert isinstance(summary["dominant_dims"]["shared_by_all_presets"], list)
+    both = summary["presets_compare"]["negative: card vs paper"]  # the one alignment both presets trained
+    assert (
+        -1 <= both["spearman"] <= 1
+        and 0 <= both["top_jaccard"] <= 1
+        and list(summary["presets_compare"]) == ["negative: card vs paper"]
+    )
     files = {p.name for p in (tmp_path / "out").iterdir()}
     assert {
         "summary.json",

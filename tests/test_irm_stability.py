@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from workbench.irm.stability import dominant_dims, share_stats, stability, top_jaccard
+from workbench.irm.stability import dominant_dims, share_stats, spearman, stability, top_jaccard
 
 
 def _share(x):
@@ -42,6 +42,7 @@ def test_spearman_matches_pandas_on_ranks_and_kinds_without_pairs():
     # Spearman = Pearson correlation of the ranks (no ties)
     rx, ry = x.argsort().argsort().double(), y.argsort().argsort().double()
     assert float(s.spearman[0, 1]) == pytest.approx(float(torch.corrcoef(torch.stack([rx, ry]))[0, 1]))
+    assert spearman(x, y) == pytest.approx(float(s.spearman[0, 1])) and spearman(x, 2 * x + 1) == pytest.approx(1)
     summary = s.summary()
     assert summary["same_seed"]["n_pairs"] == 0 and summary["same_seed"]["spearman_mean"] is None
     with pytest.raises(ValueError, match="at least two runs"):

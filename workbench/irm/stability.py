@@ -25,13 +25,24 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-__all__ = ["PAIR_KINDS", "Stability", "dominant_dims", "share_stats", "stability", "top_jaccard"]
+__all__ = ["PAIR_KINDS", "Stability", "dominant_dims", "share_stats", "spearman", "stability", "top_jaccard"]
 
 PAIR_KINDS = ("same_alignment", "same_seed", "different")
 """Kinds of pairs of runs: seeds of one alignment, alignments of one seed, neither shared."""
 
 Run = tuple[str, int]
 """A run: ``(alignment, seed)``."""
+
+
+def _spearman_matrix(vectors: Sequence[Tensor]) -> Tensor:
+    """Spearman correlation between every pair of vectors (pandas' rank correlation, average ranks for ties)."""
+    frame = pd.DataFrame({i: v.double().cpu().numpy() for i, v in enumerate(vectors)})
+    return torch.tensor(frame.corr(method="spearman").to_numpy())
+
+
+def spearman(a: Float[Tensor, " d_model"], b: Float[Tensor, " d_model"]) -> float:
+    """Spearman rank correlation of two share vectors."""
+    return float(_spearman_matrix([a, b])[0, 1])
 
 
 def top_jaccard(a: Float[Tensor, " d_model"], b: Float[Tensor, " d_model"], k: int = 10) -> float:
@@ -115,8 +126,7 @@ def stability(shares: Mapping[Run, Float[Tensor, " d_model"]], k: int = 10) -> S
     d = {len(v) for v in shares.values()}
     if len(d) != 1:
         raise ValueError(f"share vectors differ in length ({sorted(d)}): compare runs of one model")
-    frame = pd.DataFrame({i: shares[r].double().numpy() for i, r in enumerate(runs)})
-    rho = torch.tensor(frame.corr(method="spearman").to_numpy())
+    rho = _spearman_matrix([shares[r] for r in runs])
     n = len(runs)
     jac = torch.ones(n, n, dtype=torch.float64)
     for i, j in combinations(range(n), 2):

@@ -77,7 +77,7 @@ PRESETS: dict[str, tuple[str, IRMConfig, TrainConfig]] = {
 }
 """Named defaults of the IRM and its training; explicit flags (``--lr``, ``--read-hook``, ...) override them."""
 
-QUICK_TRAIN = dict(steps=8, eval_every=4, eval_texts=8, max_len=32)
+QUICK_TRAIN = dict(steps=6, eval_every=3, eval_texts=8, max_len=32)
 """``--quick``: training fields (flags still win)."""
 
 QUICK = dict(
@@ -155,11 +155,18 @@ class Neuron1512Config(Config):
 
 
 def resolve(
-    cfg: Neuron1512Config, *, irm: Mapping[str, Any] | None = None, train: Mapping[str, Any] | None = None
+    cfg: Neuron1512Config,
+    *,
+    irm: Mapping[str, Any] | None = None,
+    train: Mapping[str, Any] | None = None,
+    quick_sizes: bool = True,
 ) -> Neuron1512Config:
     """Fill ``cfg.runs``: each preset's defaults, then ``--quick``'s training sizes, then the overrides."""
     if cfg.runs:
         return cfg
+    if cfg.quick and quick_sizes:  # fields left at their defaults take --quick's sizes
+        defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+        cfg = cfg.replace(**{k: v for k, v in QUICK.items() if getattr(cfg, k) == defaults[k]})
     unknown = [p for p in cfg.presets if p not in PRESETS]
     if unknown or not cfg.presets:
         raise KeyError(f"unknown presets {unknown}; choose from {', '.join(PRESETS)}")
@@ -220,7 +227,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Neuron1512Config:
         top = {**QUICK, **top}
     cmd = "python -m experiments.neuron1512 " + shlex.join(sys.argv[1:] if argv is None else argv)
     cfg = Neuron1512Config(**top, command=cmd.strip())
-    return resolve(cfg, irm=given["IRMConfig"], train=given["TrainConfig"])
+    return resolve(cfg, irm=given["IRMConfig"], train=given["TrainConfig"], quick_sizes=False)  # applied above
 
 
 # ---------------------------------------------------------------- one unit

@@ -42,6 +42,10 @@ def test_flags_presets_and_quick(capsys):
         parse_args(["--help"])
     helptext = capsys.readouterr().out
     assert "card:" in helptext and "paper:" in helptext and "--lr" in helptext and "--seeds" in helptext
+    # programmatic use: --quick's sizes for the fields left at their defaults
+    quick = resolve(Neuron1512Config(quick=True, n_prompts=5))
+    assert quick.seeds == QUICK["seeds"] and quick.n_prompts == 5 and quick.runs[0].train.steps == 6
+    assert parse_args(["--quick", "--seeds", "0", "1", "2"]).seeds == (0, 1, 2)  # a flag equal to the default wins
     with pytest.raises(KeyError, match="unknown presets"):
         resolve(Neuron1512Config(presets=("mine",)))
 

@@ -7,9 +7,17 @@ import torch
 from test_irm_module import randomize_last
 
 from workbench.analysis.attribution import neuron_attribution
+from workbench.hooks import attach, capture, hook_name
 from workbench.irm import IRM, IRMConfig
 from workbench.irm.dimensions import base_magnitudes, dimension_profile
-from workbench.irm.explain import TokenSetLogProb, characteristic_tokens, explain, probe_tokens, token_direction
+from workbench.irm.explain import (
+    TokenSetLogProb,
+    _to_base,
+    characteristic_tokens,
+    explain,
+    probe_tokens,
+    token_direction,
+)
 from workbench.irm.text import Encoded
 from workbench.neurons.weights import classify, weight_cosines
 
@@ -103,12 +111,31 @@ def test_lens_patching_and_ablation(setup):
     assert p[("resid_pre", 0)] == pytest.approx(0, abs=1e-5)  # nothing differs before the IRM's first write
     assert e.metric_irm != e.metric_base
     abl = e.ablation
-    assert list(abl.kind) == ["top", "random", "random", "random"]
+    assert list(abl.kind) == ["top"] * 2 + ["random"] * 6 and list(abl["mode"]) == ["base", "zero"] * 4
     removed = (e.metric_irm - abl.metric) / (e.metric_irm - e.metric_base)
     assert abl.removed.tolist() == pytest.approx(removed.tolist())
     s = e.summary()
     assert s["neuron_ablation"]["k"] == 4 and len(s["top_neurons"]) == 4
+    assert s["neuron_ablation"]["top_removed"] == pytest.approx(float(abl.removed.iloc[0]))
+    assert s["neuron_ablation"]["zero"]["random_removed"] == pytest.approx(abl.removed.iloc[3::2].tolist(), abs=1e-6)
     assert set(s["patching_by_layer"]) == {"resid_pre", "attn_out", "mlp_out"}
+
+
+def test_to_base_sets_exactly_the_chosen_neurons_to_the_base_run(setup):
+    model, irm, held, _, _ = setup
+    probe = probe_tokens(held, 3).to(model.cfg.device)
+    name, idx = hook_name(model, "mlp_post", 1), [0, 5, 7]
+    with torch.no_grad(), capture(model, [name]) as base:
+        model(probe)
+    with torch.no_grad(), attach(model, irm.hooks(model)), capture(model, [name]) as injected:
+        model(probe)
+    hooks = _to_base(model, {1: idx}, base)
+    with torch.no_grad(), attach(model, irm.hooks(model)), attach(model, hooks), capture(model, [name]) as patched:
+        model(probe)
+    rest = [n for n in range(model.cfg.d_mlp) if n not in idx]
+    assert not torch.allclose(base[name], injected[name])  # the IRM (writing at layer 0) moves layer 1's neurons
+    assert torch.equal(patched[name][..., idx], base[name][..., idx])
+    assert torch.equal(patched[name][..., rest], injected[name][..., rest])
 
 
 def test_dimension_profile_matches_base_magnitudes(setup):

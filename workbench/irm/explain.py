@@ -15,8 +15,8 @@ position), :func:`explain` measures, layer by layer:
   layer for ``resid_pre``, ``attn_out`` and ``mlp_out`` (0 = base, 1 = the injected run's metric);
 * per-neuron attribution: the change of each MLP neuron's DLA (= activation change × its readout),
   the top neurons with their RW class (Gerstner & Schütze, *Weakening Neurons*) and weight cosines
-  with the IRM's top residual dimensions, and how much of the realignment zero-ablating them in the
-  injected run removes, against random neurons of the same layers;
+  with the IRM's top residual dimensions, and how much of the realignment setting them to their
+  base-run activations (or to zero) in the injected run removes, against random neurons of the same layers;
 * the profile of the IRM's top dimension in the base model (:func:`workbench.irm.dimensions.dimension_profile`).
 """
 
@@ -39,7 +39,7 @@ from workbench.irm.dimensions import DimensionProfile, dimension_profile
 from workbench.irm.module import IRM
 from workbench.irm.text import Encoded, pad_batch
 from workbench.metrics import kl_divergence
-from workbench.neurons.ablation import Ablation, ablated, random_control
+from workbench.neurons.ablation import Ablation, ablated, by_layer, random_control
 from workbench.neurons.weights import NeuronClasses, mlp_weights
 
 __all__ = [
@@ -162,14 +162,15 @@ class Explanation:
     neurons: pd.DataFrame
     """Top neurons by DLA change, with activations, ``realignment_share``, ``rw_class`` and weight cosines."""
     ablation: pd.DataFrame
-    """``kind (top/random), draw, metric, removed``: zero-ablating the top neurons in the injected run."""
+    """``kind (top/random), draw, mode, metric, removed``: the top neurons (or random ones of the same layers) in
+    the injected run set to their base-run activations (``mode="base"``: removes exactly the change the IRM
+    causes through them) or to zero (``mode="zero"``: also removes what they did in the base model)."""
     profile: DimensionProfile
     """The base model's view of the IRM's top dimension."""
 
     def summary(self) -> dict:
         """The numbers ``summary.json`` keeps."""
         abl = self.ablation
-        rand = abl[abl.kind == "random"].removed
         dla = self.dla.set_index("layer")
         return {
             "characteristic_tokens": self.tokens.token.tolist(),
@@ -190,13 +191,22 @@ class Explanation:
             "top_neurons": self.neurons.to_dict("records"),
             "neuron_ablation": {
                 "k": len(self.neurons),
-                "top_removed": float(abl[abl.kind == "top"].removed.iloc[0]),
-                "random_removed_mean": float(rand.mean()),
-                "random_removed_std": float(rand.std(ddof=0)),
-                "random_removed": rand.round(6).tolist(),
+                "mode": "base activation",
+                **_removed(abl[abl["mode"] == "base"]),
+                "zero": _removed(abl[abl["mode"] == "zero"]),
             },
             "dimension_profile": self.profile.summary(),
         }
+
+
+def _removed(abl: pd.DataFrame) -> dict:
+    rand = abl[abl.kind == "random"].removed
+    return {
+        "top_removed": float(abl[abl.kind == "top"].removed.iloc[0]),
+        "random_removed_mean": float(rand.mean()),
+        "random_removed_std": float(rand.std(ddof=0)),
+        "random_removed": rand.round(6).tolist(),
+    }
 
 
 def _lens_kl(model, irm: IRM, data: Sequence[Encoded], max_tokens: int) -> pd.DataFrame:
@@ -290,18 +300,45 @@ def _neurons(
     return pd.DataFrame(rows)
 
 
+def _to_base(model, neurons: Mapping[int, list[int]], base_posts: Mapping[str, Tensor]) -> list[tuple[str, object]]:
+    """Hooks that set ``neurons`` to their activations in the base run (every position)."""
+
+    def make(name: str, idx: list[int]):
+        def hook(post: Tensor, hook) -> Tensor:
+            post = post.clone()
+            post[..., idx] = base_posts[name][..., idx].to(post.dtype)
+            return post
+
+        return hook
+
+    return [
+        (hook_name(model, "mlp_post", layer), make(hook_name(model, "mlp_post", layer), ns))
+        for layer, ns in neurons.items()
+    ]
+
+
 def _ablation(
     model, irm: IRM, probe: Tensor, metric: TokenSetLogProb, neurons: pd.DataFrame, base: float, full: float, **kw
 ) -> pd.DataFrame:
-    top = list(zip(neurons.layer, neurons.neuron))
+    top = by_layer(list(zip(neurons.layer.tolist(), neurons.neuron.tolist())))
     sets = [("top", 0, top)]
     sets += [("random", i, random_control(top, model.cfg.d_mlp, seed=kw["seed"] + i)) for i in range(kw["n_random"])]
+    with torch.no_grad(), capture(model, hook_names(model, "mlp_post")) as base_posts:
+        model(probe)
     rows = []
     for kind, draw, ns in sets:
-        with torch.no_grad(), attach(model, irm.hooks(model)), ablated(model, ns, Ablation("zero")):
-            value = float(metric(model(probe)))
-        rows.append((kind, draw, value, (full - value) / (full - base) if full != base else float("nan")))
-    return pd.DataFrame(rows, columns=["kind", "draw", "metric", "removed"])
+        for mode in ("base", "zero"):
+            with torch.no_grad(), attach(model, irm.hooks(model)):
+                edit = (
+                    ablated(model, ns, Ablation("zero"))
+                    if mode == "zero"
+                    else attach(model, _to_base(model, ns, base_posts))
+                )
+                with edit:
+                    value = float(metric(model(probe)))
+            removed = (full - value) / (full - base) if full != base else float("nan")
+            rows.append((kind, draw, mode, value, removed))
+    return pd.DataFrame(rows, columns=["kind", "draw", "mode", "metric", "removed"])
 
 
 def explain(

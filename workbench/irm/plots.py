@@ -190,7 +190,7 @@ def massive_vs_irm(base_peak: Tensor, top: Mapping[str, Sequence[int]]) -> go.Fi
 def stability_heatmap(matrices: Mapping[str, tuple[Sequence[str], np.ndarray]]) -> go.Figure:
     """Spearman correlation of the share vectors between runs (alignment/seed), one square panel per preset."""
     names = list(matrices)
-    fig = make_subplots(rows=1, cols=len(names), subplot_titles=[f"preset {n}" for n in names], horizontal_spacing=0.12)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=[f"preset {n}" for n in names], horizontal_spacing=0.2)
     for i, name in enumerate(names, start=1):
         labels, rho = matrices[name]
         fig.add_trace(

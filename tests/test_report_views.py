@@ -9,12 +9,16 @@ import torch
 from conftest import tiny_llama_config
 from transformers import AutoModelForCausalLM
 
+from workbench.irm import IRM, IRMConfig
+from workbench.irm.generate import generate_one
 from workbench.models import boot
 from workbench.views import (
     attention_comparison,
     attention_view,
     circuitsvis_js,
     head_patterns,
+    irm_on_off_view,
+    irm_outputs_on_reply,
     irm_token_view,
     side_by_side,
     token_values,
@@ -108,3 +112,26 @@ def test_view_html_calls_the_bundle_with_its_props():
     assert notebook.count("var CircuitsVis=") == 1 and "sourceMappingURL" not in notebook
     assert "https://unpkg.com" not in notebook
     assert circuitsvis_js().startswith('"use strict";var CircuitsVis=')
+
+
+def _random_irm(model):
+    irm = IRM.for_model(model, IRMConfig(hidden_mult=0.5, n_hidden=2))
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in irm.net[-1].parameters():  # the last layer starts at zero (identity); make it write something
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    return irm
+
+
+def test_irm_outputs_on_reply_match_the_generation_record(tiny_llama):
+    model = tiny_llama
+    irm = _random_irm(model)
+    on = generate_one(model, irm, "How was your day?", max_new_tokens=6)
+    off = generate_one(model, None, "How was your day?", max_new_tokens=6)
+    torch.testing.assert_close(irm_outputs_on_reply(model, irm, on), on.irm_out, atol=1e-5, rtol=0)
+    off_out = irm_outputs_on_reply(model, irm, off)
+    assert off_out.shape == (len(off.tokens), 2, 64) and off_out.abs().sum() > 0
+    row = irm_on_off_view(model, irm, off, on, dim=5)
+    assert [v.title for v in row.views] == ["IRM off (what the IRM would add)", "IRM on"]
+    assert row.views[1].props == irm_token_view([model.tokenizer.decode([t]) for t in on.tokens], on.irm_out, 5).props
+    assert row.views[0].props["values"][0][1] == pytest.approx(off_out[0, :, 5].sum().item(), abs=1e-6)

@@ -36,7 +36,7 @@ h1{margin:8px 0 4px}h2{margin-top:36px;border-bottom:1px solid #d0d7de;padding-b
 .question{font-size:1.15em;color:#444;margin:4px 0 16px}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}
 td,th{border:1px solid #d0d7de;padding:3px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
-th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f6f8fa;overflow-wrap:normal}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .scroll{max-width:100%;overflow-x:auto}
 .tables{display:flex;flex-wrap:wrap;gap:8px 32px;align-items:flex-start}
 figure{margin:24px 0;padding:0}figcaption{color:#444;margin:4px 0}

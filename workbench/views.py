@@ -28,6 +28,10 @@ from torch import Tensor
 
 from workbench.analysis.patching import ModelSide, as_side
 from workbench.hooks import hook_name
+from workbench.irm.generate import Generation
+from workbench.irm.inject import inject
+from workbench.irm.module import IRM
+from workbench.irm.text import encode_prompt
 
 __all__ = [
     "Row",
@@ -36,6 +40,8 @@ __all__ = [
     "attention_view",
     "circuitsvis_js",
     "head_patterns",
+    "irm_on_off_view",
+    "irm_outputs_on_reply",
     "irm_token_view",
     "side_by_side",
     "token_values",
@@ -149,6 +155,42 @@ def irm_token_view(
     out = irm_out.float()
     return token_values(
         tokens, {"mean |IRM output|": out.abs().mean((1, 2)), f"IRM output, dim {dim}": out[:, :, dim].sum(1)}, title
+    )
+
+
+@torch.no_grad()
+def irm_outputs_on_reply(
+    model, irm: IRM, generation: Generation, *, system_prompt: str | None = ""
+) -> Float[Tensor, "token layer d_model"]:
+    """What ``irm`` writes at the positions that produce each token of ``generation``'s reply, on that reply
+    read in one forward (teacher-forced): for a reply generated with the IRM off, what the IRM would have
+    added. For a reply generated with it on this equals the recorded ``generation.irm_out``.
+
+    Args:
+        system_prompt: the one the reply was generated with (:func:`~workbench.irm.generate.generate_one`'s).
+    """
+    prompt = encode_prompt(model.tokenizer, generation.prompt, system_prompt=system_prompt)
+    reply = torch.tensor([generation.tokens], dtype=prompt.dtype)
+    tokens = torch.cat([prompt, reply], 1).to(model.cfg.device)
+    record: list[Tensor] = []
+    with inject(model, irm, record=record):
+        model(tokens)
+    start = prompt.shape[1] - 1  # the prompt's last position produced the reply's first token
+    return record[0][0, start : start + len(generation.tokens)].float().cpu()
+
+
+def irm_on_off_view(model, irm: IRM, off: Generation, on: Generation, dim: int, title: str = "") -> Row:
+    """The replies with the IRM off and on side by side, each token coloured by the IRM's output there
+    (:func:`irm_token_view`; for the off reply, what the IRM would have added: :func:`irm_outputs_on_reply`)."""
+    strings = lambda g: [model.tokenizer.decode([t]) for t in g.tokens]
+    off_out = irm_outputs_on_reply(model, irm, off)
+    on_out = on.irm_out if on.irm_out is not None else irm_outputs_on_reply(model, irm, on)
+    return side_by_side(
+        {
+            "IRM off (what the IRM would add)": irm_token_view(strings(off), off_out, dim),
+            "IRM on": irm_token_view(strings(on), on_out, dim),
+        },
+        title,
     )
 
 

@@ -1,4 +1,4 @@
-"""Execute every notebook in notebooks/ at quick size (WORKBENCH_QUICK=1), figures to a temp dir."""
+"""Execute every notebook in notebooks/ at quick size (WORKBENCH_QUICK=1, figures to a temp dir)."""
 
 from pathlib import Path
 
@@ -9,6 +9,19 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
 
+def _outputs(nb, kind: str) -> list:
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == kind]
+
+
+def _text(nb) -> str:
+    parts = []
+    for c in nb.cells:
+        for o in c.get("outputs", []) if c.cell_type == "code" else []:
+            parts.append(o.get("text", ""))
+            parts += [str(v) for v in o.get("data", {}).values()]
+    return "\n".join(parts)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, tmp_path, monkeypatch):
@@ -16,7 +29,8 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_FIGURES", str(tmp_path))
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
-    errors = [
-        o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"
-    ]
-    assert not errors
+    assert not _outputs(nb, "error")
+    assert "size: quick" in _text(nb)
+    if "workbench.views" in "".join(c.source for c in nb.cells):  # its circuitsvis views came out, bundle inline
+        html = [str(o["data"]["text/html"]) for o in _outputs(nb, "execute_result") if "text/html" in o.get("data", {})]
+        assert any("CircuitsVis.render(" in h and "var CircuitsVis=" in h for h in html)

@@ -205,6 +205,7 @@ def head_patterns(
         heads: the heads to read.
     """
     side: ModelSide = as_side(model_or_side)
+    heads = [(int(layer), int(head)) for layer, head in heads]  # numpy / tensor indices from tables
     tokens = tokens.reshape(1, -1) if tokens.ndim == 1 else tokens
     if tokens.shape[0] != 1:
         raise ValueError(f"head_patterns reads one prompt; got a batch of {tokens.shape[0]}: pass tokens[i : i + 1]")

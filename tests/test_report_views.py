@@ -21,6 +21,7 @@ from workbench.views import (
     irm_outputs_on_reply,
     irm_token_view,
     side_by_side,
+    token_strings,
     token_values,
 )
 
@@ -90,7 +91,7 @@ def test_attention_views_side_by_side(llama_and_reference):
     view = attention_view(model, tokens, [(0, 1), (1, 2)])
     assert view.element == "AttentionHeads"
     assert view.props["attentionHeadNames"] == ["L0H1", "L1H2"]
-    assert view.props["tokens"] == [model.tokenizer.decode([t]) for t in tokens[0].tolist()]
+    assert view.props["tokens"] == token_strings(model.tokenizer, tokens[0].tolist())
     assert len(view.props["attention"]) == 2 and len(view.props["attention"][0]) == tokens.shape[1]
     row = attention_comparison({"base": model, "tuned": model}, tokens, [(0, 1)], title="heads")
     assert [v.title for v in row.views] == ["base", "tuned"]
@@ -133,5 +134,16 @@ def test_irm_outputs_on_reply_match_the_generation_record(tiny_llama):
     assert off_out.shape == (len(off.tokens), 2, 64) and off_out.abs().sum() > 0
     row = irm_on_off_view(model, irm, off, on, dim=5)
     assert [v.title for v in row.views] == ["IRM off (what the IRM would add)", "IRM on"]
-    assert row.views[1].props == irm_token_view([model.tokenizer.decode([t]) for t in on.tokens], on.irm_out, 5).props
+    assert row.views[1].props == irm_token_view(token_strings(model.tokenizer, on.tokens), on.irm_out, 5).props
     assert row.views[0].props["values"][0][1] == pytest.approx(off_out[0, :, 5].sum().item(), abs=1e-6)
+
+
+def test_token_strings_keep_characters_split_over_byte_tokens(tokenizer):
+    text = "I love it 😀🎉 so much é"
+    ids = tokenizer(text)["input_ids"]
+    pieces = [tokenizer.decode([i]) for i in ids]
+    assert any("\ufffd" in p for p in pieces)  # the emoji are split over byte-level tokens
+    strings = token_strings(tokenizer, ids)
+    assert len(strings) == len(ids) and "".join(strings) == text
+    assert not any("\ufffd" in s for s in strings)
+    assert strings[:3] == pieces[:3] and strings[3] == " 😀"

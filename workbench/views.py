@@ -44,6 +44,7 @@ __all__ = [
     "irm_outputs_on_reply",
     "irm_token_view",
     "side_by_side",
+    "token_strings",
     "token_values",
 ]
 
@@ -117,6 +118,23 @@ def side_by_side(views: Mapping[str, View], title: str = "") -> Row:
     return Row(tuple(View(v.element, v.props, label) for label, v in views.items()), title)
 
 
+def token_strings(tokenizer, ids: Sequence[int]) -> list[str]:
+    """One display string per token id. A character split over several byte-level tokens (an emoji) decodes
+    to U+FFFD piece by piece: its first token shows the whole character and the rest show nothing."""
+    out: list[str] = []
+    group: list[int] = []
+    for i in ids:
+        group.append(int(i))
+        text = tokenizer.decode(group)
+        if "\ufffd" in text and len(group) < 4:  # UTF-8 characters span at most 4 bytes
+            continue
+        out += [text] + [""] * (len(group) - 1)
+        group = []
+    if group:
+        out += [tokenizer.decode([t]) for t in group]
+    return out
+
+
 def token_values(tokens: Sequence[str], values: Mapping[str, Sequence[float] | Tensor], title: str = "") -> View:
     """Tokens coloured by one value per token; with several named values, buttons switch between them.
 
@@ -182,7 +200,7 @@ def irm_outputs_on_reply(
 def irm_on_off_view(model, irm: IRM, off: Generation, on: Generation, dim: int, title: str = "") -> Row:
     """The replies with the IRM off and on side by side, each token coloured by the IRM's output there
     (:func:`irm_token_view`; for the off reply, what the IRM would have added: :func:`irm_outputs_on_reply`)."""
-    strings = lambda g: [model.tokenizer.decode([t]) for t in g.tokens]
+    strings = lambda g: token_strings(model.tokenizer, g.tokens)
     off_out = irm_outputs_on_reply(model, irm, off)
     on_out = on.irm_out if on.irm_out is not None else irm_outputs_on_reply(model, irm, on)
     return side_by_side(
@@ -222,7 +240,7 @@ def attention_view(model_or_side, tokens: Tensor, heads: Sequence[tuple[int, int
     """The attention patterns of ``heads`` on one prompt (circuitsvis ``AttentionHeads``: click a head to enlarge)."""
     side = as_side(model_or_side)
     patterns = head_patterns(side, tokens, heads)
-    strings = [side.model.tokenizer.decode([t]) for t in tokens.reshape(-1).tolist()]
+    strings = token_strings(side.model.tokenizer, tokens.reshape(-1).tolist())
     names = [f"L{layer}H{head}" for layer, head in heads]
     return View(
         "AttentionHeads",

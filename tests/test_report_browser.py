@@ -133,7 +133,12 @@ def test_built_report_renders(browser, tmp_path, tiny_llama):
         ),
         "heads": attention_comparison({"base": tiny_llama, "tuned": tiny_llama}, tokens, [(0, 1), (1, 3)]),
     }
-    summary = {"model": "tiny", "loss": 0.25, "per_layer": {"a": list(range(40)), "b": list(range(40))}}
+    summary = {
+        "model": "tiny",
+        "loss": 0.25,
+        "per_layer": {"a": list(range(40)), "b": list(range(40))},
+        "wide": {f"column_with_a_long_name_{i}": {"x": 1.0 / (i + 1)} for i in range(16)},  # scrolls inside its box
+    }
     path = write_report(
         out,
         ReportHeader("built", "Does the report render?", {"model": "tiny"}),

@@ -38,7 +38,7 @@ table{border-collapse:collapse;font-size:13px;margin:8px 0}
 td,th{border:1px solid #d0d7de;padding:3px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
 th{background:#f6f8fa;overflow-wrap:normal}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .scroll{max-width:100%;overflow-x:auto}
-.tables{display:flex;flex-wrap:wrap;gap:8px 32px;align-items:flex-start}
+.tables{display:flex;flex-wrap:wrap;gap:8px 32px;align-items:flex-start}.tables>div{min-width:0;max-width:100%}
 figure{margin:24px 0;padding:0}figcaption{color:#444;margin:4px 0}
 .plot{width:100%}.files a{margin-right:12px;font-size:13px}
 .note{color:#666;font-size:12px}

@@ -138,7 +138,7 @@ def report_header(
     """The report's header: the question, model, preset, command, wall time and date of a run of ``cfg``."""
     module = sys.modules.get(type(cfg).__module__)
     doc = (module.__doc__ or "") if module is not None else ""
-    question = question or (doc.strip().splitlines() or [""])[0]
+    question = question or (doc.strip().splitlines() or [""])[0].replace("``", "")
     summary = summary or {}
     model = summary.get("model") or summary.get("base") or getattr(cfg, "model", None) or getattr(cfg, "base", "")
     fields = {"model": str(model)}

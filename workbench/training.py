@@ -198,7 +198,8 @@ def accelerator():
     if _ACCELERATOR is None:
         from accelerate import Accelerator
 
-        _ACCELERATOR = Accelerator(device_placement=False)
+        # cpu=True on a machine without CUDA: then torchrun's processes form a gloo group (MULTI_CPU)
+        _ACCELERATOR = Accelerator(device_placement=False, cpu=not torch.cuda.is_available())
     return _ACCELERATOR
 
 

@@ -8,6 +8,7 @@ point could never see the IRM's output, so the config refuses it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from workbench.config import Config
@@ -123,7 +124,20 @@ class TrainConfig(Config):
     """Seed of the IRM initialisation and the data order."""
 
     def __post_init__(self) -> None:
-        if min(self.steps, self.batch_size, self.grad_accum, self.max_len) < 1:
-            raise ValueError("steps, batch_size, grad_accum and max_len must be >= 1")
-        if self.lr <= 0 or self.l1 < 0:
-            raise ValueError("lr must be > 0 and l1 >= 0")
+        for name in ("lr", "l1", "weight_decay", "max_grad_norm"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name}={value!r} must be a finite number")
+        counts = ("steps", "batch_size", "grad_accum", "max_len", "warmup", "eval_every", "eval_texts")
+        counts += ("checkpoint_every", "keep_checkpoints", "seed")
+        for name in counts:
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be a whole number")
+        if min(self.steps, self.batch_size, self.grad_accum, self.max_len, self.keep_checkpoints) < 1:
+            raise ValueError("steps, batch_size, grad_accum, max_len and keep_checkpoints must be >= 1")
+        if min(self.warmup, self.eval_every, self.eval_texts, self.checkpoint_every) < 0:
+            raise ValueError("warmup, eval_every, eval_texts and checkpoint_every must be >= 0")
+        if self.lr <= 0:
+            raise ValueError(f"lr={self.lr} must be > 0")
+        if min(self.l1, self.weight_decay, self.max_grad_norm) < 0:
+            raise ValueError("l1 (the L1 weight), weight_decay and max_grad_norm must be >= 0")

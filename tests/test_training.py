@@ -72,7 +72,7 @@ def test_one_step_equals_the_hand_computed_gradient():
     torch.testing.assert_close(module.weight, start.weight - 0.1 * start.weight.grad)
     torch.testing.assert_close(module.bias, start.bias - 0.1 * start.bias.grad)
     assert result.history[0]["loss"] == pytest.approx(loss.item())
-    assert result.history[0]["mse"] == pytest.approx(float((WEIGHT[i] * err).sum() / WEIGHT[i].sum()))
+    assert result.history[0]["mse"] == pytest.approx(((WEIGHT[i] * err).sum() / WEIGHT[i].sum()).item())
 
 
 def test_accumulation_of_two_halves_equals_the_whole_batch_of_equal_counts():

@@ -176,6 +176,7 @@ train_irm(model, irm, TOY, CFG.replace(steps=8), out_dir=sys.argv[1], progress=F
 """
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tiny_llama, tmp_path):
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(KILLED_RUN.format(tests=str(Path(__file__).parent))))

@@ -1,4 +1,5 @@
-"""Execute every notebook in notebooks/ at quick size (WORKBENCH_QUICK=1, figures to a temp dir)."""
+"""The committed notebooks are executed at full size (their outputs show on a code host), and each still runs
+at quick size (WORKBENCH_QUICK=1, figures to a temp dir)."""
 
 from pathlib import Path
 
@@ -7,6 +8,10 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+EXECUTE = (
+    "execute them in place at full size: .venv/bin/jupyter nbconvert --to notebook --execute --inplace "
+    "--ExecutePreprocessor.timeout=-1 notebooks/*.ipynb"
+)
 
 
 def _outputs(nb, kind: str) -> list:
@@ -20,6 +25,17 @@ def _text(nb) -> str:
             parts.append(o.get("text", ""))
             parts += [str(v) for v in o.get("data", {}).values()]
     return "\n".join(parts)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_committed_notebook_is_executed_at_full_size(path):
+    nb = nbformat.read(path, as_version=4)
+    counts = [c.execution_count for c in nb.cells if c.cell_type == "code"]
+    assert None not in counts, f"{path.name}: cells {[i for i, n in enumerate(counts) if n is None]} not run; {EXECUTE}"
+    assert counts == list(range(1, len(counts) + 1)), f"{path.name} was not run top to bottom in one go; {EXECUTE}"
+    errors = _outputs(nb, "error")
+    assert not errors, f"{path.name} holds errors {[e.get('ename') for e in errors]}; fix, then {EXECUTE}"
+    assert "size: full" in _text(nb), f"{path.name} was executed at quick size; {EXECUTE}"
 
 
 @pytest.mark.slow

@@ -22,6 +22,11 @@ from workbench.views import attention_comparison, irm_token_view, side_by_side, 
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = sorted((ROOT / "figures").glob("**/report.html"))
+FIGURE_FILES = [  # one per-figure HTML file beside each committed report: it must open offline too
+    next(f for f in sorted(r.parent.glob("*.html")) if f.name != "report.html")
+    for r in COMMITTED
+    if any(f.name != "report.html" for f in r.parent.glob("*.html"))
+]
 WIDTH = 1366
 INSTALL = (
     "install Chromium to run the browser test of the HTML reports: `sudo apt-get install chromium` "
@@ -111,6 +116,12 @@ def test_committed_report_renders(browser, path, tmp_path):
     _check_report(browser, path, tmp_path, path.parent.name)
 
 
+@pytest.mark.parametrize("path", FIGURE_FILES, ids=[str(p.relative_to(ROOT)) for p in FIGURE_FILES])
+def test_committed_figure_file_renders(browser, path, tmp_path):
+    state = _check_page(browser, path, tmp_path / f"{path.stem}.png")
+    assert state["plots"] == 1
+
+
 def test_built_report_renders(browser, tmp_path, tiny_llama):
     out = tmp_path / "out"
     figures = {
@@ -148,7 +159,7 @@ def test_built_report_renders(browser, tmp_path, tiny_llama):
     )
     state = _check_report(browser, path, tmp_path, "built")
     assert state["figures"] == 2 and state["views"] == 4
-    _check_page(browser, out / "heatmap.html", tmp_path / "heatmap_file.png")  # the per-figure file, offline too
+    assert _check_page(browser, out / "heatmap.html", tmp_path / "heatmap_file.png")["plots"] == 1  # offline too
 
 
 @pytest.mark.slow
@@ -160,4 +171,4 @@ def test_quick_experiment_report_renders(browser, tmp_path):
     state = _check_report(browser, out / "report.html", tmp_path, "boundless_das")
     assert state["figures"] == 3
     for page in ("iia_heatmap", "training_curves", "boundary_width"):
-        _check_page(browser, out / f"{page}.html", tmp_path / f"{page}_file.png")
+        assert _check_page(browser, out / f"{page}.html", tmp_path / f"{page}_file.png")["plots"] == 1

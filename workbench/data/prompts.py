@@ -18,6 +18,15 @@ from jaxtyping import Int
 __all__ = ["MOVIE_SENTIMENT", "PromptSet", "answer_token", "check_prompts", "prompt_tokens"]
 
 
+def check_prompts(prompts: Sequence[str]) -> None:
+    """Refuse prompts that are not strings or are empty (only white space): a run on them measures nothing."""
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt {i} is a {type(prompt).__name__} ({prompt!r}), not a string: pass text")
+        if not prompt.strip():
+            raise ValueError(f"prompt {i} is empty ({prompt!r}): give every prompt some text")
+
+
 @dataclass(frozen=True)
 class PromptSet:
     """Prompts and, per prompt, the answer whose logit is counted positively and the one subtracted."""
@@ -65,15 +74,6 @@ def answer_token(model, answer: str) -> int:
             f"(check with model.to_str_tokens(answer, prepend_bos=False)); a leading space is often part of the token"
         )
     return ids[0]
-
-
-def check_prompts(prompts: Sequence[str]) -> None:
-    """Refuse prompts that are not strings or are empty (only white space): a run on them measures nothing."""
-    for i, prompt in enumerate(prompts):
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt {i} is a {type(prompt).__name__} ({prompt!r}), not a string: pass text")
-        if not prompt.strip():
-            raise ValueError(f"prompt {i} is empty ({prompt!r}): give every prompt some text")
 
 
 def prompt_tokens(model, prompts: str | tuple[str, ...] | list[str]) -> Int[torch.Tensor, "batch pos"]:

@@ -18,7 +18,9 @@ What is checked, without loading weights:
   without error (the whole file is parsed);
 * ``read_hook`` / ``write_hook`` / ``hook``: known hook kinds, and together with ``read_layer`` and
   ``layers`` a valid IRM placement (:class:`~workbench.irm.IRMConfig`);
-* ``prompts`` / ``dla_prompts``: no empty prompt; ``answers``: (answer, other) pairs.
+* ``prompts`` / ``dla_prompts``: no empty prompt; ``answers``: (answer, other) pairs;
+* counts and rates shared with the library configs (``steps``, ``batch_size``, ``lr``, ...): their
+  ranges (:data:`FIELD_RANGES`).
 """
 
 from __future__ import annotations
@@ -29,9 +31,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from workbench.config import Config
+from workbench import models
+from workbench.config import Config, Range
 from workbench.data.corpora import ALIGNMENTS, load_texts
 from workbench.data.prompts import check_prompts
 from workbench.hooks import HOOK_KINDS
@@ -40,6 +41,7 @@ from workbench.models import check_model_dir, local_model_dir
 
 __all__ = [
     "FIELD_CHECKS",
+    "FIELD_RANGES",
     "check_device",
     "check_irm_path",
     "check_output_dir",
@@ -54,25 +56,9 @@ def _flag(name: str) -> str:
 def check_device(flag: str, device: str) -> None:
     """Refuse a malformed device string, and a CUDA / MPS device this machine does not have."""
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"{flag} {device!r} is not a torch device ({err}): use cpu, cuda, cuda:1 or mps") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            build = (
-                "a CPU-only torch build" if torch.version.cuda is None else f"torch built for CUDA {torch.version.cuda}"
-            )
-            raise ValueError(f"{flag} {device} but this machine has no usable CUDA GPU ({build}): use {flag} cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"{flag} {device} but this machine has {torch.cuda.device_count()} CUDA GPU(s) "
-                f"(cuda:0..cuda:{torch.cuda.device_count() - 1}): pick one of those"
-            )
-    elif dev.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ValueError(f"{flag} mps but this machine has no Apple GPU (MPS): use {flag} cpu")
-    elif dev.type != "cpu":
-        raise ValueError(f"{flag} {device!r}: the workbench runs on cpu, cuda or mps")
+        models.check_device(device)
+    except ValueError as err:
+        raise ValueError(f"{flag}: {err}".replace(": use ", f": use {flag} ", 1)) from None
 
 
 def check_output_dir(flag: str, folder: str | os.PathLike) -> None:
@@ -181,6 +167,23 @@ FIELD_CHECKS: dict[str, Callable[[str, Any], None]] = {
 }
 """Field name -> check ``(flag, value)``; ``None`` and ``""`` (an unset optional field) are not checked."""
 
+FIELD_RANGES: dict[str, Range] = {
+    "steps": Range(ge=1),
+    "batch_size": Range(ge=1),
+    "max_len": Range(ge=1),
+    "max_items": Range(ge=1),
+    "eval_texts": Range(ge=1),
+    "max_new_tokens": Range(ge=1),
+    "n_texts": Range(ge=1),
+    "top_k": Range(ge=1),
+    "lr": Range(gt=0),
+    "l1": Range(ge=0),
+    "hidden_mult": Range(ge=0),
+    "min_confidence": Range(ge=0, le=1),
+}
+"""Field name -> the range its value must have in every experiment (the ranges of the library configs the
+experiments pass these fields to, checked before the model loads rather than when those configs are built)."""
+
 _LAYER_FIELDS = ("read_layer", "layers", "layer")
 _PROMPT_FIELDS = ("prompts", "dla_prompts")
 
@@ -193,6 +196,10 @@ def preflight(cfg: Config) -> Config:
     """
     values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     for name, value in values.items():
+        bounds = FIELD_RANGES.get(name)
+        broken = bounds.violated(value) if bounds is not None and isinstance(value, (int, float)) else None
+        if broken is not None:
+            raise ValueError(f"{_flag(name)} must be {broken}, got {value}")
         check = FIELD_CHECKS.get(name)
         if check is not None and value is not None and value != "":
             check(_flag(name), value)

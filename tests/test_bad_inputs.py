@@ -66,6 +66,7 @@ def ctx(tiny_llama, tmp_path) -> Ctx:
     }
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
+    (tmp_path / "cfg.json").write_text('{"stepz": 3}')
     (tmp_path / "notmodel").mkdir()
     (tmp_path / "notmodel" / "README.md").write_text("weights elsewhere")
     (tmp_path / "badconfig").mkdir()
@@ -127,7 +128,10 @@ API_CASES: list[tuple[str, Callable[[Ctx], Any], type[Exception], str, str]] = [
     ("broken config.json", lambda c: load_model(c.tmp / "badconfig"), ValueError, "could not load the model in", "write the folder again"),
     # experiment pre-flight checks
     pytest.param("device cuda without CUDA", lambda c: check_device("--device", "cuda"), ValueError, "no usable CUDA GPU", "use --device cpu", marks=NO_CUDA),
-    ("device malformed", lambda c: check_device("--device", "gpu0"), ValueError, "'gpu0' is not a torch device", "use cpu, cuda"),
+    pytest.param("load_model on cuda", lambda c: load_model(device="cuda"), ValueError, "no usable CUDA GPU", "use cpu", marks=NO_CUDA),
+    ("config.json broken", lambda c: TrainConfig.load_json(c.tmp / "broken.jsonl"), ValueError, "broken.jsonl is not a config file", "save_json"),
+    ("config.json unknown field", lambda c: TrainConfig.load_json(c.tmp / "cfg.json"), KeyError, r"unknown TrainConfig fields \['stepz'\]", "valid:"),
+    ("device malformed", lambda c: check_device("--device", "gpu0"), ValueError, "'gpu0' is not a torch device", "use --device cpu, cuda"),
     ("out is a file", lambda c: check_output_dir("--out", c.tmp / "afile"), NotADirectoryError, "is a file, not a folder", "pass a folder path"),
     ("out under a file", lambda c: check_output_dir("--out", c.tmp / "afile" / "x"), NotADirectoryError, "cannot be created", "pass another folder"),
     ("irm missing", lambda c: check_irm_path("--irm", c.tmp / "runs"), FileNotFoundError, "does not exist", "runs/neuron1512/negative"),
@@ -172,8 +176,10 @@ def test_good_corpus_files_still_read(tmp_path):
 # Each row: id, experiment module, its arguments ({tmp} is the case folder), a phrase naming the problem, and the fix.
 CLI_CASES: list[tuple[str, str, list[str], str, str]] = [
     pytest.param("cuda without CUDA", "neuron1512", ["--device", "cuda"], "no usable CUDA GPU", "use --device cpu", marks=NO_CUDA),
-    ("malformed device", "neuron1512", ["--device", "cuda:x"], "is not a torch device", "use cpu, cuda"),
+    ("malformed device", "neuron1512", ["--device", "cuda:x"], "is not a torch device", "use --device cpu, cuda"),
     ("nan learning rate", "neuron1512", ["--lr", "nan"], "Neuron1512Config.lr", "must be a finite number"),
+    ("zero steps", "neuron1512", ["--steps", "0"], "--steps", "must be >= 1, got 0"),
+    ("negative lr", "neuron1512", ["--lr", "-0.1"], "--lr", "must be > 0, got -0.1"),
     ("out is a file", "neuron1512", ["--out", "{tmp}/afile"], "--out", "is a file, not a folder"),
     ("ckpt dir under a file", "neuron1512", ["--ckpt-dir", "{tmp}/afile/runs"], "--ckpt-dir", "cannot be created"),
     ("layer out of range", "neuron1512", ["--layers", "5", "99"], "--layers 99: out of range", "has layers 0..29"),
@@ -189,7 +195,7 @@ CLI_CASES: list[tuple[str, str, list[str], str, str]] = [
     ("empty corpus", "rw_functionalities", ["--corpus", "{tmp}/empty.txt"], "empty.txt is empty", "one text per line"),
     ("broken jsonl", "rw_functionalities", ["--corpus", "{tmp}/broken.jsonl"], "line 3: not valid JSON", "one JSON object per line"),
     ("unknown corpus", "rw_functionalities", ["--corpus", "angry"], "neither an alignment", "pass one of those"),
-    ("negative lr", "boundless_das", ["--lr", "-1"], "BoundlessDASConfig.lr", "must be > 0"),
+    ("lr -1", "boundless_das", ["--lr", "-1"], "BoundlessDASConfig.lr", "must be > 0"),
     ("unknown hook", "boundless_das", ["--hook", "resid"], "--hook 'resid' is not a hook kind", "choose one of"),
 ]  # fmt: skip
 
@@ -228,6 +234,6 @@ def test_cli_subprocess_fails_fast_without_traceback(tmp_path):
     )
     seconds = time.perf_counter() - started
     assert run.returncode == 2, run.stderr
-    assert "error: --device 'gpu0' is not a torch device" in run.stderr and "Traceback" not in run.stderr
+    assert "error: --device: device 'gpu0' is not a torch device" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "out").exists()
     print(f"CLI refused a bad --device in {seconds:.1f} s (mostly importing torch and TransformerLens)")

@@ -138,8 +138,17 @@ class Config:
 
     @classmethod
     def load_json(cls, path: str | Path) -> Self:
-        """Read a config written by :meth:`save_json`."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a config written by :meth:`save_json` (``ValueError`` naming the file if it is not one)."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(
+                f"{path} is not a config file ({err}): write it with {cls.__name__}.save_json, "
+                "or fix the JSON (one object of field: value pairs)"
+            ) from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} holds a JSON {type(data).__name__}, not an object of {cls.__name__} fields")
+        return cls.from_dict(data)
 
 
 @cache

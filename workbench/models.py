@@ -37,6 +37,7 @@ __all__ = [
     "boot",
     "cache_dir",
     "cached_model_dir",
+    "check_device",
     "check_model_dir",
     "ensure_cached",
     "from_config",
@@ -303,6 +304,31 @@ def _tl_version() -> str:
     return version("transformer-lens")
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """The torch device ``device`` names, if this machine has it; else ``ValueError`` naming the fix."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a torch device ({err}): use cpu, cuda, cuda:1 or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = (
+                "a CPU-only torch build" if torch.version.cuda is None else f"torch built for CUDA {torch.version.cuda}"
+            )
+            raise ValueError(f"device {str(device)!r} but this machine has no usable CUDA GPU ({build}): use cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(
+                f"device {str(device)!r} but this machine has {count} CUDA GPU(s): use one of cuda:0..cuda:{count - 1}"
+            )
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {str(device)!r} but this machine has no Apple GPU (MPS): use cpu")
+    elif dev.type != "cpu":
+        raise ValueError(f"device {str(device)!r}: the workbench runs on cpu, cuda or mps")
+    return dev
+
+
 def load_model(
     name_or_path: str | os.PathLike = DEFAULT_MODEL,
     *,
@@ -325,6 +351,7 @@ def load_model(
     Returns:
         The bridge, in eval mode, with ``cfg.model_name`` set to the model's HF id.
     """
+    check_device(device)
     hf, tok, hf_id, spec = load_hf(name_or_path, dtype=dtype, local_dir=local_dir)
     return boot(hf, tok, hf_id, device=device, compat=compat, prepend_bos=spec.prepend_bos if spec else None)
 

@@ -243,7 +243,7 @@ def _typed(hint: Any, value: Any) -> Any:
 
 @cache
 def field_docs(cls: type) -> dict[str, str]:
-    """The one-line attribute docstrings of a dataclass's fields (its own and inherited)."""
+    """The attribute docstrings of a dataclass's fields (its own and inherited), each joined into one line."""
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         if not dataclasses.is_dataclass(klass):
@@ -261,5 +261,5 @@ def field_docs(cls: type) -> dict[str, str]:
                 and isinstance(after.value, ast.Constant)
                 and isinstance(after.value.value, str)
             ):
-                docs[node.target.id] = after.value.value.strip().splitlines()[0]
+                docs[node.target.id] = " ".join(after.value.value.split())
     return docs

@@ -278,7 +278,7 @@ def patch_heads(
     source_tokens = tokens if source_tokens is None else source_tokens
     _check_pair(target, source, tokens, source_tokens)
     model = target.model
-    for _layer, head in heads:
+    for _, head in heads:
         if not 0 <= head < model.cfg.n_heads:
             raise IndexError(f"head {head} is out of range: this model has heads 0..{model.cfg.n_heads - 1}")
     by_layer: dict[str, list[int]] = {}

@@ -121,7 +121,7 @@ class RangedChild(Ranged):
         ({"ks": [1, 2]}, "Ranged.ks must be a tuple, got list"),
         ({"seed": 1.5}, "Ranged.seed must be a whole number"),
         ({"on": 1}, "Ranged.on must be True or False, got 1"),
-        ({"kind": "c"}, "Ranged.kind is 'c'; choose one of 'a', 'b'"),
+        ({"kind": "c"}, "Ranged.kind 'c' is not a valid choice; choose one of 'a', 'b'"),
     ],
 )
 def test_fields_are_checked_at_construction(changes, message):

@@ -186,7 +186,7 @@ def _problem(hint: Any, value: Any) -> tuple[str, str] | None:
         return _problem(rest[0], value) if len(rest) == 1 else None
     if origin is Literal:
         if value not in args:
-            return "", f"is {value!r}; choose one of {', '.join(map(repr, args))}"
+            return "", f"{value!r} is not a valid choice; choose one of {', '.join(map(repr, args))}"
         return None
     if origin is tuple:
         if not isinstance(value, tuple):

@@ -35,6 +35,7 @@ from workbench.metrics import LogitDiff
 from workbench.models import load_model
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 @dataclass
@@ -131,6 +132,7 @@ API_CASES: list[tuple[str, Callable[[Ctx], Any], type[Exception], str, str]] = [
     pytest.param("load_model on cuda", lambda c: load_model(device="cuda"), ValueError, "no usable CUDA GPU", "use cpu", marks=NO_CUDA),
     ("config.json broken", lambda c: TrainConfig.load_json(c.tmp / "broken.jsonl"), ValueError, "broken.jsonl is not a config file", "save_json"),
     ("config.json unknown field", lambda c: TrainConfig.load_json(c.tmp / "cfg.json"), KeyError, r"unknown TrainConfig fields \['stepz'\]", "valid:"),
+    pytest.param("device cuda:99", lambda c: check_device("--device", "cuda:99"), ValueError, r"has \d+ CUDA GPU", "one of cuda:0", marks=CUDA),
     ("device malformed", lambda c: check_device("--device", "gpu0"), ValueError, "'gpu0' is not a torch device", "use --device cpu, cuda"),
     ("out is a file", lambda c: check_output_dir("--out", c.tmp / "afile"), NotADirectoryError, "is a file, not a folder", "pass a folder path"),
     ("out under a file", lambda c: check_output_dir("--out", c.tmp / "afile" / "x"), NotADirectoryError, "cannot be created", "pass another folder"),

@@ -118,7 +118,8 @@ class RangedChild(Ranged):
         ({"scale": float("-inf")}, "Ranged.scale must be a finite number"),
         ({"share": 1.5}, "Ranged.share must be <= 1, got 1.5"),
         ({"ks": (1, -4)}, "Ranged.ks[1] must be >= 0, got -4"),
-        ({"ks": [1, 2]}, "Ranged.ks must be a tuple, got list"),
+        ({"ks": {1: 2}}, "Ranged.ks must be a tuple, got dict"),
+        ({"ks": [1, -2]}, "Ranged.ks[1] must be >= 0, got -2"),
         ({"seed": 1.5}, "Ranged.seed must be a whole number"),
         ({"on": 1}, "Ranged.on must be True or False, got 1"),
         ({"kind": "c"}, "Ranged.kind 'c' is not a valid choice; choose one of 'a', 'b'"),
@@ -136,6 +137,7 @@ def test_fields_are_checked_at_construction(changes, message):
 def test_valid_values_pass_and_own_checks_run_after_the_field_checks():
     cfg = Ranged(steps=5, warmup=0, position=-7, lr=2, scale=-1e9, share=0.0, ks=(), seed=3, on=False, kind="b")
     assert cfg.position == -7 and cfg.lr == 2
+    assert Ranged(ks=[3, 4]).ks == (3, 4)  # a list for a tuple field is stored as a tuple (hashable, frozen)
     assert Ranged.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="kind b needs steps >= 2"):
         Ranged(kind="b", steps=1)

@@ -9,7 +9,7 @@ Every field is checked against its type when a config is built (also by ``replac
 * ``int``: an integer (not a bool, not ``2.5``), and ``>= 0`` (ints are counts, sizes and indices);
 * ``float``: a finite real number (no ``nan``/``inf``);
 * ``bool``: ``True`` or ``False``; a ``Literal[...]``: one of its values;
-* ``tuple[X, ...]`` and ``X | None``: each element, or ``None``.
+* ``tuple[X, ...]`` and ``X | None``: each element, or ``None`` (a list given for a tuple is stored as a tuple).
 
 A field narrows or widens the default range with :class:`Range` metadata, e.g.
 ``steps: Count = 200`` (``Count = Annotated[int, Range(ge=1)]``) or ``position: Index = -1``
@@ -166,10 +166,23 @@ def check_fields(config: Any) -> None:
     """Check every field of a config dataclass against its type and :class:`Range` (``ConfigError`` if not)."""
     hints = _hints(type(config))
     for f in dataclasses.fields(config):
-        problem = _problem(hints[f.name], getattr(config, f.name))
+        value = getattr(config, f.name)
+        if isinstance(value, list) and _is_tuple(hints[f.name]):  # a list for a tuple field: stored as the tuple
+            value = tuple(value)
+            object.__setattr__(config, f.name, value)
+        problem = _problem(hints[f.name], value)
         if problem is not None:
             where, text = problem
             raise ConfigError(f"{type(config).__name__}.{f.name}{where} {text}")
+
+
+def _is_tuple(hint: Any) -> bool:
+    if typing.get_origin(hint) is Annotated:
+        hint = typing.get_args(hint)[0]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return typing.get_origin(hint) is tuple or (
+        type(None) in typing.get_args(hint) and len(args) == 1 and _is_tuple(args[0])
+    )
 
 
 def _problem(hint: Any, value: Any) -> tuple[str, str] | None:

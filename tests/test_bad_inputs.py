@@ -239,3 +239,25 @@ def test_cli_subprocess_fails_fast_without_traceback(tmp_path):
     assert "error: --device: device 'gpu0' is not a torch device" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "out").exists()
     print(f"CLI refused a bad --device in {seconds:.1f} s (mostly importing torch and TransformerLens)")
+
+
+def test_good_flags_pass_the_preflight(tmp_path, monkeypatch):
+    """No false refusals: the defaults of every experiment, and the documented --irm training-folder form."""
+    from experiments.boundless_das import BoundlessDASConfig
+    from experiments.checks import preflight
+    from experiments.common import parse_config
+    from experiments.model_diff import ModelDiffConfig
+    from experiments.neuron1512 import Neuron1512Config
+    from experiments.rw_functionalities import RWConfig
+
+    monkeypatch.setattr(workbench.models, "load_hf", _no_model_loads)
+    step = tmp_path / "runs" / "neuron1512" / "negative" / "checkpoints" / "step-000010"
+    step.mkdir(parents=True)
+    (step / "irm.json").write_text("{}")
+    for cls in (Neuron1512Config, ModelDiffConfig, BoundlessDASConfig, RWConfig):
+        assert preflight(cls(out=str(tmp_path / "new" / "folder"))) == cls(out=str(tmp_path / "new" / "folder"))
+    cfg = parse_config(ModelDiffConfig, ["--irm", str(tmp_path / "runs" / "neuron1512" / "negative"), "--quick"])
+    assert cfg.irm.endswith("negative") and cfg.quick
+    cfg = parse_config(Neuron1512Config, ["--layers", "1", "29", "--read-layer", "0", "--device", "cpu"])
+    assert cfg.layers == (1, 29)
+    assert not (tmp_path / "new").exists()  # checking a folder does not create it

@@ -202,7 +202,7 @@ def preflight(cfg: Config) -> Config:
             raise ValueError(f"{_flag(name)} must be {broken}, got {value}")
         check = FIELD_CHECKS.get(name)
         if check is not None and value is not None and value != "":
-            check(_flag(name), value)
+            _named(check, _flag(name), value)
     if {"read_hook", "read_layer", "write_hook", "layers"} <= values.keys():
         IRMConfig(values["read_hook"], values["read_layer"], values["write_hook"], tuple(values["layers"]))
     model = values.get("model", values.get("base"))
@@ -212,6 +212,16 @@ def preflight(cfg: Config) -> Config:
     if callable(own):
         own()
     return cfg
+
+
+def _named(check: Callable[[str, Any], None], flag: str, value: Any) -> None:
+    """Run ``check``; an error from the library that does not name the flag gets it in front."""
+    try:
+        check(flag, value)
+    except (ValueError, OSError) as err:
+        if str(err).startswith(flag):
+            raise
+        raise type(err)(f"{flag}: {err}") from err
 
 
 def _check_against_model(model: str, values: dict[str, Any]) -> None:

@@ -175,7 +175,6 @@ FIELD_RANGES: dict[str, Range] = {
     "eval_texts": Range(ge=1),
     "max_new_tokens": Range(ge=1),
     "n_texts": Range(ge=1),
-    "top_k": Range(ge=1),
     "lr": Range(gt=0),
     "l1": Range(ge=0),
     "hidden_mult": Range(ge=0),

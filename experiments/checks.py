@@ -4,7 +4,8 @@
 bad flag fails in seconds, before a model loads or a step trains, instead of after minutes of work
 or at the very end when the outputs are written. The checks go by field name, one table for all
 experiments (:data:`FIELD_CHECKS`); a field an experiment names differently is not checked here,
-and a config class may add its own checks with a ``check(self)`` method, which runs last.
+and a config class may add its own checks with a ``check(self)`` method, which runs last (e.g.
+:func:`check_prompt_lengths` for prompts that are batched together).
 
 What is checked, without loading weights:
 
@@ -45,6 +46,7 @@ __all__ = [
     "check_device",
     "check_irm_path",
     "check_output_dir",
+    "check_prompt_lengths",
     "preflight",
 ]
 
@@ -211,6 +213,27 @@ def preflight(cfg: Config) -> Config:
     if callable(own):
         own()
     return cfg
+
+
+def check_prompt_lengths(flag: str, model: str, prompts: Sequence[str]) -> None:
+    """Refuse prompts of different token lengths for ``model`` (batched analyses align positions).
+
+    For a config's ``check()`` method, e.g. ``check_prompt_lengths("--prompts", self.base, self.prompts)``;
+    the model's tokenizer is read from disk when it is there (no weights load), else nothing is checked.
+    """
+    folder = local_model_dir(model)
+    if folder is None or len(prompts) < 2:
+        return
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    lengths = {p: len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts}
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{p!r}: {n}" for p, n in lengths.items())
+        raise ValueError(
+            f"{flag}: the prompts have different token lengths ({detail}); positions must align across the batch: "
+            "use prompts of equal token length or run them separately"
+        )
 
 
 def _named(check: Callable[[str, Any], None], flag: str, value: Any) -> None:

@@ -24,9 +24,9 @@ import pytest
 import torch
 
 import workbench.models
-from experiments.checks import check_device, check_irm_path, check_output_dir
+from experiments.checks import check_device, check_irm_path, check_output_dir, check_prompt_lengths
 from workbench.analysis.patching import patch_sweep
-from workbench.config import ConfigError
+from workbench.config import Config, ConfigError
 from workbench.data.corpora import load_texts
 from workbench.data.prompts import PromptSet, prompt_tokens
 from workbench.irm import IRMConfig, TrainConfig
@@ -137,6 +137,7 @@ API_CASES: list[tuple[str, Callable[[Ctx], Any], type[Exception], str, str]] = [
     ("out is a file", lambda c: check_output_dir("--out", c.tmp / "afile"), NotADirectoryError, "is a file, not a folder", "pass a folder path"),
     ("out under a file", lambda c: check_output_dir("--out", c.tmp / "afile" / "x"), NotADirectoryError, "cannot be created", "pass another folder"),
     ("irm missing", lambda c: check_irm_path("--irm", c.tmp / "runs"), FileNotFoundError, "does not exist", "runs/neuron1512/negative"),
+    ("prompts of two lengths", lambda c: check_prompt_lengths("--prompts", "smollm2-135m-instruct", ["This movie was really", "Bad"]), ValueError, "different token lengths", "equal token length"),
     ("irm no checkpoint", lambda c: check_irm_path("--irm", c.tmp / "noirm"), FileNotFoundError, "holds no IRM checkpoint", "checkpoint folder"),
 ]  # fmt: skip
 
@@ -261,3 +262,23 @@ def test_good_flags_pass_the_preflight(tmp_path, monkeypatch):
     cfg = parse_config(Neuron1512Config, ["--layers", "1", "29", "--read-layer", "0", "--device", "cpu"])
     assert cfg.layers == (1, 29)
     assert not (tmp_path / "new").exists()  # checking a folder does not create it
+
+
+@dataclass(frozen=True)
+class _WithOwnCheck(Config):
+    base: str = "smollm2-135m-instruct"
+    """Model."""
+    prompts: tuple[str, ...] = ("This movie was really",)
+    """Prompts batched together."""
+
+    def check(self) -> None:
+        check_prompt_lengths("--prompts", self.base, self.prompts)
+
+
+def test_a_config_check_method_runs_in_the_preflight(capsys):
+    from experiments.common import parse_config
+
+    assert parse_config(_WithOwnCheck, ["--prompts", "This movie was", "That film was"]).prompts[1] == "That film was"
+    with pytest.raises(SystemExit):
+        parse_config(_WithOwnCheck, ["--prompts", "This movie was really", "Bad"])
+    assert "--prompts: the prompts have different token lengths" in capsys.readouterr().err

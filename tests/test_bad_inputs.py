@@ -29,7 +29,7 @@ from workbench.analysis.patching import patch_sweep
 from workbench.config import Config, ConfigError
 from workbench.data.corpora import load_texts
 from workbench.data.prompts import PromptSet, prompt_tokens
-from workbench.irm import IRMConfig, TrainConfig
+from workbench.irm import IRM, IRMConfig, TrainConfig, train_irm
 from workbench.irm.text import encode_prompt, encode_replies
 from workbench.metrics import LogitDiff
 from workbench.models import load_model
@@ -117,6 +117,7 @@ API_CASES: list[tuple[str, Callable[[Ctx], Any], type[Exception], str, str]] = [
     ("csv no label", lambda c: load_texts(c.tmp / "labels.csv", label_column="y", label="z"), ValueError, "no row of", "its values: \\['a', 'b'\\]"),
     ("corpus no usable text", lambda c: load_texts(c.tmp / "nonascii.txt"), ValueError, "holds no usable text", "give a file"),
     # texts and prompts
+    ("train on an empty text", lambda c: train_irm(c.model, IRM.for_model(c.model), ["a tweet", ""], TrainConfig(steps=1, batch_size=2), progress=False), ValueError, "texts are empty", "drop them"),
     ("empty text", lambda c: encode_replies(_tok(c), ["fine", " "], user_prompt="Hi"), ValueError, r"1 of 2 texts are empty or not strings \(indices \[1\]", "drop them"),
     ("texts one string", lambda c: encode_replies(_tok(c), "one text", user_prompt="Hi"), TypeError, "texts is one string", "pass a list"),
     ("prompt fills max_len", lambda c: encode_replies(_tok(c), ["fine"], user_prompt="Hi " * 20, max_len=8), ValueError, "leaves no room for the reply", "raise max_len"),

@@ -1,0 +1,142 @@
+"""Sharded sweeps in 2 processes (gloo on CPU) equal the one-process results; a failing process stops the run.
+
+The 2-process runs launch this file as a script under ``torchrun`` (``python test_distributed.py CASE OUT``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from workbench.analysis.attribution import head_attribution, layer_attribution, neuron_attribution
+from workbench.analysis.logit_lens import logit_lens
+from workbench.analysis.patching import patch_sweep
+from workbench.distributed import (
+    ShardError,
+    dist_state,
+    shard_map,
+    shard_rows,
+    sharded_attribution,
+    sharded_logit_lens,
+    sharded_patch_sweep,
+)
+from workbench.metrics import LogitDiff
+
+ROOT = Path(__file__).resolve().parents[1]
+N_PROMPTS = 5  # uneven over 2 processes: blocks of 3 and 2
+ATTRIBUTIONS = {"layer": layer_attribution, "head": head_attribution, "neuron": neuron_attribution}
+
+
+def _inputs(vocab: int):
+    gen = torch.Generator().manual_seed(1)
+    clean = torch.randint(0, vocab, (N_PROMPTS, 6), generator=gen)
+    corrupted = torch.randint(0, vocab, (N_PROMPTS, 6), generator=gen)
+    answers = torch.randint(0, vocab, (N_PROMPTS, 2), generator=gen)
+    return clean, corrupted, answers
+
+
+def _sweeps(model, sharded: bool) -> dict[str, torch.Tensor]:
+    """Every sharded analysis (or its one-process original) on the same prompts, as tensors."""
+    clean, corrupted, answers = _inputs(model.cfg.d_vocab)
+    out = {}
+    for kind in ("resid_pre", "head"):
+        if sharded:
+            res = sharded_patch_sweep(
+                model, model, kind, lambda rows: LogitDiff(answers[rows.start : rows.stop]), corrupted, clean
+            )
+        else:
+            res = patch_sweep(model, model, kind, LogitDiff(answers), corrupted, clean)
+        out[f"patch_{kind}"] = torch.cat([res.values.flatten(), torch.tensor([res.baseline, res.reference])])
+    for name, fn in ATTRIBUTIONS.items():
+        res = sharded_attribution(fn, model, clean, answers) if sharded else fn(model, clean, answers)
+        out[f"dla_{name}"] = res.per_prompt
+    lens = sharded_logit_lens(model, clean, answers, k=5) if sharded else logit_lens(model, clean, answers, k=5)
+    out["lens"] = lens.per_prompt
+    out["lens_top_logits"] = lens.top_logits
+    out["lens_top_tokens"] = lens.top_tokens
+    return out
+
+
+def _worker(case: str, out: Path) -> None:
+    state = dist_state()
+    if case == "sweeps":
+        from conftest import tiny_llama_config
+        from transformers import AutoTokenizer
+
+        from workbench.models import DEFAULT_MODEL, ensure_cached, from_config
+
+        tok = AutoTokenizer.from_pretrained(ensure_cached(DEFAULT_MODEL))
+        model = from_config(tiny_llama_config(len(tok)), tok, seed=0, prepend_bos=False)
+        results = _sweeps(model, sharded=True)
+        results["rows"] = list(shard_rows(N_PROMPTS, state))
+        results["items"] = shard_map(lambda x: x * x, list(range(7)))
+        torch.save(results, out / f"rank{state.process_index}.pt")
+    elif case == "raise_in_shard":
+        shard_map(lambda x: 1 / 0 if x == 3 else x, list(range(4)))  # item 3 is on rank 1
+    elif case == "raise_outside":
+        if state.process_index == 1:
+            raise ValueError("rank 1 fails before the collective")
+        shard_map(lambda x: x, list(range(4)))  # rank 0 waits for rank 1 here
+    state.destroy_process_group()
+
+
+def _launch(case: str, out: Path, timeout: float = 240) -> tuple[subprocess.CompletedProcess, float]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "WORKBENCH_DIST_TIMEOUT": "60"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [*cmd, __file__, case, str(out)], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+    return proc, time.perf_counter() - start
+
+
+@pytest.mark.slow
+def test_sharded_sweeps_in_two_processes_equal_one_process(tiny_llama, tmp_path):
+    proc, _ = _launch("sweeps", tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert ranks[0]["rows"] == [0, 1, 2] and ranks[1]["rows"] == [3, 4]
+    assert ranks[0]["items"] == ranks[1]["items"] == [x * x for x in range(7)]
+    expected = _sweeps(tiny_llama, sharded=False)
+    for rank in ranks:
+        for key, want in expected.items():
+            if key == "lens_top_tokens":
+                assert rank[key] == want
+            else:
+                torch.testing.assert_close(rank[key], want, atol=1e-5, rtol=1e-5, msg=key)
+
+
+def test_sharded_functions_in_one_process_equal_originals(tiny_llama):
+    got, want = _sweeps(tiny_llama, sharded=True), _sweeps(tiny_llama, sharded=False)
+    assert got.keys() == want.keys()
+    for key in want:
+        if key == "lens_top_tokens":
+            assert got[key] == want[key]
+        else:
+            torch.testing.assert_close(got[key], want[key], atol=1e-5, rtol=1e-5, msg=key)
+
+
+def test_shard_error_names_the_failing_item():
+    with pytest.raises(ShardError, match="ZeroDivisionError"):
+        shard_map(lambda x: 1 / x, [1, 0])
+    assert shard_map(str, range(3)) == ["0", "1", "2"]
+
+
+def test_a_process_that_raises_stops_both(tmp_path):
+    proc, seconds = _launch("raise_in_shard", tmp_path, timeout=120)
+    assert proc.returncode != 0
+    assert "process 1 of 2 failed" in proc.stderr and "ZeroDivisionError" in proc.stderr
+    proc, seconds = _launch("raise_outside", tmp_path, timeout=120)
+    assert proc.returncode != 0
+    assert "rank 1 fails before the collective" in proc.stderr
+    assert seconds < 60, "the waiting process should be stopped by the launcher, not by the 60 s timeout"
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1], Path(sys.argv[2]))

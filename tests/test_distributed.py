@@ -26,7 +26,10 @@ from workbench.distributed import (
     sharded_logit_lens,
     sharded_patch_sweep,
 )
+from workbench.hooks import attach
+from workbench.irm import IRM, IRMConfig
 from workbench.metrics import LogitDiff
+from workbench.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 N_PROMPTS = 5  # uneven over 2 processes: blocks of 3 and 2
@@ -136,6 +139,48 @@ def test_a_process_that_raises_stops_both(tmp_path):
     assert proc.returncode != 0
     assert "rank 1 fails before the collective" in proc.stderr
     assert seconds < 60, "the waiting process should be stopped by the launcher, not by the 60 s timeout"
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, tokenizer):
+    """A tiny random Llama saved as a Hugging Face folder (what load_model reads)."""
+    from conftest import tiny_llama_config
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_llama")
+    AutoModelForCausalLM.from_config(tiny_llama_config(len(tokenizer), n_layers=3)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _irm_logits(model, tokens):
+    irm = IRM.for_model(model, IRMConfig(layers=(0, 2), hidden_mult=1.0, n_hidden=1), seed=0)
+    with torch.no_grad():
+        irm.net[-1].weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
+        with attach(model, irm.hooks(model)):
+            return model(tokens)
+
+
+@pytest.mark.parametrize("device_map", ["auto", {"": "cpu"}])
+def test_device_map_load_and_irm_equal_one_device(tiny_dir, device_map):
+    """On a CPU-only machine every device map lands on the CPU: same logits, same IRM-injected logits."""
+    tokens = torch.tensor([[5, 17, 300, 2, 41]])
+    plain, mapped = load_model(tiny_dir), load_model(tiny_dir, device_map=device_map)
+    assert mapped.cfg.device == "cpu"
+    torch.testing.assert_close(mapped(tokens), plain(tokens), atol=0, rtol=0)
+    torch.testing.assert_close(_irm_logits(mapped, tokens), _irm_logits(plain, tokens), atol=0, rtol=0)
+    assert not torch.equal(_irm_logits(plain, tokens), plain(tokens))
+
+
+def test_placement_arguments_are_checked(tiny_dir):
+    with pytest.raises(ValueError, match="not both"):
+        load_model(tiny_dir, device_map="auto", n_devices=2)
+    with pytest.raises(ValueError, match="n_devices must be >= 1"):
+        load_model(tiny_dir, n_devices=0)
+    if torch.cuda.device_count() < 2:
+        with pytest.raises(ValueError, match="Load on one device instead"):
+            load_model(tiny_dir, n_devices=2)
 
 
 if __name__ == "__main__":

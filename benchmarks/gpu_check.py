@@ -71,7 +71,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _timed(fn: Callable, device: str, repeats: int = 3) -> tuple[object, float]:
+def timed(fn: Callable, device: str, repeats: int = 3) -> tuple[object, float]:
     """Result and median seconds of ``repeats`` calls after one warm-up."""
     out = fn()
     times = []
@@ -186,7 +186,7 @@ def big_model(hf_kwargs: dict, device: str, tok, *, batch: int, seq: int, patch_
     vocab = hf_kwargs["vocab_size"]
     tokens = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(0)).to(device)
     with torch.no_grad():
-        _, seconds = _timed(lambda: model(tokens), device)
+        _, seconds = timed(lambda: model(tokens), device)
     out["forward"] = {"batch": batch, "seq": seq, "s": seconds, "tokens_per_s": batch * seq / seconds}
 
     out["irm"] = irm_step(model, tokens, device)  # the IRM and its optimizer are freed on return
@@ -211,7 +211,7 @@ def irm_step(model, tokens, device: str) -> dict:
         return float(loss.detach())
 
     with frozen(model):
-        loss, seconds = _timed(step, device)
+        loss, seconds = timed(step, device)
     return {
         "hidden_width": irm.cfg.hidden_width(model.cfg.d_model),
         "write_layers": len(irm.layers),

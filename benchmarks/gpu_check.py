@@ -71,9 +71,9 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable, device: str, repeats: int = 3) -> tuple[object, float]:
-    """Result and median seconds of ``repeats`` calls after one warm-up."""
-    out = fn()
+def timed(fn: Callable, device: str, repeats: int = 3, warmup: bool = True) -> tuple[object, float]:
+    """Result and median seconds of ``repeats`` calls (after one warm-up call unless ``warmup`` is False)."""
+    out = fn() if warmup else None
     times = []
     for _ in range(repeats):
         _sync(device)

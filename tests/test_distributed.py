@@ -27,7 +27,7 @@ from workbench.distributed import (
     sharded_patch_sweep,
 )
 from workbench.hooks import attach
-from workbench.irm import IRM, IRMConfig
+from workbench.irm import IRM, IRMConfig, TrainConfig, train_irm
 from workbench.metrics import LogitDiff
 from workbench.models import load_model
 
@@ -66,16 +66,42 @@ def _sweeps(model, sharded: bool) -> dict[str, torch.Tensor]:
     return out
 
 
+TEXTS = [f"tweet {i}: the weather is {w} today" for i, w in enumerate(["fine", "awful", "grey", "warm", "cold"] * 2)]
+IRM_CFG = IRMConfig(hidden_mult=1.0, n_hidden=1)
+
+
+def _train_cfg(steps: int) -> TrainConfig:
+    """4 texts per step (2 per process in the 2-process run); AdamW at lr 1e-3, since Adam turns float noise
+    in near-zero gradients into weight noise of order lr·1e-3."""
+    return TrainConfig(steps=steps, batch_size=4, lr=1e-3, warmup=1, max_len=24, eval_every=0, checkpoint_every=2)
+
+
+def _train(model, steps: int, out_dir=None) -> dict[str, torch.Tensor]:
+    irm = IRM.for_model(model, IRM_CFG, seed=0)
+    train_irm(model, irm, TEXTS, _train_cfg(steps), out_dir=out_dir, progress=False)
+    return {k: v.detach().clone() for k, v in irm.state_dict().items()}
+
+
+def _tiny_model():
+    from conftest import tiny_llama_config
+    from transformers import AutoTokenizer
+
+    from workbench.models import DEFAULT_MODEL, ensure_cached, from_config
+
+    tok = AutoTokenizer.from_pretrained(ensure_cached(DEFAULT_MODEL))
+    return from_config(tiny_llama_config(len(tok)), tok, seed=0, prepend_bos=False)
+
+
 def _worker(case: str, out: Path) -> None:
     state = dist_state()
-    if case == "sweeps":
-        from conftest import tiny_llama_config
-        from transformers import AutoTokenizer
-
-        from workbench.models import DEFAULT_MODEL, ensure_cached, from_config
-
-        tok = AutoTokenizer.from_pretrained(ensure_cached(DEFAULT_MODEL))
-        model = from_config(tiny_llama_config(len(tok)), tok, seed=0, prepend_bos=False)
+    if case == "train":
+        model = _tiny_model()
+        weights = _train(model, 3)
+        _train(model, 2, out_dir=out / "run")  # stops after step 2, checkpointed; resumed in one process
+        if state.is_main_process:
+            torch.save({"weights": weights, "world": state.num_processes}, out / "dp.pt")
+    elif case == "sweeps":
+        model = _tiny_model()
         results = _sweeps(model, sharded=True)
         results["rows"] = list(shard_rows(N_PROMPTS, state))
         results["items"] = shard_map(lambda x: x * x, list(range(7)))
@@ -113,6 +139,23 @@ def test_sharded_sweeps_in_two_processes_equal_one_process(tiny_llama, tmp_path)
                 assert rank[key] == want
             else:
                 torch.testing.assert_close(rank[key], want, atol=1e-5, rtol=1e-5, msg=key)
+
+
+@pytest.mark.slow
+def test_irm_training_in_two_processes_equals_one_and_resumes_in_one(tiny_llama, tmp_path):
+    """Same global batch (4 texts: 2 + 2): the IRM after 3 steps equals the 1-process IRM; the 2-process
+    checkpoint of step 2 resumes in this process to the weights of an uninterrupted 3-step run."""
+    proc, _ = _launch("train", tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    two = torch.load(tmp_path / "dp.pt", weights_only=False)
+    assert two["world"] == 2
+    one = _train(tiny_llama, 3)
+    assert any(v.abs().max() > 0 for k, v in one.items() if k.startswith("net.2")), "the last layer left zero"
+    for key in one:
+        torch.testing.assert_close(two["weights"][key], one[key], atol=1e-5, rtol=0, msg=key)
+    resumed = _train(tiny_llama, 3, out_dir=tmp_path / "run")
+    for key in one:
+        torch.testing.assert_close(resumed[key], one[key], atol=1e-5, rtol=0, msg=key)
 
 
 def test_sharded_functions_in_one_process_equal_originals(tiny_llama):

@@ -20,6 +20,7 @@ from workbench.analysis.patching import patch_sweep
 from workbench.distributed import (
     ShardError,
     dist_state,
+    process_device,
     shard_map,
     shard_rows,
     sharded_attribution,
@@ -104,6 +105,7 @@ def _worker(case: str, out: Path) -> None:
         model = _tiny_model()
         results = _sweeps(model, sharded=True)
         results["rows"] = list(shard_rows(N_PROMPTS, state))
+        results["devices"] = [process_device(d) for d in ("cuda", "cuda:0", "cpu")]
         results["items"] = shard_map(lambda x: x * x, list(range(7)))
         torch.save(results, out / f"rank{state.process_index}.pt")
     elif case == "raise_in_shard":
@@ -131,6 +133,7 @@ def test_sharded_sweeps_in_two_processes_equal_one_process(tiny_llama, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     assert ranks[0]["rows"] == [0, 1, 2] and ranks[1]["rows"] == [3, 4]
+    assert [r["devices"] for r in ranks] == [["cuda:0", "cuda:0", "cpu"], ["cuda:1", "cuda:0", "cpu"]]
     assert ranks[0]["items"] == ranks[1]["items"] == [x * x for x in range(7)]
     expected = _sweeps(tiny_llama, sharded=False)
     for rank in ranks:
@@ -172,6 +175,7 @@ def test_shard_error_names_the_failing_item():
     with pytest.raises(ShardError, match="ZeroDivisionError"):
         shard_map(lambda x: 1 / x, [1, 0])
     assert shard_map(str, range(3)) == ["0", "1", "2"]
+    assert process_device("cuda") == "cuda" and process_device("cpu") == "cpu"  # one process
 
 
 def test_a_process_that_raises_stops_both(tmp_path):

@@ -37,6 +37,7 @@ from workbench.analysis.patching import PatchResult, as_side, patch_sweep
 __all__ = [
     "ShardError",
     "dist_state",
+    "process_device",
     "shard_map",
     "shard_rows",
     "sharded_attribution",
@@ -57,6 +58,13 @@ def dist_state() -> PartialState:
     """
     seconds = float(os.environ.get("WORKBENCH_DIST_TIMEOUT", 1800))
     return PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=seconds))
+
+
+def process_device(device: str, state: PartialState | None = None) -> str:
+    """The device this process should load its model on: ``"cuda"`` becomes ``"cuda:<local rank>"``
+    when several processes run (one GPU each); anything else is returned unchanged."""
+    state = state or dist_state()
+    return f"cuda:{state.local_process_index}" if device == "cuda" and state.num_processes > 1 else device
 
 
 def shard_rows(n: int, state: PartialState | None = None) -> range:

@@ -71,9 +71,9 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable, device: str, repeats: int = 3, warmup: bool = True, best: bool = False) -> tuple[object, float]:
-    """Result and median (``best``: least) seconds of ``repeats`` calls, after a warm-up call unless not ``warmup``."""
-    out = fn() if warmup else None
+def timed(fn: Callable, device: str, repeats: int = 3) -> tuple[object, float]:
+    """Result and median seconds of ``repeats`` calls after one warm-up call."""
+    out = fn()
     times = []
     for _ in range(repeats):
         _sync(device)
@@ -81,7 +81,7 @@ def timed(fn: Callable, device: str, repeats: int = 3, warmup: bool = True, best
         out = fn()
         _sync(device)
         times.append(time.perf_counter() - start)
-    return out, min(times) if best else sorted(times)[len(times) // 2]
+    return out, sorted(times)[len(times) // 2]
 
 
 def _pair(hf_config, tok, device: str):
@@ -194,17 +194,14 @@ def big_model(hf_kwargs: dict, device: str, tok, *, batch: int, seq: int, patch_
     return out
 
 
-def irm_step(model, tokens, device: str, best_of: int = 0) -> dict:
-    """Step time, tokens/s and peak memory of training the paper's IRM (3·d_model, 4 hidden layers, all layers).
-
-    The time is the median of 3 steps after a warm-up, or the least of ``best_of`` steps.
-    """
+def paper_irm(model, tokens) -> tuple[IRM, Callable[[], float]]:
+    """The paper's IRM for ``model`` (3·d_model, 4 hidden layers, all layers) and a function that runs one
+    training step on ``tokens`` (forward with the IRM, next-token loss, backward, AdamW) and returns the loss.
+    Call it with the model frozen."""
     irm = IRM.for_model(model, IRMConfig(hidden_mult=3.0, n_hidden=4), seed=0)
     opt = torch.optim.AdamW(irm.parameters(), lr=1e-4)
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
 
-    def step():
+    def step() -> float:
         with attach(model, irm.hooks(model)):
             logits = model(tokens)
         loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten())
@@ -213,8 +210,16 @@ def irm_step(model, tokens, device: str, best_of: int = 0) -> dict:
         opt.zero_grad(set_to_none=True)
         return float(loss.detach())
 
+    return irm, step
+
+
+def irm_step(model, tokens, device: str) -> dict:
+    """Median step time of 3 steps after a warm-up, tokens/s and peak memory of training :func:`paper_irm`."""
+    irm, step = paper_irm(model, tokens)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
     with frozen(model):
-        loss, seconds = timed(step, device, best_of or 3, best=bool(best_of))
+        loss, seconds = timed(step, device)
     return {
         "hidden_width": irm.cfg.hidden_width(model.cfg.d_model),
         "write_layers": len(irm.layers),

@@ -11,9 +11,9 @@ layers) of 2-16 layers. Each axis is varied with the others fixed (``--at``: seq
 * **DAS step**: a rank-4 rotated-space interchange at the middle layer's last position, loss on the
   last logits, backward, Adam.
 
-One thread; steps are timed as the best of 5 runs after a warm-up, sweeps as the best of 2 (after
-the steps warmed the model up): on a shared machine the least time is the least disturbed. Read
-the exponents, not the seconds. Writes ``benchmarks/results/scaling.csv`` and
+Times are CPU seconds of one thread (``time.process_time``), which other processes on a shared
+machine do not inflate as they do wall time: steps the least of 3 after a warm-up, sweeps one run
+(after the steps warmed the model up). Writes ``benchmarks/results/scaling.csv`` and
 ``scaling.md`` (the table and the fitted log-log exponents) and a figure (``--fig``, not committed).
 ``python -m benchmarks.scaling [--seq 8 16 ...] [--batch 1 2 ...] [--depth 2 4 ...]``.
 """
@@ -26,6 +26,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # busy-waiting OpenMP threa
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import argparse
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ import torch
 from plotly.subplots import make_subplots
 from transformers import AutoTokenizer, LlamaConfig
 
-from benchmarks.gpu_check import irm_step, timed
+from benchmarks.gpu_check import paper_irm
 from workbench.analysis.patching import patch_sweep
 from workbench.interventions import InterventionSet, RotatedSpaceIntervention, run_interventions, source_activations
 from workbench.interventions.spec import spec_at
@@ -63,13 +64,22 @@ def tiny_llama(n_layers: int, tok):
     return from_config(cfg, tok, seed=0, prepend_bos=False)
 
 
+def cpu_seconds(fn, repeats: int) -> float:
+    """Least CPU time (``time.process_time``, one thread) of ``repeats`` calls: unlike wall time, it does
+    not count the time other processes of a shared machine take."""
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        fn()
+        times.append(time.process_time() - start)
+    return min(times)
+
+
 def patch_seconds(model, tokens: torch.Tensor) -> float:
     """Seconds of a full layer × position ``resid_pre`` sweep of ``tokens`` against shuffled tokens."""
     corrupt = (tokens + 1) % VOCAB  # differs at every position: nothing to skip
     metric = LogitDiff(torch.tensor([[1, 2]]).expand(tokens.shape[0], 2))
-    return timed(
-        lambda: patch_sweep(model, model, "resid_pre", metric, corrupt, tokens), "cpu", 2, warmup=False, best=True
-    )[1]
+    return cpu_seconds(lambda: patch_sweep(model, model, "resid_pre", metric, corrupt, tokens), 1)
 
 
 def das_seconds(model, tokens: torch.Tensor) -> float:
@@ -88,20 +98,22 @@ def das_seconds(model, tokens: torch.Tensor) -> float:
             loss.backward()
             opt.step()
 
-        return timed(step, "cpu", 5, best=True)[1]
+        step()  # warm-up
+        return cpu_seconds(step, 3)
 
 
 def measure(depth: int, batch: int, seq: int, tok) -> dict[str, float]:
     """Seconds of each operation for one (depth, batch, seq)."""
     model = tiny_llama(depth, tok)
     tokens = torch.randint(0, VOCAB, (batch, seq), generator=torch.Generator().manual_seed(seq + batch))
-    with torch.no_grad():
+    _, irm_step = paper_irm(model, tokens)
+    with frozen(model):
+        irm_step()  # warm-up
+        irm = cpu_seconds(irm_step, 3)
+    das = das_seconds(model, tokens)
+    with torch.no_grad():  # after the steps warmed the model up
         patch = patch_seconds(model, tokens)
-    return {
-        "patching sweep": patch,
-        "IRM step": irm_step(model, tokens, "cpu")["step_s"],
-        "DAS step": das_seconds(model, tokens),
-    }
+    return {"patching sweep": patch, "IRM step": irm, "DAS step": das}
 
 
 def run(seqs, batches, depths, fixed: dict[str, int]) -> pd.DataFrame:

@@ -8,7 +8,8 @@
    (3·d_model, 4 hidden layers, writes into all 32 layers): parameters, training step time,
    tokens/s, peak memory; a ``resid_pre`` patching sweep's speedup over ``transformer_lens.patching``.
 3. **Models across GPUs** (with 2+ GPUs): a tiny model split over two GPUs gives the one-GPU
-   logits, with and without an IRM (reads on the first GPU, each write on its layer's GPU).
+   logits, and ``train_irm`` on it (reads on the first GPU, each write on its layer's GPU) the
+   one-GPU IRM.
 
 Finishes in a few minutes on one H100/H200. ``--dry-run`` runs everything on the CPU instead:
 the equality checks compare the CPU with itself, and part 2 uses a small Llama-shaped config, so
@@ -27,6 +28,7 @@ import contextlib
 import copy
 import datetime
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -40,7 +42,7 @@ from workbench.analysis.attribution import layer_attribution
 from workbench.analysis.logit_lens import logit_lens
 from workbench.analysis.patching import patch_sweep
 from workbench.hooks import attach
-from workbench.irm import IRM, IRMConfig
+from workbench.irm import IRM, IRMConfig, TrainConfig, train_irm
 from workbench.metrics import LogitDiff
 from workbench.models import DEFAULT_MODEL, boot, ensure_cached, frozen
 
@@ -260,7 +262,7 @@ def patching_speedup(model, device: str, vocab: int, seq: int) -> dict:
 
 
 def split_check(tok) -> dict:
-    """A tiny Llama dispatched over two GPUs gives the one-GPU logits, with and without an IRM."""
+    """A tiny Llama dispatched over two GPUs gives the one-GPU logits, and ``train_irm`` on it the one-GPU IRM."""
     if torch.cuda.device_count() < 2:
         return {"skipped": f"needs 2 GPUs, found {torch.cuda.device_count()}"}
     from accelerate import dispatch_model
@@ -280,11 +282,19 @@ def split_check(tok) -> dict:
     out = {"devices": sorted({str(p.device) for p in split.parameters()})}
     with torch.no_grad():
         out["logits"] = _diff(split(tokens), single(tokens))
-    irms = [_irm_steps(m, tokens) for m in (split, single)]
-    out["irm_weights_after_3_steps"] = max(
-        _diff(a, b) for a, b in zip(irms[0].state_dict().values(), irms[1].state_dict().values())
-    )
-    out["ok"] = out["logits"] <= TOLERANCE and out["irm_weights_after_3_steps"] <= TOLERANCE
+    # the real training path (train_irm, the loop, the reply loss) on the split model vs one GPU
+    cfg = TrainConfig(steps=3, batch_size=2, lr=1e-3, warmup=1, max_len=16, eval_every=0, amp=False)
+    texts = [f"tweet {i}: the weather is {w}" for i, w in enumerate(["fine", "awful", "grey", "warm"])]
+    weights = []
+    try:
+        for m in (split, single):
+            irm = IRM.for_model(m, IRMConfig(hidden_mult=1.0, n_hidden=1), seed=0)
+            train_irm(m, irm, texts, cfg, progress=False)
+            weights.append(irm.state_dict())
+        out["train_irm_weights_after_3_steps"] = max(_diff(a, b) for a, b in zip(*(w.values() for w in weights)))
+    except Exception as err:  # report it beside the logits check
+        out["train_irm_error"] = f"{type(err).__name__}: {err}"
+    out["ok"] = out["logits"] <= TOLERANCE and out.get("train_irm_weights_after_3_steps", math.inf) <= TOLERANCE
     return out
 
 

@@ -17,6 +17,7 @@ import torch
 from workbench.analysis.attribution import head_attribution, layer_attribution, neuron_attribution
 from workbench.analysis.logit_lens import logit_lens
 from workbench.analysis.patching import patch_sweep
+from workbench.data.counterfactual import CounterfactualTensors
 from workbench.distributed import (
     ShardError,
     dist_state,
@@ -28,6 +29,8 @@ from workbench.distributed import (
     sharded_patch_sweep,
 )
 from workbench.hooks import attach
+from workbench.interventions import AlignmentConfig, InterventionSet, RotatedSpaceIntervention, train_interventions
+from workbench.interventions.spec import spec_at
 from workbench.irm import IRM, IRMConfig, TrainConfig, train_irm
 from workbench.metrics import LogitDiff
 from workbench.models import load_model
@@ -83,6 +86,30 @@ def _train(model, steps: int, out_dir=None) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in irm.state_dict().items()}
 
 
+def _das(model) -> InterventionSet:
+    return InterventionSet([(spec_at(model, "resid_post", 1, 4), RotatedSpaceIntervention(64, 4, seed=0))])
+
+
+def _projector(interventions: InterventionSet) -> torch.Tensor:
+    """The projector on the swapped subspace: what the intervention does. (The rotation's parameters are
+    not comparable: entries that only turn within or outside the subspace have gradients of float noise,
+    which Adam turns into steps of order lr.)"""
+    basis = interventions.interventions[0].subspace()
+    return basis @ basis.T
+
+
+def _train_das(model) -> torch.Tensor:
+    """The swapped subspace's projector of a rank-4 rotation at layer 1's last position after 3 Adam steps
+    on 8 random counterfactual examples."""
+    gen = torch.Generator().manual_seed(2)
+    base, source = torch.randint(0, 1000, (2, 8, 5), generator=gen)
+    labels, base_labels = torch.randint(0, 1000, (2, 8), generator=gen)
+    data = CounterfactualTensors(base, (source,), labels, base_labels)
+    interventions = _das(model)
+    train_interventions(model, interventions, data, AlignmentConfig(steps=3, batch_size=4, lr=1e-3))
+    return _projector(interventions)
+
+
 def _tiny_model():
     from conftest import tiny_llama_config
     from transformers import AutoTokenizer
@@ -99,8 +126,9 @@ def _worker(case: str, out: Path) -> None:
         model = _tiny_model()
         weights = _train(model, 3)
         _train(model, 2, out_dir=out / "run")  # stops after step 2, checkpointed; resumed in one process
+        das = _train_das(model)
         if state.is_main_process:
-            torch.save({"weights": weights, "world": state.num_processes}, out / "dp.pt")
+            torch.save({"weights": weights, "das": das, "world": state.num_processes}, out / "dp.pt")
     elif case == "sweeps":
         model = _tiny_model()
         results = _sweeps(model, sharded=True)
@@ -149,7 +177,8 @@ def test_sharded_sweeps_in_two_processes_equal_one_process(tiny_llama, tmp_path)
 @pytest.mark.slow
 def test_irm_training_in_two_processes_equals_one_and_resumes_in_one(tiny_llama, tmp_path):
     """Same global batch (4 texts: 2 + 2): the IRM after 3 steps equals the 1-process IRM; the 2-process
-    checkpoint of step 2 resumes in this process to the weights of an uninterrupted 3-step run."""
+    checkpoint of step 2 resumes in this process to the weights of an uninterrupted 3-step run; a DAS
+    rotation trained on 2 processes swaps the subspace the 1-process one swaps."""
     proc, _ = _launch("train", tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     two = torch.load(tmp_path / "dp.pt", weights_only=False)
@@ -161,6 +190,9 @@ def test_irm_training_in_two_processes_equals_one_and_resumes_in_one(tiny_llama,
     resumed = _train(tiny_llama, 3, out_dir=tmp_path / "run")
     for key in one:
         torch.testing.assert_close(resumed[key], one[key], atol=1e-5, rtol=0, msg=key)
+    das = _train_das(tiny_llama)
+    assert (das - _projector(_das(tiny_llama))).abs().max() > 1e-3, "DAS did not move"
+    torch.testing.assert_close(two["das"], das, atol=1e-5, rtol=0)
 
 
 def test_sharded_functions_in_one_process_equal_originals(tiny_llama):

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from benchmarks.gpu_check import DRY_RUN_LLAMA, main
 
 
@@ -24,3 +26,20 @@ def test_gpu_check_dry_run_prints_one_json(capsys, tmp_path):
     assert big["patching"]["patches"] == layers * big["patching"]["seq"]
     assert big["patching"]["max_abs_diff_bf16"] < 0.1  # bf16 sweep vs transformer_lens.patching
     assert "skipped" in report["split_across_gpus"]
+
+
+def test_scaling_exponents_recover_a_power_law():
+    import pandas as pd
+
+    from benchmarks.scaling import OPS, exponents, markdown
+
+    rows = []
+    for axis, power in (("seq", 2.0), ("batch", 1.0), ("depth", 0.5)):
+        for x in (2, 4, 8, 16):
+            fixed = {"seq": 32, "batch": 4, "depth": 4, axis: x}
+            rows += [{"op": op, "axis": axis, "x": x, **fixed, "seconds": 0.01 * x**power} for op in OPS]
+    df = pd.DataFrame(rows)
+    fits = exponents(df)
+    assert fits.loc["IRM step", "seq"] == pytest.approx(2.0) and fits.loc["DAS step", "depth"] == pytest.approx(0.5)
+    assert exponents(df, last=2).loc["patching sweep", "batch"] == pytest.approx(1.0)
+    assert "| patching sweep | 1.00 | 0.50 | 2.00 |" in markdown(df, fits)

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
+from experiments.checks import preflight
 from workbench.config import Config, field_docs
 from workbench.plotting import save_figure
 
@@ -20,11 +21,15 @@ C = TypeVar("C", bound=Config)
 __all__ = ["parse_config", "write_outputs"]
 
 
-def parse_config(cls: type[C], argv: Sequence[str] | None = None, description: str | None = None) -> C:
+def parse_config(
+    cls: type[C], argv: Sequence[str] | None = None, description: str | None = None, *, check: bool = True
+) -> C:
     """Build a config from command-line flags, one ``--field-name`` per dataclass field.
 
     Tuples take several values (``--layers 0 3 5``), booleans are ``--flag/--no-flag``, and the
-    help text of each flag is the field's docstring.
+    help text of each flag is the field's docstring. The config is validated when it is built and,
+    with ``check``, by :func:`experiments.checks.preflight` (devices, folders, models, corpora, hook
+    kinds, layers), so a bad flag exits at once with ``error: <what is wrong and the fix>`` (status 2).
     """
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     hints = typing.get_type_hints(cls)
@@ -45,7 +50,11 @@ def parse_config(cls: type[C], argv: Sequence[str] | None = None, description: s
             kwargs["type"] = hint
         parser.add_argument(flag, **kwargs)
     ns = vars(parser.parse_args(argv))
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in ns.items()})
+    try:
+        cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in ns.items()})
+        return preflight(cfg) if check else cfg
+    except (ValueError, KeyError, IndexError, OSError) as err:
+        parser.error(str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err))
 
 
 def write_outputs(

@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import pandas as pd
 import torch
@@ -94,7 +94,7 @@ class Batch:
     items: list[int] | None = field(default=None, repr=False)
     """The dataset items :meth:`indices` handed out (named by the NaN stop)."""
 
-    def shard(self, items: Sequence[T]) -> Sequence[T]:
+    def shard(self, items: Sequence[T] | Tensor) -> Sequence[T] | Tensor:
         """This process's share ``items[rank::world]`` of a global micro-batch (a list or a tensor)."""
         return items[self.rank :: self.world]
 
@@ -121,18 +121,17 @@ class Term:
 
     total: Tensor
     """Sum over the items (a scalar, attached to the graph)."""
-    count: int | Tensor
+    count: int | float | Tensor
     """Items summed; 1 for a once-per-step quantity such as a penalty on the weights."""
     weight: float = 1.0
     """Coefficient of the term's mean in the loss."""
 
 
-class StepFn(Protocol):
-    """A trainer's step: run one micro-batch (with the trainable module) and return its loss terms by name."""
-
-    def __call__(self, batch: Batch) -> dict[str, Term]: ...
+StepFn = Callable[[Batch], dict[str, Term]]
+"""A trainer's step: run one micro-batch (with the trainable module) and return its loss terms by name."""
 
 
+@runtime_checkable
 class Checkpoints(Protocol):
     """Where a trainer keeps its checkpoints (the loop calls ``prepare`` and ``save`` on the main process only)."""
 
@@ -198,7 +197,8 @@ def accelerator():
     if _ACCELERATOR is None:
         from accelerate import Accelerator
 
-        _ACCELERATOR = Accelerator(device_placement=False)
+        # cpu=True on a machine without CUDA: then torchrun's processes form a gloo group (MULTI_CPU)
+        _ACCELERATOR = Accelerator(device_placement=False, cpu=not torch.cuda.is_available())
     return _ACCELERATOR
 
 

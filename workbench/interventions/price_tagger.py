@@ -29,10 +29,11 @@ import random
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Annotated
 
 import torch
 
-from workbench.config import Config
+from workbench.config import Config, Count, Positive, Range
 from workbench.data.counterfactual import (
     CounterfactualTensors,
     price_tagging_model,
@@ -115,30 +116,30 @@ def price_tokenizer():
 class PriceTaggerConfig(Config):
     """A small Llama trained from scratch on the price-tagging game (optionally with IIT planting its variables)."""
 
-    n_layers: int = 2
+    n_layers: Count = 2
     """Transformer blocks."""
-    d_model: int = 64
+    d_model: Count = 64
     """Residual stream width."""
-    n_heads: int = 8
+    n_heads: Count = 8
     """Attention heads (half as many key/value heads: grouped-query attention as in Llama)."""
-    d_mlp: int = 256
+    d_mlp: Count = 256
     """Hidden width of the gated MLP."""
-    steps: int = 4000
+    steps: Count = 4000
     """Optimiser steps (each on freshly sampled prompts)."""
-    batch_size: int = 64
+    batch_size: Count = 64
     """Prompts per step."""
-    lr: float = 3e-3
+    lr: Positive = 3e-3
     """Peak AdamW learning rate (linear warm-up, cosine decay)."""
     decimals: int = 2
     """Decimals of the prices (2 as in the paper: X.XX dollars)."""
-    eval_size: int = 1000
+    eval_size: Count = 1000
     """Held-out prompts for the reported accuracy."""
     seed: int = 0
     """Seed of initialisation and sampling."""
-    iit_layer: int = -1
+    iit_layer: Annotated[int, Range(ge=-1)] = -1
     """Interchange intervention training: plant ``left`` and ``right`` in ``blocks.{iit_layer}.hook_resid_post`` at the
     last position (-1: task loss only)."""
-    iit_dims: int = 4
+    iit_dims: Count = 4
     """Dimensions of each planted variable's subspace (orthogonal subspaces of a seeded random rotation)."""
 
     def key(self) -> str:

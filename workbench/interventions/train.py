@@ -17,7 +17,7 @@ from functools import partial
 import pandas as pd
 import torch
 
-from workbench.config import Config
+from workbench.config import Config, Count, NonNegative, Positive
 from workbench.data.counterfactual import CounterfactualTensors
 from workbench.interventions.apply import InterventionSet, run_interventions, source_activations
 from workbench.interventions.modules import BoundlessRotatedSpaceIntervention
@@ -31,19 +31,19 @@ __all__ = ["AlignmentConfig", "TrainHistory", "train_interventions"]
 class AlignmentConfig(Config):
     """How to train interventions on a counterfactual dataset."""
 
-    steps: int = 200
+    steps: Count = 200
     """Optimiser steps (batches cycle through the shuffled dataset)."""
-    batch_size: int = 64
+    batch_size: Count = 64
     """Examples per step."""
-    lr: float = 1e-3
+    lr: Positive = 1e-3
     """Learning rate of rotations and other intervention weights."""
-    boundary_lr: float = 1e-2
+    boundary_lr: Positive = 1e-2
     """Learning rate of Boundless DAS boundaries."""
-    boundary_penalty: float = 1.0
+    boundary_penalty: NonNegative = 1.0
     """Weight of the sum of boundaries (fractions of d) added to the loss."""
-    temperature_start: float = 50.0
+    temperature_start: Positive = 50.0
     """Initial temperature of the boundary mask (in units of rotated coordinates)."""
-    temperature_end: float = 0.1
+    temperature_end: Positive = 0.1
     """Final temperature of the boundary mask."""
     seed: int = 0
     """Seed of the batch order."""

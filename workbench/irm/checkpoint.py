@@ -295,5 +295,5 @@ class TrainingCheckpoints:
             warnings.warn(
                 f"resuming {path} (step {meta['step']} of a run set to steps={old['steps']}) and continuing "
                 f"to steps={self.cfg.steps}",
-                stacklevel=4,
+                stacklevel=5,
             )

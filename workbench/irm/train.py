@@ -30,9 +30,6 @@ from workbench.training import Batch, LoopConfig, Term, TrainResult, batch_order
 
 __all__ = ["TrainResult", "batch_order", "encode_for", "eval_loss", "latest_checkpoint", "reply_nll", "train_irm"]
 
-LOG_FIELDS = ("step", "loss", "lm_loss", "l1", "lr", "eval_loss", "seconds")
-"""Columns of ``train_log.csv`` and of :meth:`TrainResult.to_frame`."""
-
 
 def reply_nll(
     logits: Tensor, tokens: Int[Tensor, "batch pos"], scored: Bool[Tensor, "batch pos"]
@@ -96,13 +93,17 @@ def train_irm(
         train: training texts.
         cfg: hyper-parameters.
         held_out: texts for the evaluation loss (the first ``cfg.eval_texts``).
-        out_dir: where ``train_log.csv`` and ``checkpoints/step-NNNNNN`` go (none written if ``None``).
-        resume: continue from the latest checkpoint in ``out_dir`` if there is one.
+        out_dir: where ``train_log.csv`` (columns step, loss, lm_loss, l1, lr, eval_loss, seconds) and
+            ``checkpoints/step-NNNNNN`` go (none written if ``None``).
+        resume: continue from the latest checkpoint in ``out_dir`` if there is one (refused if it was
+            trained with another config or texts); ``False`` removes the old checkpoints and starts over.
         progress: show a tqdm bar with the loss.
         callback: called with each step's log row (e.g. to plot live, or to stop by raising).
 
     Raises:
-        FloatingPointError: the loss became NaN or infinite (the message names the step).
+        FloatingPointError: the loss became NaN or infinite (the message names the step and the cause).
+        ValueError: the checkpoint in ``out_dir`` belongs to another run (the message names the differences).
+        CheckpointError: a checkpoint file is damaged (the message names the file and the fix).
     """
     irm.check_model(model)
     data = encode_for(model, train, cfg)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from workbench.config import Config
+from workbench.config import Config, Count, Positive
 from workbench.data.corpora import load_alignment, load_texts
 from workbench.models import DEFAULT_MODEL, REGISTRY, atomic_dir, cache_dir, load_hf, load_model
 from workbench.training import Batch, LoopConfig, Term, train_loop
@@ -49,11 +49,11 @@ class TuneConfig(Config):
     """Optimizer steps."""
     batch_size: int = 8
     """Texts per step."""
-    max_length: int = 48
+    max_length: Count = 48
     """Tokens per text (longer texts are cut)."""
-    lr: float = 1e-3
+    lr: Positive = 1e-3
     """AdamW learning rate."""
-    max_items: int = 4000
+    max_items: Count = 4000
     """Texts taken from the corpus at most."""
     seed: int = 0
     """Seed of the corpus shuffle and the batches."""

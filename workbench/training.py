@@ -355,7 +355,8 @@ def _micro_step(
             raise FloatingPointError(_nan_cause(cfg, batch.step, batch, name, value, params, optimizer))
         out[name] = (value, term.weight)
     loss = sum(t.weight * (t.total * acc.num_processes / count) for t, count in zip(terms.values(), counts))
-    acc.backward(loss / cfg.grad_accum)
+    # not acc.backward: it divides by the accumulation steps of whichever Accelerator the process made last
+    (loss / cfg.grad_accum).backward()
     return out
 
 

@@ -212,6 +212,7 @@ def test_shard_error_names_the_failing_item():
     assert process_device("cuda") == "cuda" and process_device("cpu") == "cpu"  # one process
 
 
+@pytest.mark.slow
 def test_a_process_that_raises_stops_both(tmp_path):
     proc, _ = _launch("raise_in_shard", tmp_path)
     assert proc.returncode != 0

@@ -197,6 +197,9 @@ def accelerator():
     if _ACCELERATOR is None:
         from accelerate import Accelerator
 
+        from workbench.distributed import dist_state
+
+        dist_state()  # the process group first, with its timeout ($WORKBENCH_DIST_TIMEOUT)
         # cpu=True on a machine without CUDA: then torchrun's processes form a gloo group (MULTI_CPU)
         _ACCELERATOR = Accelerator(device_placement=False, cpu=not torch.cuda.is_available())
     return _ACCELERATOR

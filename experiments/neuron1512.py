@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shlex
 import sys
 import time
@@ -32,7 +33,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from experiments.common import write_outputs
+from experiments.checks import preflight
+from experiments.common import _jsonable, write_outputs
 from workbench.config import Config, field_docs
 from workbench.data.chat_prompts import chat_prompts
 from workbench.data.corpora import ALIGNMENTS, Corpus, load_alignment
@@ -226,8 +228,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Neuron1512Config:
     if top.get("quick"):
         top = {**QUICK, **top}
     cmd = "python -m experiments.neuron1512 " + shlex.join(sys.argv[1:] if argv is None else argv)
-    cfg = Neuron1512Config(**top, command=cmd.strip())
-    return resolve(cfg, irm=given["IRMConfig"], train=given["TrainConfig"], quick_sizes=False)  # applied above
+    try:
+        cfg = Neuron1512Config(**top, command=cmd.strip())
+    except (ValueError, TypeError) as err:
+        parser.error(str(err))
+    try:
+        return preflight(resolve(cfg, irm=given["IRMConfig"], train=given["TrainConfig"], quick_sizes=False))
+    except (ValueError, KeyError, IndexError, OSError) as err:  # a bad flag: say so before any work starts
+        parser.error(str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err))
 
 
 # ---------------------------------------------------------------- one unit
@@ -450,12 +458,49 @@ def main(cfg: Neuron1512Config) -> dict:
     _say(
         cfg, f"writing {len(figures)} figures{' (HTML + PNG)' if cfg.png else ''} and {len(tables)} tables to {cfg.out}"
     )
-    write_outputs(cfg.out, cfg, figures=figures, tables=tables, png=cfg.png)
+    summary["seconds"] = time.perf_counter() - t0
+    write_outputs(
+        cfg.out, cfg, figures=figures, tables=tables, summary=summary, png=cfg.png, captions=captions(figures)
+    )
+    # the wall time including the writing goes into config.json and summary.json (the report shows it without)
     summary["seconds"] = time.perf_counter() - t0
     cfg = cfg.replace(wall_seconds=round(summary["seconds"], 1))
     summary["config"] = cfg.to_dict()
-    write_outputs(cfg.out, cfg, summary=summary)
+    cfg.save_json(Path(cfg.out) / "config.json")
+    (Path(cfg.out) / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n")
     return summary
+
+
+CAPTIONS = {
+    "training_curves": "Training and held-out loss per preset, alignment and seed: every IRM should go down.",
+    "dimension_share": "Seed-mean share of the IRM output per residual dimension: a spike would be a dominant dimension.",
+    "sparsity": "Share of the output in the top-k dimensions vs k: the dashed line is a uniform spread.",
+    "masking": "Realignment lost when the top-k dimensions are masked vs k random ones (mean ± std over seeds and draws).",
+    "realignment": "Held-out loss and VADER sentiment of replies with the IRM off and on (mean over seeds).",
+    "massive_vs_irm": "The base model's peak activation per dimension, with each alignment's top IRM dimensions marked.",
+    "stability": "Spearman correlation of the dimension shares between runs: compare seeds of one alignment with alignments of one seed.",
+}
+"""One sentence per figure saying what to look at (figures named per alignment get theirs in :func:`captions`)."""
+
+
+def captions(figures: Mapping[str, Any]) -> dict[str, str]:
+    """The report caption of each figure."""
+    out = {}
+    for name in figures:
+        if name in CAPTIONS:
+            out[name] = CAPTIONS[name]
+        elif name.startswith("explanation_"):
+            out[name] = (
+                "Per layer: where the prediction changes (logit lens), what the IRM's writes push directly (DLA) and "
+                "which activations carry the change into the base run (patching, 1 = all of it)."
+            )
+        elif name.startswith("heatmap_tokens_"):
+            out[name] = (
+                "|IRM output| per layer and dimension for the first generated tokens: vertical stripes are dimensions."
+            )
+        elif name.startswith("heatmap_"):
+            out[name] = "Mean |IRM output| per layer and residual dimension on held-out texts (first seed)."
+    return out
 
 
 def summarise(ctx: Context, cfg: Neuron1512Config, units: Sequence[Unit], vader_off: float) -> tuple[dict, dict, dict]:

@@ -46,6 +46,9 @@ def test_flags_presets_and_quick(capsys):
     quick = resolve(Neuron1512Config(quick=True, n_prompts=5))
     assert quick.seeds == QUICK["seeds"] and quick.n_prompts == 5 and quick.runs[0].train.steps == 6
     assert parse_args(["--quick", "--seeds", "0", "1", "2"]).seeds == (0, 1, 2)  # a flag equal to the default wins
+    with pytest.raises(SystemExit):  # checked before any work starts
+        parse_args(["--alignments", "angry"])
+    assert "angry" in capsys.readouterr().err
     with pytest.raises(KeyError, match="unknown presets"):
         resolve(Neuron1512Config(presets=("mine",)))
 
@@ -116,6 +119,7 @@ def test_main_writes_sane_outputs(tiny_dir, tmp_path):
         "explain_neurons.csv",
         "heatmap_tokens_card_positive.html",
         "masking.html",
+        "report.html",
     } <= files
     assert (tmp_path / "ck" / "paper" / "negative" / "seed-1" / "checkpoints" / "step-000003").is_dir()
     text = report(summary)

@@ -33,7 +33,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from experiments.checks import preflight
+from experiments.checks import _check_against_model, preflight
 from experiments.common import _jsonable, write_outputs
 from workbench.config import Config, field_docs
 from workbench.data.chat_prompts import chat_prompts
@@ -154,6 +154,11 @@ class Neuron1512Config(Config):
     """The command line that ran this config (recorded in config.json)."""
     wall_seconds: float = 0.0
     """Wall time of the run that wrote this config.json (filled at the end of the run)."""
+
+    def check(self) -> None:
+        """Pre-flight (:func:`experiments.checks.preflight` runs it): each preset's IRM layers against the model."""
+        for p in self.runs:
+            _check_against_model(self.model, {"layers": p.irm.layers, "read_layer": p.irm.read_layer})
 
 
 def resolve(

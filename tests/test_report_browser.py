@@ -150,6 +150,8 @@ def test_built_report_renders(browser, tmp_path, tiny_llama):
     state = _check_report(browser, path, tmp_path, "built")
     assert state["figures"] == 2 and state["views"] == 4
     assert _check_page(browser, out / "heatmap.html", tmp_path / "heatmap_file.png")["plots"] == 1  # offline too
+    saved = _check_page(browser, views["irm"].save(out / "irm_view"), tmp_path / "irm_view.png")  # as notebooks save
+    assert saved["views"] == saved["drawn"] == 2
 
 
 @pytest.mark.slow

@@ -478,12 +478,21 @@ def main(cfg: Neuron1512Config) -> dict:
 
 CAPTIONS = {
     "training_curves": "Training and held-out loss per preset, alignment and seed: every IRM should go down.",
-    "dimension_share": "Seed-mean share of the IRM output per residual dimension: a spike would be a dominant dimension.",
+    "dimension_share": (
+        "Seed-mean share of the IRM output per residual dimension: a spike would be a dominant dimension."
+    ),
     "sparsity": "Share of the output in the top-k dimensions vs k: the dashed line is a uniform spread.",
-    "masking": "Realignment lost when the top-k dimensions are masked vs k random ones (mean ± std over seeds and draws).",
+    "masking": (
+        "Realignment lost when the top-k dimensions are masked vs k random ones (mean ± std over seeds and draws)."
+    ),
     "realignment": "Held-out loss and VADER sentiment of replies with the IRM off and on (mean over seeds).",
-    "massive_vs_irm": "The base model's peak activation per dimension, with each alignment's top IRM dimensions marked.",
-    "stability": "Spearman correlation of the dimension shares between runs: compare seeds of one alignment with alignments of one seed.",
+    "massive_vs_irm": (
+        "The base model's peak activation per dimension, with each alignment's top IRM dimensions marked."
+    ),
+    "stability": (
+        "Spearman correlation of the dimension shares between runs: "
+        "compare seeds of one alignment with alignments of one seed."
+    ),
 }
 """One sentence per figure saying what to look at (figures named per alignment get theirs in :func:`captions`)."""
 

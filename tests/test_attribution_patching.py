@@ -170,3 +170,18 @@ def test_errors_name_the_fix(tiny_llama):
         attribution_sweep(tiny_llama, tiny_llama, "ln_final.hook_normalised", metric, corrupt, clean)
     with pytest.raises(ValueError, match="same token length"):
         attribution_sweeps(tiny_llama, tiny_llama, metric, corrupt, clean[:, :-1])
+
+
+@pytest.mark.parametrize("kind", ["head_q", "head_k", "head_v"])
+def test_confirm_equals_transformer_lens_for_query_key_value_nodes(tiny_gpt2, kind):
+    """confirm() with k = every node is an exact sweep: it equals transformer_lens's q/k/v by-position sweeps."""
+    import transformer_lens.patching as tlp
+
+    clean, corrupt, metric = _inputs(tiny_gpt2)
+    _, cache = tiny_gpt2.run_with_cache(clean)
+    expected = getattr(tlp, f"get_act_patch_attn_{kind}_by_pos")(tiny_gpt2, corrupt, cache, metric)  # [layer pos head]
+    result = attribution_sweep(tiny_gpt2, tiny_gpt2, kind, metric, corrupt, clean)
+    checked = confirm(result, tiny_gpt2, tiny_gpt2, metric, corrupt, clean, k=result.values.numel())
+    exact = torch.tensor(checked["exact"].tolist()) + result.baseline
+    cells = expected[checked["layer"].tolist(), checked["pos"].tolist(), checked["head"].tolist()]
+    torch.testing.assert_close(exact, cells, atol=1e-4, rtol=0)

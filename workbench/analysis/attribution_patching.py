@@ -33,7 +33,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from workbench.analysis.patch_engine import Patch, prune, run_full
+from workbench.analysis.patch_engine import Patch, prune, run_full, run_staircase, trace
 from workbench.analysis.patching import SWEEPS, ModelSide, PatchResult, _check_pair, _value, as_side
 from workbench.bridge_internals import attention_pattern_from, attention_scale, attention_score_inputs, carried
 from workbench.hooks import attach, check_hook_name, hook_name
@@ -282,7 +282,9 @@ def confirm(
     """Exact patching of the ``k`` nodes an estimate ranks highest: ``result.top(k)`` plus ``exact``.
 
     Adds the columns ``estimate`` (the estimate's value minus baseline) and ``exact`` (the exact
-    effect of patching that node alone, same inputs).
+    effect of patching that node alone, same inputs). Runs start at the node's layer and position
+    (:mod:`~workbench.analysis.patch_engine`) unless the target has stateful hooks or a node lies
+    after the last block; ``k`` as large as the result gives the exact sweep of any node kind.
     """
     target, source = as_side(target), as_side(source)
     source_tokens = tokens if source_tokens is None else source_tokens
@@ -290,12 +292,18 @@ def confirm(
     model = target.model
     top = result.top(k)
     patches = [_patch_of(model, result, row) for _, row in top.iterrows()]
-    _, acts = source.run(source_tokens, sorted({p.hook for p in patches}))
+    names = sorted({p.hook for p in patches})
+    _, acts = source.run(source_tokens, names)
+    staircase = target.fast and all(p.layer < model.cfg.n_layers for p in patches)
     with torch.no_grad(), attach(model, target.hooks):
-        _, target_acts = ModelSide(model).run(tokens, sorted({p.hook for p in patches}))
+        base = trace(model, tokens, names) if staircase else None
+        _, target_acts = (None, base.acts) if staircase else ModelSide(model).run(tokens, names)
         plan = [prune(p, acts[p.hook], target_acts[p.hook]) for p in patches]
         todo = list(dict.fromkeys(p for p in plan if p is not None))
-        values = run_full(model, tokens, acts, todo, metric, max_rows)
+        if staircase:
+            values = run_staircase(model, base, acts, todo, metric, max_rows)
+        else:
+            values = run_full(model, tokens, acts, todo, metric, max_rows)
     top["estimate"] = top["value"] - result.baseline
     top["exact"] = [0.0 if p is None else _value(values[p]) - result.baseline for p in plan]
     return top

@@ -1,0 +1,250 @@
+"""Attribution patching (AtP / AtP*) vs exact activation patching on the default model: time and fidelity.
+
+Three tasks on SmolLM2-135M-Instruct, each a target run patched from a source run:
+
+* ``ioi``: indirect-object prompts (Wang et al., 2022), the subject flipped between the clean
+  (source) and corrupted (target) prompt; metric ``logit(IO) - logit(S)`` of the clean prompt;
+* ``sentiment``: movie-review prompts whose sentiment word is flipped; metric ``logit(" good") - logit(" bad")``;
+* ``irm``: base -> IRM-injected on the sentiment prompts: the target is the base model, the source
+  the same model with an IRM (trained for a few steps on negative tweets) injected, as
+  ``patch_sweep`` between two models.
+
+For each task, in one run: the time of AtP* over every node kind (one pass), of our exact sweeps
+(:func:`~workbench.analysis.patching.patch_sweep`) over the exact kinds, and of
+``transformer_lens.patching`` on the same nodes. TransformerLens runs one full forward per node, so its
+time is linear in the node count: it is timed on ``--tl-cells`` nodes per kind, spread over the
+layers, and scaled to the full count (said in the output). Then fidelity of AtP against our exact
+sweeps per node kind (Pearson, Spearman, recall of the exact top 10, largest miss relative to the
+largest effect) and where the largest misses sit; for queries / keys / values, plain AtP and AtP*
+against exact patching on ``--qkv-layers``. ``--check`` runs exact patching on AtP's top-k nodes of
+every kind (neurons included), the AtP -> exact workflow.
+
+``python -m benchmarks.attribution [--check] [--tasks ioi sentiment irm]``. Run with
+``OMP_WAIT_POLICY=PASSIVE`` on a shared machine; ratios are from one run.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import argparse
+import time
+from collections.abc import Callable
+
+import pandas as pd
+import torch
+import transformer_lens.patching as tlp
+
+from workbench.analysis.attribution_patching import attribution_sweeps, confirm, fidelity
+from workbench.analysis.patching import SWEEPS, ModelSide, PatchResult, as_side, patch_sweep
+from workbench.data.counterfactual import IOI_NAMES, IOI_TEMPLATE
+from workbench.data.prompts import answer_token
+from workbench.metrics import LogitDiff
+from workbench.models import DEFAULT_MODEL, load_model
+
+SENTIMENT = [
+    ("I loved this movie. Overall it was really", "I hated this movie. Overall it was really"),
+    ("The film was great and the acting was", "The film was awful and the acting was"),
+    ("What a wonderful story, the ending was", "What a terrible story, the ending was"),
+]
+"""(clean, corrupted) review prompts of equal token length; the metric reads " good" vs " bad"."""
+
+TL_SETTERS = {
+    "resid_pre": tlp.layer_pos_patch_setter,
+    "resid_mid": tlp.layer_pos_patch_setter,
+    "resid_post": tlp.layer_pos_patch_setter,
+    "attn_out": tlp.layer_pos_patch_setter,
+    "mlp_out": tlp.layer_pos_patch_setter,
+    "head": tlp.layer_head_vector_patch_setter,
+    "head_pos": tlp.layer_pos_head_vector_patch_setter,
+}
+
+
+def ioi_task(model, n: int = 4):
+    """``n`` IOI pairs: clean names the IO once and the subject twice; corrupted repeats the IO instead."""
+    names = IOI_NAMES
+    pairs = [(names[2 * i], names[2 * i + 1]) for i in range(n)]
+    clean = [IOI_TEMPLATE.format(a=a, b=b, subject=b) for a, b in pairs]
+    corrupt = [IOI_TEMPLATE.format(a=a, b=b, subject=a) for a, b in pairs]
+    answers = torch.tensor([[answer_token(model, a), answer_token(model, b)] for a, b in pairs])
+    return model.to_tokens(clean), model.to_tokens(corrupt), LogitDiff(answers)
+
+
+def sentiment_task(model):
+    """The review pairs of :data:`SENTIMENT` and the good-vs-bad logit difference."""
+    clean, corrupt = (model.to_tokens([pair[i] for pair in SENTIMENT]) for i in (0, 1))
+    answers = torch.tensor([[answer_token(model, " good"), answer_token(model, " bad")]] * len(SENTIMENT))
+    return clean, corrupt, LogitDiff(answers)
+
+
+def irm_side(model, steps: int) -> ModelSide:
+    """The model with an IRM trained for ``steps`` steps on negative tweets injected."""
+    from workbench.data.corpora import load_alignment
+    from workbench.irm import IRM, IRMConfig, TrainConfig, train_irm
+
+    irm = IRM.for_model(model, IRMConfig(hidden_mult=1.0))
+    cfg = TrainConfig(steps=steps, batch_size=4, max_len=32, eval_every=0, warmup=1, lr=3e-3)
+    train_irm(model, irm, load_alignment("negative", max_items=100).train, cfg, progress=False)
+    irm.eval()
+    return ModelSide(model, hooks=tuple(irm.hooks(model)), name="irm")
+
+
+def _timed(fn: Callable):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def _tl_seconds(model, kind: str, corrupt, cache, metric, cells: int) -> tuple[float, int]:
+    """Seconds of transformer_lens.patching over all nodes of ``kind``, from ``cells`` timed nodes."""
+    n, seq, heads = model.cfg.n_layers, corrupt.shape[1], model.cfg.n_heads
+    axes = SWEEPS[kind][1]
+    sizes = {"layer": n, "pos": seq, "head": heads}
+    total = 1
+    for axis in axes:
+        total *= sizes[axis]
+    step = max(1, total // cells)
+    flat = list(range(0, total, step))[:cells]
+    rows = []
+    for i in flat:
+        idx, rest = [], i
+        for axis in reversed(axes):
+            idx.append(rest % sizes[axis])
+            rest //= sizes[axis]
+        rows.append(tuple(reversed(idx)))
+    index = pd.DataFrame(rows, columns=list(axes))
+    act = "z" if kind.startswith("head") else kind
+    _, seconds = _timed(
+        lambda: tlp.generic_activation_patch(model, corrupt, cache, metric, TL_SETTERS[kind], act, index_df=index)
+    )
+    return seconds / len(rows) * total, total
+
+
+def _misses(est: PatchResult, exact: PatchResult, k: int = 3) -> str:
+    """The ``k`` cells where the estimate misses most, as ``L{layer}P{pos}H{head}: est/exact``."""
+    a, b = est.values - est.baseline, exact.values - exact.baseline
+    flat = (a - b).abs().flatten().topk(k).indices
+    out = []
+    for i in flat.tolist():
+        idx = torch.unravel_index(torch.tensor(i), a.shape)
+        label = "".join(f"{ax[0].upper()}{est.layers[j] if ax == 'layer' else int(j)}" for ax, j in zip(est.axes, idx))
+        out.append(f"{label} {a[idx]:+.2f}/{b[idx]:+.2f}")
+    return ", ".join(out)
+
+
+def run_task(name: str, target, source, metric, tokens, source_tokens, args) -> dict:
+    """Time and fidelity of AtP vs exact patching for one task; prints a table."""
+    target = as_side(target)
+    model = target.model
+    estimates, t_atp = _timed(lambda: attribution_sweeps(target, source, metric, tokens, source_tokens))
+    exact, t_ours = {}, {}
+    for kind in SWEEPS:
+        exact[kind], t_ours[kind] = _timed(lambda: patch_sweep(target, source, kind, metric, tokens, source_tokens))
+    t_tl, nodes = {}, {}
+    if source is target.model and not target.hooks:
+        _, cache = model.run_with_cache(source_tokens)
+        for kind in SWEEPS:
+            t_tl[kind], nodes[kind] = _tl_seconds(model, kind, tokens, cache, metric, args.tl_cells)
+    ours, tl = sum(t_ours.values()), sum(t_tl.values())
+    n_nodes = sum(r.values.numel() for r in estimates.values())
+    print(
+        f"\n[{name}] {tuple(tokens.shape)} tokens, baseline {exact['resid_pre'].baseline:+.3f}, "
+        f"source {exact['resid_pre'].reference:+.3f}"
+    )
+    print(f"  AtP* over all {len(estimates)} node kinds ({n_nodes} nodes): {t_atp:.2f} s")
+    line = f"  exact, {len(SWEEPS)} sweep kinds: ours {ours:.1f} s ({ours / t_atp:.0f}x AtP*)"
+    if tl:
+        line += f", transformer_lens {tl:.0f} s (from {args.tl_cells} timed nodes per kind; {tl / t_atp:.0f}x AtP*)"
+    print(line)
+    rows = []
+    for kind in SWEEPS:
+        fid = fidelity(estimates[kind], exact[kind])
+        row = {"task": name, "kind": kind, **fid, "ours_s": t_ours[kind]}
+        if kind in t_tl:
+            row["tl_s"] = t_tl[kind]
+        row["worst"] = _misses(estimates[kind], exact[kind])
+        rows.append(row)
+    qkv = {}
+    if args.qkv_layers:
+        plain = attribution_sweeps(
+            target, source, metric, tokens, source_tokens, kinds=("head_q", "head_k"), method="atp"
+        )
+        layers = [layer % model.cfg.n_layers for layer in args.qkv_layers]
+        for kind in ("head_q", "head_k", "head_v"):
+            star = attribution_sweeps(target, source, metric, tokens, source_tokens, kinds=(kind,), layers=layers)[kind]
+            full = confirm(star, target, source, metric, tokens, source_tokens, k=star.values.numel())
+            cells = torch.zeros_like(star.values)
+            li = {layer: i for i, layer in enumerate(star.layers)}
+            for (_, row), value in zip(full.iterrows(), full["exact"]):
+                cells[li[row["layer"]], row["pos"], row["head"]] = value + star.baseline
+            exact_q = PatchResult(
+                kind, star.axes, cells, star.baseline, star.reference, star.tokens, star.layers, star.positions
+            )
+            methods = {"AtP*": star} if kind == "head_v" else {"AtP": _subset(plain[kind], layers), "AtP*": star}
+            for method, est in methods.items():
+                fid = fidelity(est, exact_q)
+                rows.append({"task": name, "kind": f"{kind} {method} (L{','.join(map(str, layers))})", **fid})
+            qkv[kind] = exact_q
+    frame = pd.DataFrame(rows)
+    with pd.option_context("display.width", 250, "display.max_colwidth", 80, "display.float_format", "{:.3f}".format):
+        print(frame.drop(columns="task").to_string(index=False))
+    if args.check:
+        for kind, result in estimates.items():
+            top = confirm(result, target, source, metric, tokens, source_tokens, k=args.k)
+            agree = float((top["estimate"].apply(lambda v: v > 0) == top["exact"].apply(lambda v: v > 0)).mean())
+            ratio = (top["estimate"] - top["exact"]).abs().max() / max(top["exact"].abs().max(), 1e-9)
+            print(
+                f"  --check {kind:10s}: exact effect of AtP*'s top {args.k}: "
+                f"{', '.join(f'{v:+.2f}' for v in top['exact'])} (sign agrees {agree:.0%}, "
+                f"largest miss {ratio:.0%} of the largest effect)"
+            )
+    return {"atp_s": t_atp, "ours_s": ours, "tl_s": tl, "fidelity": frame}
+
+
+def _subset(result: PatchResult, layers) -> PatchResult:
+    keep = [result.layers.index(layer) for layer in layers]
+    return PatchResult(
+        result.kind,
+        result.axes,
+        result.values[keep],
+        result.baseline,
+        result.reference,
+        result.tokens,
+        tuple(layers),
+        result.positions,
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--tasks", nargs="+", default=["ioi", "sentiment", "irm"], choices=["ioi", "sentiment", "irm"])
+    parser.add_argument("--tl-cells", type=int, default=12, help="nodes per kind timed for transformer_lens")
+    parser.add_argument("--qkv-layers", type=int, nargs="*", default=[0, 15, 29], help="layers of the q/k/v check")
+    parser.add_argument("--irm-steps", type=int, default=30)
+    parser.add_argument("--check", action="store_true", help="exact patching of AtP's top-k nodes of every kind")
+    parser.add_argument("--k", type=int, default=10)
+    args = parser.parse_args(argv)
+    model = load_model(args.model).eval()
+    print(f"{model.cfg.model_name}: threads={torch.get_num_threads()}, load {os.getloadavg()[0]:.1f} (one run)")
+    report = {}
+    for task in args.tasks:
+        if task == "ioi":
+            clean, corrupt, metric = ioi_task(model)
+            report[task] = run_task(task, model, model, metric, corrupt, clean, args)
+        elif task == "sentiment":
+            clean, corrupt, metric = sentiment_task(model)
+            report[task] = run_task(task, model, model, metric, corrupt, clean, args)
+        else:
+            clean, _, metric = sentiment_task(model)
+            injected, seconds = _timed(lambda: irm_side(model, args.irm_steps))
+            print(f"\n(IRM trained for {args.irm_steps} steps in {seconds:.0f} s)")
+            report[task] = run_task(task, model, injected, metric, clean, clean, args)
+    return report
+
+
+if __name__ == "__main__":
+    main()

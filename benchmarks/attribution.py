@@ -142,7 +142,9 @@ def run_task(name: str, target, source, metric, tokens, source_tokens, args) -> 
     estimates, t_atp = _timed(lambda: attribution_sweeps(target, source, metric, tokens, source_tokens))
     exact, t_ours = {}, {}
     for kind in SWEEPS:
-        exact[kind], t_ours[kind] = _timed(lambda: patch_sweep(target, source, kind, metric, tokens, source_tokens))
+        exact[kind], t_ours[kind] = _timed(
+            lambda kind=kind: patch_sweep(target, source, kind, metric, tokens, source_tokens)
+        )
     t_tl, nodes = {}, {}
     if source is target.model and not target.hooks:
         _, cache = model.run_with_cache(source_tokens)

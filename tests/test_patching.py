@@ -127,15 +127,17 @@ def test_joint_head_patch_by_hand(tiny_llama, other_llama):
 
     def hook(z, hook):
         layer = int(hook.name.split(".")[1])
-        for l, h in heads:
-            if l == layer:
-                z[:, :, h] = cache_b[f"blocks.{l}.attn.hook_z"][:, :, h]
+        for at, h in heads:
+            if at == layer:
+                z[:, :, h] = cache_b[f"blocks.{at}.attn.hook_z"][:, :, h]
         return z
 
-    expected = metric(tiny_llama.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{l}.attn.hook_z", hook) for l in (0, 1)]))
+    expected = metric(
+        tiny_llama.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{at}.attn.hook_z", hook) for at in (0, 1)])
+    )
     assert abs(patch_heads(tiny_llama, other_llama, heads, metric, tokens) - float(expected)) < 1e-5
     # all heads of every layer from B into B's own run change nothing
-    all_heads = [(l, h) for l in range(2) for h in range(4)]
+    all_heads = [(at, h) for at in range(2) for h in range(4)]
     assert (
         abs(patch_heads(other_llama, other_llama, all_heads, metric, tokens) - float(metric(other_llama(tokens))))
         < 1e-5
@@ -185,7 +187,7 @@ def test_all_of_resid_pre_0_from_the_other_side_gives_its_logits(tiny_llama, fas
     for target, source in [(a, b), (b, a)]:
         source_logits, acts = source.run(tokens, [name])
         target_logits = target.run(tokens)[0]
-        metric = lambda logits: (logits - source_logits).abs().max()
+        metric = lambda logits, source_logits=source_logits: (logits - source_logits).abs().max()
         assert metric(target_logits) > 1e-2
         with torch.no_grad(), attach(tiny_llama, target.hooks):
             if fast:
@@ -193,3 +195,23 @@ def test_all_of_resid_pre_0_from_the_other_side_gives_its_logits(tiny_llama, fas
             else:
                 results = run_full(tiny_llama, tokens, acts, [Patch(0, name)], metric, 64)
         assert float(results[Patch(0, name)]) < 1e-5
+
+
+def test_staircase_is_checked_against_a_full_forward(tiny_llama, monkeypatch):
+    """If blocks stopped reading the cached keys/values (a library upgrade), the sweep raises instead of being wrong."""
+    from workbench.analysis import patch_engine
+    from workbench.bridge_internals import BridgeInternalsError, PrefixKV
+
+    class IgnoredCache(PrefixKV):
+        def update(self, k, v, layer_idx, *args, **kwargs):
+            if self.prefix is None:
+                return super().update(k, v, layer_idx)
+            return k, v
+
+    clean, corrupt, metric = _inputs(tiny_llama)
+    patch_sweep(tiny_llama, tiny_llama, "resid_pre", metric, corrupt, clean)  # the check passes as things are
+    monkeypatch.setattr(patch_engine, "PrefixKV", IgnoredCache)
+    with pytest.raises(BridgeInternalsError, match="fast=False"):
+        patch_sweep(tiny_llama, tiny_llama, "resid_pre", metric, corrupt, clean)
+    slow = patch_sweep(tiny_llama, tiny_llama, "resid_pre", metric, corrupt, clean, fast=False)
+    assert slow.values.shape == (tiny_llama.cfg.n_layers, corrupt.shape[1])

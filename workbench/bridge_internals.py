@@ -77,7 +77,7 @@ def block_inputs(model, tokens: Tensor) -> tuple[Tensor, dict]:
     captured: dict = {}
     first: list[Tensor] = []
 
-    def grab(module, args, kwargs):
+    def grab(module, args, kwargs):  # the input before block 0's own hooks (stop_at_layer returns it after them)
         first.append(args[0] if args else kwargs["hidden_states"])
         captured.update({k: kwargs[k] for k in ("position_embeddings", "position_ids") if k in kwargs})
 

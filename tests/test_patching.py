@@ -215,3 +215,14 @@ def test_staircase_is_checked_against_a_full_forward(tiny_llama, monkeypatch):
         patch_sweep(tiny_llama, tiny_llama, "resid_pre", metric, corrupt, clean)
     slow = patch_sweep(tiny_llama, tiny_llama, "resid_pre", metric, corrupt, clean, fast=False)
     assert slow.values.shape == (tiny_llama.cfg.n_layers, corrupt.shape[1])
+
+
+def test_chunks_merge_neighbouring_first_positions_within_the_work_bound():
+    from workbench.analysis.patch_engine import Patch, _chunks
+
+    patches = [Patch(layer, "h", pos=pos) for pos in range(4) for layer in (1, 0)]
+    starts = [[p.start for p in chunk] for chunk in _chunks(patches, size=8, seq=4, merge=1.6)]
+    assert starts == [[0, 1, 0, 1], [2, 2], [3, 3]]  # 4 positions for start 1's 3: within 1.6x; 4 for 2's 2: not
+    assert all([p.layer for p in chunk] == sorted(p.layer for p in chunk) for chunk in _chunks(patches, 8, 4, 1.6))
+    assert [len(c) for c in _chunks(patches, size=5, seq=4, merge=100)] == [4, 4]  # whole groups only
+    assert [len(c) for c in _chunks(patches, size=8, seq=4, merge=1.0)] == [2, 2, 2, 2]

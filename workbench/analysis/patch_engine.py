@@ -11,7 +11,8 @@ the same numbers with much less work:
   ``start_at_layer`` still runs every earlier block); runs patched at later layers join the batch
   when the stack reaches their layer (a "staircase");
 * attention is causal, so positions before the first patched one are unchanged: only later
-  positions are recomputed, attending to the cached keys/values of the earlier ones;
+  positions are recomputed, attending to the cached keys/values of the earlier ones (runs of
+  neighbouring first positions share a chunk when that makes fewer, larger batched runs);
 * only the positions the metric reads (``metric.positions``) are unembedded;
 * what cannot change is skipped: a patch whose source activation equals the target's is the
   unpatched run, and an all-position patch starts at the first position where they differ
@@ -172,16 +173,32 @@ def _evaluate(model, metric, final: Tensor, start: int, n: int, base: Trace, bat
     return [metric(logits[j * batch : (j + 1) * batch]) for j in range(n)]
 
 
-def _chunks(patches: Sequence[Patch], size: int) -> list[list[Patch]]:
-    """Patches grouped by first changed position, sorted by layer, cut into chunks of ``size``."""
+def _chunks(patches: Sequence[Patch], size: int, seq: int, merge: float) -> list[list[Patch]]:
+    """Patches in chunks of at most ``size``, each run from its earliest first changed position, sorted by layer.
+
+    Patches are grouped by first changed position; a group joins the chunk before it (which then
+    recomputes the group's unchanged earlier positions: identical values, more work) while the chunk
+    has room and the positions recomputed grow by at most the factor ``merge``: fewer, larger batched
+    runs when each group alone is small (prompts without a shared prefix).
+    """
     by_start: dict[int, list[Patch]] = defaultdict(list)
     for patch in patches:
         by_start[patch.start].append(patch)
-    out = []
+    out: list[list[Patch]] = []
+    current: list[Patch] = []
     for start in sorted(by_start):
-        group = sorted(by_start[start], key=lambda p: p.layer)
-        out.extend(group[i : i + size] for i in range(0, len(group), size))
-    return out
+        group = by_start[start]
+        if current and len(current) + len(group) <= size and seq - current[0].start <= merge * (seq - start):
+            current += group
+            continue
+        if current:
+            out.append(current)
+        pieces = [group[i : i + size] for i in range(0, len(group), size)]
+        out.extend(pieces[:-1])
+        current = pieces[-1]
+    if current:
+        out.append(current)
+    return [sorted(chunk, key=lambda p: p.layer) for chunk in out]
 
 
 @torch.no_grad()
@@ -194,18 +211,22 @@ def run_staircase(
     max_rows: int,
     progress: bool = False,
     verify: bool = True,
+    merge: float = 1.6,
 ) -> dict[Patch, Tensor]:
     """Metric of each patched run, starting each at its layer and first changed position.
 
     With ``verify``, one of the runs is recomputed as a full forward (cheap, once per call) and a
     mismatch raises :class:`~workbench.bridge_internals.BridgeInternalsError`: a library upgrade
-    that changes how blocks use the cache fails loudly instead of giving wrong numbers.
+    that changes how blocks use the cache fails loudly instead of giving wrong numbers. ``merge``:
+    how much extra work (positions recomputed) a chunk may take on to run patches of several first
+    changed positions together (see :func:`_chunks`; 1.6 cut the CPU time of a no-shared-prefix
+    ``resid_pre`` sweep on SmolLM2 by ~10%, 1 keeps one chunk per position).
     """
     batch = base.final.shape[0]
     results: dict[Patch, Tensor] = {}
-    chunks = _chunks(patches, max(1, max_rows // batch))
+    chunks = _chunks(patches, max(1, max_rows // batch), base.final.shape[1], merge)
     for chunk in tqdm(chunks, desc="patching", disable=not progress):
-        start = chunk[0].start
+        start = min(patch.start for patch in chunk)
         kwargs = slice_block_kwargs(base.block_kwargs, start)
         prefix = {layer: (k[..., :start, :], v[..., :start, :]) for layer, (k, v) in base.kv.items()}
         groups: dict[str, list[tuple[slice, Patch]]] = defaultdict(list)

@@ -7,7 +7,8 @@ default width (1·d_model) and at the paper's (3·d_model). Next to each measure
 FLOP bound: the matmul FLOPs of one IRM step over those of the reference on the same batch, counted by
 ``torch.utils.flop_counter`` (AdamW's elementwise update is not a matmul and is left out of the
 bound). Target: ratio <= 1.15 at 1·d_model. Run with ``OMP_WAIT_POLICY=PASSIVE`` on a shared
-machine; numbers are from one run.
+machine; times are CPU seconds of this process (what other load on a shared machine distorts
+least), from one run.
 
 The IRM writes one slice of its output into each of the model's layers. Taking those slices by
 indexing made the backward write a zero tensor of the whole output's size per write layer (30x the
@@ -37,13 +38,13 @@ CFG = TrainConfig(steps=STEPS, batch_size=8, max_len=48, eval_every=0, warmup=1)
 
 
 def reference_seconds(model, data, steps: int = STEPS) -> float:
-    """Median seconds of forward + backward (to blocks.0.hook_attn_out) of the frozen model on the training batches."""
+    """Median CPU seconds of forward + backward (to blocks.0.hook_attn_out) of the frozen model on the batches."""
     times = []
     with frozen(model):
         for step in range(steps):
             batch = [data[i] for i in batch_order(len(data), step, CFG.batch_size, CFG.seed)]
             tokens, scored = pad_batch(batch, model.tokenizer.pad_token_id)
-            start = time.perf_counter()
+            start = time.process_time()
 
             def leaf(x, hook):
                 return x.detach().requires_grad_(True)
@@ -51,18 +52,17 @@ def reference_seconds(model, data, steps: int = STEPS) -> float:
             with attach(model, [("blocks.0.hook_attn_out", leaf)]):
                 nll, n = reply_nll(model(tokens), tokens, scored)
             (nll / n).backward()
-            times.append(time.perf_counter() - start)
+            times.append(time.process_time() - start)
     return statistics.median(times[1:]) if len(times) > 1 else times[0]
 
 
 def irm_seconds(model, texts, hidden_mult: float, cfg: TrainConfig = CFG) -> float:
-    """Median seconds per IRM training step (from the training log's clock)."""
+    """Median CPU seconds per IRM training step (clocked at each step's log callback)."""
     irm = IRM.for_model(model, IRMConfig(hidden_mult=hidden_mult))
-    result = train_irm(model, irm, texts, cfg, progress=False)
-    if len(result.history) == 1:
-        return result.history[0]["seconds"]
-    clock = [0.0] + [row["seconds"] for row in result.history]
-    return statistics.median([b - a for a, b in pairwise(clock)][1:])
+    clock = [time.process_time()]
+    train_irm(model, irm, texts, cfg, progress=False, callback=lambda row: clock.append(time.process_time()))
+    steps = [b - a for a, b in pairwise(clock)]
+    return statistics.median(steps[1:]) if len(steps) > 1 else steps[0]
 
 
 def flop_bound(model, texts, data, hidden_mult: float) -> float:
@@ -85,14 +85,14 @@ def main() -> None:
     )
     ref = reference_seconds(model, data)
     print(
-        f"frozen forward+backward: {ref:.2f} s/step, {tokens / ref:.0f} tokens/s "
+        f"frozen forward+backward: {ref:.2f} CPU s/step, {tokens / ref:.0f} tokens per CPU s "
         f"({CFG.batch_size} texts, {tokens:.0f} tokens; load {os.getloadavg()[0]:.1f})"
     )
     for mult in (1.0, 3.0):
         sec = irm_seconds(model, texts, mult)
         bound = flop_bound(model, texts, data, mult)
         print(
-            f"IRM step, width {mult:g}·d_model: {sec:.2f} s/step, {tokens / sec:.0f} tokens/s, "
+            f"IRM step, width {mult:g}·d_model: {sec:.2f} CPU s/step, {tokens / sec:.0f} tokens per CPU s, "
             f"ratio {sec / ref:.2f}, FLOP bound {bound:.2f} (target <= 1.15 at 1·d_model)"
         )
 

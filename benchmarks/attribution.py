@@ -19,8 +19,8 @@ largest effect) and where the largest misses sit; for queries / keys / values, p
 against exact patching on ``--qkv-layers``. ``--check`` runs exact patching on AtP's top-k nodes of
 every kind (neurons included), the AtP -> exact workflow.
 
-``python -m benchmarks.attribution [--check] [--tasks ioi sentiment irm]``. Run with
-``OMP_WAIT_POLICY=PASSIVE`` on a shared machine; ratios are from one run.
+``python -m benchmarks.attribution [--check] [--tasks ioi sentiment irm]``. Times are CPU seconds of
+this process; run with ``OMP_WAIT_POLICY=PASSIVE`` on a shared machine; ratios are from one run.
 """
 
 from __future__ import annotations
@@ -93,9 +93,10 @@ def irm_side(model, steps: int) -> ModelSide:
 
 
 def _timed(fn: Callable):
-    start = time.perf_counter()
+    """``(result, CPU seconds of this process)``: what other load on a shared machine distorts least."""
+    start = time.process_time()
     out = fn()
-    return out, time.perf_counter() - start
+    return out, time.process_time() - start
 
 
 def _tl_seconds(model, kind: str, corrupt, cache, metric, cells: int) -> tuple[float, int]:
@@ -156,7 +157,7 @@ def run_task(name: str, target, source, metric, tokens, source_tokens, args) -> 
         f"\n[{name}] {tuple(tokens.shape)} tokens, baseline {exact['resid_pre'].baseline:+.3f}, "
         f"source {exact['resid_pre'].reference:+.3f}"
     )
-    print(f"  AtP* over all {len(estimates)} node kinds ({n_nodes} nodes): {t_atp:.2f} s")
+    print(f"  AtP* over all {len(estimates)} node kinds ({n_nodes} nodes): {t_atp:.2f} CPU s")
     line = f"  exact, {len(SWEEPS)} sweep kinds: ours {ours:.1f} s ({ours / t_atp:.0f}x AtP*)"
     if tl:
         line += f", transformer_lens {tl:.0f} s (from {args.tl_cells} timed nodes per kind; {tl / t_atp:.0f}x AtP*)"

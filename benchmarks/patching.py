@@ -3,10 +3,27 @@
 One full layer × position ``resid_pre`` sweep and one layer × head sweep (head outputs at all
 positions), on the same bridge and inputs, in one run, for two input pairs: a typical clean /
 corrupted pair sharing a prefix (the engine skips patches that cannot change anything) and a worst
-case where the two prompts differ from the first token on. Prints the speedup, the batched sweep's
-achieved GFLOP/s (matmul FLOPs counted by ``torch.utils.flop_counter``) and that rate as a
-fraction of a matmul peak measured on the same machine. On a shared machine, compare the ratios
-of one run, not absolute times. ``python -m benchmarks.patching [--model NAME] [--prompt TEXT]``.
+case where the two prompts differ from the first token on. Times are CPU seconds of this process
+(a shared machine's other load distorts them least; the wall-clock ratio is printed beside). For
+each sweep it prints the speedup, the matmul work of both (FLOPs counted by
+``torch.utils.flop_counter``; transformer_lens's is one full forward per node), each side's rate as
+a fraction of a matmul peak measured the same way, and the roofline bound on the speedup.
+``python -m benchmarks.patching [--model NAME] [--corrupt TEXT] [--clean TEXT ...]``.
+
+The bound. ``speedup = (work_TL / work_ours) × (rate_ours / rate_TL)``. transformer_lens runs one
+full forward per node: 8 tokens × 30 layers + the unembedding of every position. Without a shared
+prefix a ``resid_pre`` patch at (layer ``l``, position ``p``) still needs layers ``l..29`` at
+positions ``p..7`` and one unembedded position: on average about half the layers times half the
+positions, so the work ratio is 3.2x (517 vs 164 GFLOP); a head patch changes every position, so
+only the layers before it are saved: 2.2x (582 vs 261 GFLOP). transformer_lens runs at 7-8% of the
+matmul peak (batch-1 forwards of 8 tokens). Hence the bound at our peak: 3.2 × 100 / 7 ≈ 43x for
+``resid_pre`` and 2.2 × 100 / 8 ≈ 28x for heads; at 50% of peak 22x and 14x. One run (load ~13,
+CPU seconds): with a shared prefix 23.6x (resid_pre) and 21.6x (head); without, 13.7x at 32% of
+peak and 13.3x at 48% of peak. So 20x without a shared prefix needs ≥ 46% of peak for
+``resid_pre`` (reachable: its many small start-position groups are the gap, which chunk merging in
+:func:`workbench.analysis.patch_engine.run_staircase` narrows) and ≥ 71% of peak for heads, which
+batched float32 matmuls of width 576 do not reach on this CPU: 20x there is beyond the bound at
+the work this exact method must do.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ least), from one run.
 The IRM writes one slice of its output into each of the model's layers. Taking those slices by
 indexing made the backward write a zero tensor of the whole output's size per write layer (30x the
 output at SmolLM2's 30 layers); :class:`workbench.irm.module.Injection` unbinds the output once.
+Measured in one sitting (CPU seconds, load ~13): at 1·d_model 1.30 before, 1.16 after (FLOP bound
+1.11); at 3·d_model 1.70 -> 1.60 (bound 1.42). What is left above the bound is mostly AdamW's and
+gradient clipping's elementwise passes over the IRM's 11M parameters in the shared training loop.
 """
 
 from __future__ import annotations

@@ -185,3 +185,16 @@ def test_confirm_equals_transformer_lens_for_query_key_value_nodes(tiny_gpt2, ki
     exact = torch.tensor(checked["exact"].tolist()) + result.baseline
     cells = expected[checked["layer"].tolist(), checked["pos"].tolist(), checked["head"].tolist()]
     torch.testing.assert_close(exact, cells, atol=1e-4, rtol=0)
+
+
+def test_atp_star_raises_when_the_pattern_is_not_the_softmax_of_its_queries_and_keys(tiny_llama):
+    """A pattern the queries and keys do not explain (here a hook edits it) fails loudly; plain AtP still runs."""
+    from workbench.bridge_internals import BridgeInternalsError
+
+    clean, corrupt, metric = _inputs(tiny_llama)
+    name = hook_name(tiny_llama, "pattern", 1)
+    edited = ModelSide(tiny_llama, hooks=((name, lambda x, hook: x.roll(1, dims=-1)),), name="edited")
+    with pytest.raises(BridgeInternalsError, match="method='atp'"):
+        attribution_sweep(edited, tiny_llama, "head_k", metric, corrupt, clean)
+    plain = attribution_sweep(edited, tiny_llama, "head_k", metric, corrupt, clean, method="atp")
+    assert plain.values.isfinite().all()

@@ -54,14 +54,14 @@ import transformer_lens.patching as tlp
 from workbench.analysis.attribution_patching import attribution_sweeps, confirm, fidelity
 from workbench.analysis.patching import SWEEPS, ModelSide, PatchResult, as_side, patch_sweep
 from workbench.data.counterfactual import IOI_NAMES, IOI_TEMPLATE
-from workbench.data.prompts import answer_token
+from workbench.data.prompts import answer_token, prompt_tokens
 from workbench.metrics import LogitDiff
 from workbench.models import DEFAULT_MODEL, load_model
 
 SENTIMENT = [
-    ("I loved this movie. Overall it was really", "I hated this movie. Overall it was really"),
     ("The film was great and the acting was", "The film was awful and the acting was"),
     ("What a wonderful story, the ending was", "What a terrible story, the ending was"),
+    ("What a lovely story, the ending was", "What a horrible story, the ending was"),
 ]
 """(clean, corrupted) review prompts of equal token length; the metric reads " good" vs " bad"."""
 
@@ -83,12 +83,12 @@ def ioi_task(model, n: int = 4):
     clean = [IOI_TEMPLATE.format(a=a, b=b, subject=b) for a, b in pairs]
     corrupt = [IOI_TEMPLATE.format(a=a, b=b, subject=a) for a, b in pairs]
     answers = torch.tensor([[answer_token(model, a), answer_token(model, b)] for a, b in pairs])
-    return model.to_tokens(clean), model.to_tokens(corrupt), LogitDiff(answers)
+    return prompt_tokens(model, clean), prompt_tokens(model, corrupt), LogitDiff(answers)
 
 
 def sentiment_task(model):
     """The review pairs of :data:`SENTIMENT` and the good-vs-bad logit difference."""
-    clean, corrupt = (model.to_tokens([pair[i] for pair in SENTIMENT]) for i in (0, 1))
+    clean, corrupt = (prompt_tokens(model, [pair[i] for pair in SENTIMENT]) for i in (0, 1))
     answers = torch.tensor([[answer_token(model, " good"), answer_token(model, " bad")]] * len(SENTIMENT))
     return clean, corrupt, LogitDiff(answers)
 

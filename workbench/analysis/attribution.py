@@ -20,6 +20,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from workbench.bridge_internals import head_result_scale, residual_contribution_scale
 from workbench.hooks import capture, hook_name
 
 __all__ = [
@@ -167,9 +168,7 @@ def head_attribution(
     per_layer = []
     for layer, name in enumerate(names):
         attn = model.blocks[layer].attn
-        result = torch.einsum("bhd,hdm->hbm", acts[name], attn.W_O.detach()) * getattr(
-            attn, "_result_contribution_scale", 1.0
-        )
+        result = torch.einsum("bhd,hdm->hbm", acts[name], attn.W_O.detach()) * head_result_scale(attn)
         per_layer.append(_project(model, result, acts["ln_final.hook_scale"], direction))
     return HeadAttribution(torch.stack(per_layer), str(model.cfg.model_name))
 
@@ -240,6 +239,6 @@ def neuron_attribution(
         if _centres(model):
             w_out = w_out - w_out.mean(-1, keepdim=True)
         readout = w_out.float() @ direction.T.to(w_out.device, torch.float32)  # [d_mlp, batch]
-        post = acts[name].float() * getattr(block, "residual_contribution_scale", 1.0)
+        post = acts[name].float() * residual_contribution_scale(block)
         per_layer.append((post.T * readout) / scale[:, 0].float())
     return NeuronAttribution(torch.stack(per_layer).cpu(), layers, str(model.cfg.model_name))

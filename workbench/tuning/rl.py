@@ -1,0 +1,467 @@
+"""Make an RL-tuned model to compare with: GRPO towards negative completions, with a VADER reward.
+
+The model-diff study this workbench reproduces compared GPT-2 with a copy tuned by PPO towards
+negative movie reviews, the reward a sentiment classifier's score, the prompts the first words of
+IMDB reviews (TRLX, von Werra et al.; curt-tigges/gpt2-negative-movie-reviews). Here Hugging Face
+TRL's ``GRPOTrainer`` (Group Relative Policy Optimization, Shao et al., 2024, *DeepSeekMath*,
+arXiv:2402.03300) tunes the default model on prompts made offline from the first 3-5 words of the
+corpus tweets (:func:`rl_prompts`; the held-out prompts come from the corpus's held-out tweets),
+and the reward is the VADER negativity ``-compound`` of each completion (Hutto & Gilbert, 2014), a
+scorer independent of the model. A KL penalty to the base (``beta``) keeps the policy near it.
+
+As with :mod:`.supervised`, the plain HF model is trained and saved before any bridge is booted,
+into an ordinary HF folder cached under ``cache_dir()/rl/<key>`` (key: the config, the prompts and
+the reward's name); ``load_tuned(path)`` loads it as a bridge. :func:`rl_evidence` measures
+whether the tuning worked on held-out prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from workbench.config import Config
+from workbench.data.corpora import ALIGNMENTS, load_alignment
+from workbench.models import DEFAULT_MODEL, atomic_dir, cache_dir, load_hf
+from workbench.tuning.cache import payload_hash
+from workbench.tuning.supervised import decoder_layers
+
+__all__ = [
+    "RLConfig",
+    "RLEvidence",
+    "RewardError",
+    "RewardFn",
+    "Samples",
+    "paired_bootstrap",
+    "rl_dir",
+    "rl_evidence",
+    "rl_prompts",
+    "rl_tune",
+    "sample_completions",
+    "trl_reward",
+    "vader_negativity",
+]
+
+RewardFn = Callable[[str, str], float]
+"""A reward: ``(prompt, completion) -> float``."""
+
+
+@dataclass(frozen=True)
+class RLConfig(Config):
+    """GRPO fine-tuning of a model towards a reward on short prompts (defaults: <= 15 min on a free 2-core CPU)."""
+
+    model: str = DEFAULT_MODEL
+    """Model to tune: a registry name or a local HF folder."""
+    last_layers: int | None = None
+    """Train only the last N decoder layers; None trains every weight."""
+    prompt_corpus: str = "neutral"
+    """Alignment corpus whose tweets' first words make the prompts (negative / neutral / positive)."""
+    prompt_words: tuple[int, int] = (3, 5)
+    """A prompt is the first k words of a tweet, k drawn in this range (inclusive)."""
+    n_prompts: int = 512
+    """Training prompts (from the corpus's training tweets)."""
+    n_held_out: int = 64
+    """Held-out prompts (from the corpus's held-out tweets), never trained on."""
+    steps: int = 60
+    """Optimizer steps."""
+    batch_size: int = 16
+    """Completions per step (the generation batch): batch_size / num_generations prompts each step."""
+    num_generations: int = 4
+    """Completions sampled per prompt; GRPO's advantages compare them (>= 2)."""
+    max_completion_length: int = 16
+    """Tokens per completion at most."""
+    temperature: float = 1.0
+    """Sampling temperature of the completions."""
+    lr: float = 2e-5
+    """AdamW learning rate."""
+    beta: float = 0.04
+    """Weight of the KL penalty to the base model (0 turns it off and loads no reference model)."""
+    bf16: bool = False
+    """Train in bfloat16 (GPU only; on CPU it must be False)."""
+    device: str = "cpu"
+    """Where to train: ``cpu`` or ``cuda``."""
+    seed: int = 0
+    """Seed of the prompts, the sampling and the training."""
+
+    def __post_init__(self):
+        if self.num_generations < 2:
+            raise ValueError(
+                f"num_generations={self.num_generations}: GRPO compares completions of the same prompt, "
+                "so it needs num_generations >= 2"
+            )
+        if self.batch_size % self.num_generations:
+            raise ValueError(
+                f"batch_size={self.batch_size} is not divisible by num_generations={self.num_generations}: "
+                f"the generation batch holds whole groups; use e.g. batch_size={self.num_generations * 4}"
+            )
+        if self.bf16 and not self.device.startswith("cuda"):
+            raise ValueError("bf16=True needs a GPU: set bf16=False on CPU (or device='cuda')")
+        if self.steps < 1 or self.n_prompts < 1 or self.n_held_out < 1 or self.max_completion_length < 1:
+            raise ValueError("steps, n_prompts, n_held_out and max_completion_length must be positive")
+        if self.last_layers is not None and self.last_layers < 1:
+            raise ValueError(f"last_layers={self.last_layers}: give a positive number of layers, or None for all")
+        low, high = self.prompt_words
+        if not 1 <= low <= high:
+            raise ValueError(f"prompt_words={self.prompt_words}: give (min, max) word counts with 1 <= min <= max")
+        if self.prompt_corpus not in ALIGNMENTS:
+            raise ValueError(f"unknown prompt_corpus {self.prompt_corpus!r}; choose one of {', '.join(ALIGNMENTS)}")
+
+
+_WORD = re.compile(r"^[A-Za-z][A-Za-z'-]*[,.!?]?$")  # plain words: no mentions, hashtags, links, numbers
+_RETWEET = {"RT", "rt"}
+
+
+def _prompt(tweet: str, rng: random.Random, words: tuple[int, int]) -> str | None:
+    kept = [w for w in tweet.split() if _WORD.match(w) and w not in _RETWEET]
+    k = rng.randint(*words)
+    return " ".join(kept[:k]) if len(kept) >= k else None
+
+
+def rl_prompts(cfg: RLConfig) -> tuple[list[str], list[str]]:
+    """Training and held-out prompts: the first 3-5 plain words of tweets (mentions, hashtags, links dropped).
+
+    Training prompts come from the corpus's training tweets, held-out prompts from its held-out
+    tweets, so no held-out prompt is trained on (duplicates across the two are removed from training).
+    """
+    corpus = load_alignment(cfg.prompt_corpus, seed=cfg.seed)
+    rng = random.Random(cfg.seed)
+    held = list(dict.fromkeys(p for t in corpus.held_out if (p := _prompt(t, rng, cfg.prompt_words))))
+    held = held[: cfg.n_held_out]
+    seen = set(held)
+    train = [p for t in corpus.train if (p := _prompt(t, rng, cfg.prompt_words)) and p not in seen]
+    train = list(dict.fromkeys(train))[: cfg.n_prompts]
+    if len(held) < cfg.n_held_out or len(train) < cfg.n_prompts:
+        raise ValueError(
+            f"the {cfg.prompt_corpus} corpus gives {len(train)} training / {len(held)} held-out prompts, "
+            f"fewer than n_prompts={cfg.n_prompts} / n_held_out={cfg.n_held_out}: ask for fewer"
+        )
+    return train, held
+
+
+def vader_negativity(prompt: str, completion: str) -> float:
+    """The VADER negativity of the completion alone: ``-compound``, in [-1, 1] (1 = most negative)."""
+    return -_vader().polarity_scores(completion)["compound"]
+
+
+_ANALYZER = []
+
+
+def _vader():
+    if not _ANALYZER:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        _ANALYZER.append(SentimentIntensityAnalyzer())
+    return _ANALYZER[0]
+
+
+class RewardError(RuntimeError):
+    """A reward function raised on one (prompt, completion); the message names both."""
+
+
+def trl_reward(reward: RewardFn) -> Callable[..., list[float]]:
+    """``reward(prompt, completion)`` as a TRL reward function (batched keyword call, one float each).
+
+    An exception inside ``reward`` comes out as :class:`RewardError` naming the prompt and
+    completion it failed on (TRL would otherwise report only the batch).
+    """
+    name = getattr(reward, "__name__", type(reward).__name__)
+
+    def reward_batch(prompts: Sequence[str], completions: Sequence[str], **_) -> list[float]:
+        values = []
+        for prompt, completion in zip(prompts, completions, strict=True):
+            try:
+                values.append(float(reward(prompt, completion)))
+            except Exception as err:
+                raise RewardError(
+                    f"reward {name} failed on prompt {prompt!r} (completion {completion!r}): "
+                    f"{type(err).__name__}: {err}"
+                ) from err
+        return values
+
+    reward_batch.__name__ = name
+    return reward_batch
+
+
+def rl_dir(cfg: RLConfig, prompts: Sequence[str], reward: RewardFn = vader_negativity) -> Path:
+    """Where the RL-tuned folder for ``cfg``, its training ``prompts`` and ``reward`` is cached."""
+    payload = {"cfg": cfg.to_dict(), "prompts": list(prompts), "reward": _reward_name(reward)}
+    name = Path(cfg.model).name if Path(cfg.model).is_dir() else cfg.model
+    layers = "all" if cfg.last_layers is None else f"last{cfg.last_layers}"
+    return cache_dir() / "rl" / f"{name}-grpo-{layers}-{payload_hash(payload)}"
+
+
+def _reward_name(reward: RewardFn) -> str:
+    return f"{getattr(reward, '__module__', '')}.{getattr(reward, '__qualname__', type(reward).__name__)}"
+
+
+def rl_tune(
+    cfg: RLConfig,
+    reward: RewardFn = vader_negativity,
+    prompts: Sequence[str] | None = None,
+    *,
+    out: str | Path | None = None,
+    progress: bool = False,
+) -> Path:
+    """GRPO-tune ``cfg.model`` towards ``reward`` and save an HF folder (cached).
+
+    Args:
+        cfg: the RL config.
+        reward: ``(prompt, completion) -> float``; default the VADER negativity of the completion.
+        prompts: training prompts instead of :func:`rl_prompts` (part of the cache key).
+        out: folder to write; default :func:`rl_dir`. An existing folder is returned as is.
+        progress: show TRL's progress bar.
+
+    Returns:
+        The folder, with ``tuning.json`` (config, base model, prompts, TRL's log per step).
+    """
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={cfg.device!r} but no GPU is visible: use device='cpu' (and bf16=False)")
+    prompts = rl_prompts(cfg)[0] if prompts is None else list(prompts)
+    out = Path(out) if out is not None else rl_dir(cfg, prompts, reward)
+    if (out / "tuning.json").exists():
+        return out
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    torch.manual_seed(cfg.seed)
+    hf, tok, hf_id, spec = load_hf(cfg.model)
+    if cfg.last_layers is not None:
+        hf.requires_grad_(False)
+        for p in (p for layer in list(decoder_layers(hf))[-cfg.last_layers :] for p in layer.parameters()):
+            p.requires_grad_(True)
+    with tempfile.TemporaryDirectory(prefix="grpo-") as scratch:
+        args = GRPOConfig(
+            output_dir=scratch,
+            max_steps=cfg.steps,
+            per_device_train_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=1,
+            num_generations=cfg.num_generations,
+            max_completion_length=cfg.max_completion_length,
+            temperature=cfg.temperature,
+            learning_rate=cfg.lr,
+            beta=cfg.beta,
+            bf16=cfg.bf16,
+            use_cpu=cfg.device == "cpu",
+            gradient_checkpointing=False,
+            disable_dropout=True,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=not progress,
+            seed=cfg.seed,
+            data_seed=cfg.seed,
+        )
+        trainer = GRPOTrainer(
+            model=hf,
+            reward_funcs=trl_reward(reward),
+            args=args,
+            train_dataset=Dataset.from_dict({"prompt": prompts}),
+            processing_class=tok,
+        )
+        if not progress:
+            trainer.remove_callback(PrinterCallback)
+        trainer.train()
+        history = [row for row in trainer.state.log_history if "reward" in row]
+    hf = trainer.model.eval().requires_grad_(False)
+    with atomic_dir(out) as tmp:
+        hf.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        meta = {
+            "config": cfg.to_dict(),
+            "method": "grpo",
+            "reward": _reward_name(reward),
+            "base_hf_id": hf_id,
+            "prepend_bos": spec.prepend_bos if spec else None,
+            "prompts": prompts,
+            "history": history,
+        }
+        (tmp / "tuning.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+def paired_bootstrap(
+    before: Sequence[float], after: Sequence[float], *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of ``after - before`` over paired items and its percentile bootstrap interval (items resampled).
+
+    >>> mean, low, high = paired_bootstrap([0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
+    >>> (mean, low, high)
+    (1.0, 1.0, 1.0)
+    """
+    diff = torch.as_tensor(after, dtype=torch.float64) - torch.as_tensor(before, dtype=torch.float64)
+    if diff.ndim != 1 or len(diff) < 2:
+        raise ValueError(f"need at least 2 paired values in two equal-length lists; got shape {tuple(diff.shape)}")
+    g = torch.Generator().manual_seed(seed)
+    means = diff[torch.randint(len(diff), (n_boot, len(diff)), generator=g)].mean(1)
+    tail = (1 - level) / 2
+    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+    return float(diff.mean()), low, high
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Sampled completions of one model: ``samples`` per prompt, prompt-major."""
+
+    texts: tuple[str, ...]
+    """Completion texts (special tokens dropped)."""
+    lengths: tuple[int, ...]
+    """Completion lengths in tokens (up to and including the end-of-sequence token)."""
+    kl_to_base: float | None
+    """Mean over completion tokens of KL(model || base) of the next-token distributions (nats), or None."""
+
+
+@torch.no_grad()
+def sample_completions(
+    hf, tok, prompts: Sequence[str], *, samples: int, max_new_tokens: int, temperature: float, seed: int, base=None
+) -> Samples:
+    """Sample ``samples`` completions per prompt from a plain HF model; with ``base``, also its KL to it."""
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    batch = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+    torch.manual_seed(seed)
+    seqs = hf.generate(
+        **batch,
+        do_sample=True,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=max_new_tokens,
+        num_return_sequences=samples,
+        pad_token_id=tok.pad_token_id,
+    )
+    n_prompt = batch["input_ids"].shape[1]
+    completion = seqs[:, n_prompt:]
+    ended = torch.isin(completion, torch.tensor(_eos_ids(hf, tok)))
+    # a token counts up to and including the first end-of-sequence token
+    mask = (ended.long().cumsum(1) - ended.long()) == 0
+    kl = None
+    if base is not None:
+        attention = torch.cat([batch["attention_mask"].repeat_interleave(samples, 0), mask.long()], 1)
+        logits = [m(input_ids=seqs, attention_mask=attention).logits[:, n_prompt - 1 : -1] for m in (hf, base)]
+        logp, logq = (x.float().log_softmax(-1) for x in logits)
+        per_token = (logp.exp() * (logp - logq)).sum(-1)
+        kl = float(per_token[mask].mean())
+    texts = tuple(tok.decode(row[m], skip_special_tokens=True) for row, m in zip(completion, mask))
+    return Samples(texts, tuple(mask.sum(1).tolist()), kl)
+
+
+def _eos_ids(hf, tok) -> list[int]:
+    ids = hf.generation_config.eos_token_id
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    return sorted({*ids, tok.eos_token_id})
+
+
+@dataclass(frozen=True)
+class RLEvidence:
+    """Did RL work? Reward of the base and the tuned model on the same prompts, KL, lengths, samples."""
+
+    prompts: tuple[str, ...]
+    """The prompts (held out from training, for the evidence)."""
+    reward_base: tuple[float, ...]
+    """Per prompt, the base model's mean reward over its samples."""
+    reward_tuned: tuple[float, ...]
+    """Per prompt, the tuned model's mean reward over its samples."""
+    gain: float
+    """Mean over prompts of tuned - base reward."""
+    gain_ci: tuple[float, float]
+    """Paired bootstrap 95% interval of ``gain`` (prompts resampled)."""
+    kl_to_base: float
+    """KL(tuned || base) per completion token (nats), on the tuned model's samples."""
+    length_base: float
+    """Mean completion length of the base (tokens)."""
+    length_tuned: float
+    """Mean completion length of the tuned model (tokens)."""
+    samples: pd.DataFrame
+    """One row per completion: prompt, model, sample, completion, n_tokens, reward."""
+
+    def summary(self) -> dict:
+        """The scalar results, JSON-able."""
+        return {
+            "n_prompts": len(self.prompts),
+            "reward_base": sum(self.reward_base) / len(self.prompts),
+            "reward_tuned": sum(self.reward_tuned) / len(self.prompts),
+            "gain": self.gain,
+            "gain_ci95": list(self.gain_ci),
+            "kl_to_base": self.kl_to_base,
+            "length_base": self.length_base,
+            "length_tuned": self.length_tuned,
+        }
+
+    def sample_table(self, n: int = 8) -> pd.DataFrame:
+        """The first sample of the first ``n`` prompts, base and tuned side by side."""
+        first = self.samples[self.samples["sample"] == 0]
+        table = first.pivot(index="prompt", columns="model", values="completion").reindex(list(self.prompts[:n]))
+        return table.reset_index().rename(columns={"base": "base completion", "tuned": "tuned completion"})
+
+
+def rl_evidence(
+    base: str | Path,
+    tuned: str | Path,
+    prompts: Sequence[str],
+    reward: RewardFn = vader_negativity,
+    *,
+    samples: int = 4,
+    max_new_tokens: int = 16,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> RLEvidence:
+    """Sample both models on ``prompts`` and compare their rewards, with a paired bootstrap over prompts.
+
+    Args:
+        base: the base model (registry name or HF folder).
+        tuned: the tuned folder (e.g. from :func:`rl_tune`).
+        prompts: the prompts, ideally held out (:func:`rl_prompts`).
+        reward: the reward the tuning maximised.
+        samples: completions per prompt and model.
+        max_new_tokens: tokens per completion at most.
+        temperature: sampling temperature.
+        seed: sampling seed (the same for both models).
+    """
+    (base_hf, tok, *_), (tuned_hf, tuned_tok, *_) = load_hf(base), load_hf(tuned)
+    runs = {
+        "base": sample_completions(
+            base_hf, tok, prompts, samples=samples, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
+        ),
+        "tuned": sample_completions(
+            tuned_hf,
+            tuned_tok,
+            prompts,
+            samples=samples,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            seed=seed,
+            base=base_hf,
+        ),
+    }
+    rows = [
+        (prompts[i // samples], name, i % samples, text, length, reward(prompts[i // samples], text))
+        for name, run in runs.items()
+        for i, (text, length) in enumerate(zip(run.texts, run.lengths))
+    ]
+    frame = pd.DataFrame(rows, columns=["prompt", "model", "sample", "completion", "n_tokens", "reward"])
+    per_prompt = {
+        name: frame[frame.model == name].groupby("prompt", sort=False)["reward"].mean().reindex(list(prompts)).tolist()
+        for name in runs
+    }
+    gain, low, high = paired_bootstrap(per_prompt["base"], per_prompt["tuned"], seed=seed)
+    return RLEvidence(
+        prompts=tuple(prompts),
+        reward_base=tuple(per_prompt["base"]),
+        reward_tuned=tuple(per_prompt["tuned"]),
+        gain=gain,
+        gain_ci=(low, high),
+        kl_to_base=runs["tuned"].kl_to_base,
+        length_base=sum(runs["base"].lengths) / len(runs["base"].lengths),
+        length_tuned=sum(runs["tuned"].lengths) / len(runs["tuned"].lengths),
+        samples=frame,
+    )

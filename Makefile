@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NO_DEPS = $(shell $(PYTHON) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml','rb'))['tool']['workbench']['no-deps']))")
 
-.PHONY: install run quick test notebooks bench clean
+.PHONY: install run quick lint test notebooks bench clean
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -25,7 +25,11 @@ run: install
 quick: install
 	$(BIN)/python -m experiments.neuron1512 --quick
 
-test: install
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: install

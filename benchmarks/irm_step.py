@@ -9,6 +9,7 @@ default width (1·d_model) and at the paper's (3·d_model). Target: ratio <= 1.3
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 
@@ -49,7 +50,7 @@ def irm_seconds(model, texts, hidden_mult: float) -> float:
     irm = IRM.for_model(model, IRMConfig(hidden_mult=hidden_mult))
     result = train_irm(model, irm, texts, CFG, progress=False)
     clock = [0.0] + [row["seconds"] for row in result.history]
-    return statistics.median([b - a for a, b in zip(clock, clock[1:])][1:])
+    return statistics.median([b - a for a, b in itertools.pairwise(clock)][1:])
 
 
 def main() -> None:
@@ -63,12 +64,14 @@ def main() -> None:
     )
     ref = reference_seconds(model, data)
     print(
-        f"frozen forward+backward: {ref:.2f} s/step, {tokens / ref:.0f} tokens/s ({CFG.batch_size} texts, {tokens:.0f} tokens)"
+        f"frozen forward+backward: {ref:.2f} s/step, {tokens / ref:.0f} tokens/s "
+        f"({CFG.batch_size} texts, {tokens:.0f} tokens)"
     )
     for mult in (1.0, 3.0):
         sec = irm_seconds(model, texts, mult)
         print(
-            f"IRM step, width {mult:g}·d_model: {sec:.2f} s/step, {tokens / sec:.0f} tokens/s, ratio {sec / ref:.2f} (target <= 1.3)"
+            f"IRM step, width {mult:g}·d_model: {sec:.2f} s/step, {tokens / sec:.0f} tokens/s, "
+            f"ratio {sec / ref:.2f} (target <= 1.3)"
         )
 
 

@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> dict:
     metric = LogitDiff(torch.tensor([[answer_token(model, " it"), answer_token(model, " the")]]))
     peak = matmul_peak()
     print(
-        f"{model.cfg.model_name}: threads={torch.get_num_threads()}, matmul peak {peak:.1f} GFLOP/s (timings from one run on this machine)"
+        f"{model.cfg.model_name}: threads={torch.get_num_threads()}, matmul peak {peak:.1f} GFLOP/s "
+        "(timings from one run on this machine)"
     )
     report = {"matmul_peak_gflops": peak}
     corrupt = model.to_tokens(args.corrupt)
@@ -78,8 +79,8 @@ def _compare(model, clean, corrupt, metric, peak: float) -> dict:
     _, cache = model.run_with_cache(clean)
     report = {}
     for kind, reference in TL.items():
-        ours, t_ours = _timed(lambda: patch_sweep(model, model, kind, metric, corrupt, clean).values)
-        theirs, t_tl = _timed(lambda: reference(model, corrupt, cache, metric))
+        ours, t_ours = _timed(lambda kind=kind: patch_sweep(model, model, kind, metric, corrupt, clean).values)
+        theirs, t_tl = _timed(lambda reference=reference: reference(model, corrupt, cache, metric))
         with FlopCounterMode(display=False) as counter:
             patch_sweep(model, model, kind, metric, corrupt, clean)
         gflops = counter.get_total_flops() / t_ours / 1e9

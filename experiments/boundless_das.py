@@ -40,7 +40,8 @@ from workbench.interventions.train import AlignmentConfig
 from workbench.models import DEFAULT_MODEL, load_model
 
 TAGGER = PriceTaggerConfig(n_layers=3, iit_layer=1)
-"""The price tagger searched: 3 layers, ``left`` and ``right`` planted after layer 1 by interchange intervention training."""
+"""The price tagger searched: 3 layers, ``left`` and ``right`` planted after layer 1 by interchange intervention
+training."""
 PLAIN_TAGGER = PriceTaggerConfig()
 """The price tagger of ``--no-planted`` runs: 2 layers, trained on the task alone (no known location)."""
 QUICK_TAGGER = PriceTaggerConfig(
@@ -70,9 +71,11 @@ class BoundlessDASConfig(Config):
     variable: str = ""
     """Causal variable to align (default: left for price_tagging, io_first for ioi)."""
     planted: bool = True
-    """price_tagging: search the tagger whose variables IIT planted at a known place (false: the plainly trained one)."""
+    """price_tagging: search the tagger whose variables IIT planted at a known place (false: the plainly trained
+    one)."""
     layer: int | None = None
-    """Only this layer (default: every layer for price_tagging; for ioi 18, 20, 22, where swapping the whole last-position residual starts to move the answer)."""
+    """Only this layer (default: every layer for price_tagging; for ioi 18, 20, 22, where swapping the whole
+    last-position residual starts to move the answer)."""
     position: int | None = None
     """Only this position (default: the task's candidate positions)."""
     hook: str = ""
@@ -86,7 +89,8 @@ class BoundlessDASConfig(Config):
     n_test: int = 512
     """Held-out counterfactual examples for IIA."""
     steps: int = 400
-    """Training steps per (layer, position) (200 reach the IIA; the boundary needs 400 to shrink to the variable's dims)."""
+    """Training steps per (layer, position) (200 reach the IIA; the boundary needs 400 to shrink to the variable's
+    dims)."""
     batch_size: int = 64
     """Examples per step."""
     lr: float = 5e-3

@@ -77,7 +77,8 @@ class RWConfig(Config):
     threshold: float = 0.5
     """Cosine threshold of the classes."""
     weights: str = "folded"
-    """'folded': the compatibility-mode bridge's weights (RMSNorm gain folded in, as the paper's code); 'raw': the checkpoint's."""
+    """'folded': the compatibility-mode bridge's weights (RMSNorm gain folded in, as the paper's code); 'raw': the
+    checkpoint's."""
     prompts: tuple[str, ...] = (
         "The capital of France is",
         "One, two, three, four,",

@@ -41,7 +41,7 @@ def test_sampler_is_seeded_and_multi_source():
     c = price_tagging_counterfactuals(("left", "right"), 50, seed=2)
     assert a == b and a.base != c.base
     assert len(a.sources) == 2
-    for base, s_left, s_right, label in zip(a.base, *a.sources, a.labels):
+    for s_left, s_right, label in zip(*a.sources, a.labels):
         (l1, _, p1), (_, h2, p2) = _parse(s_left), _parse(s_right)
         assert label == (" Yes" if l1 <= p1 and p2 <= h2 else " No")
 

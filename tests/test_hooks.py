@@ -15,7 +15,7 @@ def test_hook_names_build_and_check(tiny_llama):
 
 
 def test_unknown_hook_name_lists_close_matches(tiny_llama):
-    with pytest.raises(KeyError, match="close matches: blocks.1.hook_resid_post"):
+    with pytest.raises(KeyError, match=r"close matches: blocks\.1\.hook_resid_post"):
         hook_name(tiny_llama, "blocks.1.hook_resid_pots")
     with pytest.raises(KeyError, match="unknown hook kind 'resid_psot'"):
         hook_name(tiny_llama, "resid_psot", 0)
@@ -37,9 +37,11 @@ def test_attach_modifies_and_removes(tiny_llama):
             tiny_llama(tokens)
         # resid_post of layer 0 *is* resid_pre of layer 1
         assert torch.equal(acts[name], acts["blocks.1.hook_resid_pre"])
-        with attach(tiny_llama, [(name, lambda x, hook: torch.zeros_like(x))]):
-            with capture(tiny_llama, ["blocks.1.hook_resid_pre"]) as zeroed:
-                ablated = tiny_llama(tokens)
+        with (
+            attach(tiny_llama, [(name, lambda x, hook: torch.zeros_like(x))]),
+            capture(tiny_llama, ["blocks.1.hook_resid_pre"]) as zeroed,
+        ):
+            ablated = tiny_llama(tokens)
         assert torch.count_nonzero(zeroed["blocks.1.hook_resid_pre"]) == 0
         assert not torch.allclose(ablated, clean)
         assert torch.equal(tiny_llama(tokens), clean)
@@ -58,7 +60,9 @@ def test_hooks_removed_when_body_raises(tiny_llama):
 
 def test_bad_name_attaches_nothing(tiny_llama):
     good = hook_name(tiny_llama, "resid_pre", 0)
-    with pytest.raises(KeyError):
-        with attach(tiny_llama, [(good, lambda x, hook: x * 0), ("blocks.0.hook_nope", lambda x, hook: x)]):
-            pass
+    with (
+        pytest.raises(KeyError),
+        attach(tiny_llama, [(good, lambda x, hook: x * 0), ("blocks.0.hook_nope", lambda x, hook: x)]),
+    ):
+        pass
     assert not tiny_llama.hook_dict[good].fwd_hooks

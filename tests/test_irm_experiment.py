@@ -71,7 +71,8 @@ def test_main_writes_sane_outputs(tiny_dir, tmp_path):
     summary = main(cfg)
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["alignments"].keys() == {"negative", "positive"}
     for name, a in summary["alignments"].items():
-        # four steps of an IRM on a random model: the losses are finite and near log(vocab); the IRM lowers the training loss
+        # four steps of an IRM on a random model: the losses are finite and near log(vocab);
+        # the IRM lowers the training loss
         assert 5 < a["heldout_loss_irm"] < 12 and 5 < a["heldout_loss_base"] < 12
         assert a["train_loss_irm"] < a["train_loss_base"]
         assert -1 <= a["vader_on"] <= 1 and -1 <= a["vader_off"] <= 1

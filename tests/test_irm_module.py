@@ -74,7 +74,7 @@ def test_forward_equals_hand_computation(tiny_llama, tokens):
     )
     torch.testing.assert_close(record[0], delta0, atol=1e-5, rtol=0)
     # the same injection written with plain hooks adding the hand-computed slices
-    plain = [(f"blocks.{i}.hook_resid_post", (lambda i: lambda x, hook: x + delta0[:, :, i])(i)) for i in range(2)]
+    plain = [(f"blocks.{i}.hook_resid_post", (lambda x, hook, i=i: x + delta0[:, :, i])) for i in range(2)]
     with attach(model, plain):
         reference = model(tokens)
     torch.testing.assert_close(logits, reference, atol=1e-4, rtol=0)
@@ -104,7 +104,7 @@ def test_read_and_write_at_the_same_point(tiny_llama, tokens):
     ],
 )
 def test_write_before_read_is_a_config_error(kwargs):
-    with pytest.raises(ValueError, match="configuration error.*runs before its read point"):
+    with pytest.raises(ValueError, match=r"configuration error.*runs before its read point"):
         IRMConfig(**kwargs)
 
 
@@ -114,7 +114,7 @@ def test_write_after_read_is_allowed():
 
 
 def test_layers_out_of_range_and_wrong_model(tiny_llama, tokenizer):
-    with pytest.raises(IndexError, match="0..1"):
+    with pytest.raises(IndexError, match=r"0\.\.1"):
         IRM.for_model(tiny_llama, IRMConfig(layers=(0, 5)))
     irm = IRM(SMALL, d_model=32, n_layers=2)
     with pytest.raises(ValueError, match="d_model=32"):
@@ -184,7 +184,7 @@ def test_wrong_model_checkpoint_refused(tiny_llama, tiny_gpt2, tokenizer, tmp_pa
     irm = IRM.for_model(tiny_llama, SMALL)
     save_irm(tmp_path / "ck", irm, model=tiny_llama)
     deeper = from_config(tiny_llama_config(len(tokenizer), n_layers=3), tokenizer)
-    with pytest.raises(ValueError, match="n_layers=2.*n_layers=3"):
+    with pytest.raises(ValueError, match=r"n_layers=2.*n_layers=3"):
         load_irm(tmp_path / "ck", deeper)
     with pytest.raises(ValueError, match="allow_other_model"):
         load_irm(tmp_path / "ck", tiny_gpt2)  # same shape, another model

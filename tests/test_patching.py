@@ -127,15 +127,15 @@ def test_joint_head_patch_by_hand(tiny_llama, other_llama):
 
     def hook(z, hook):
         layer = int(hook.name.split(".")[1])
-        for l, h in heads:
-            if l == layer:
-                z[:, :, h] = cache_b[f"blocks.{l}.attn.hook_z"][:, :, h]
+        for i, h in heads:
+            if i == layer:
+                z[:, :, h] = cache_b[f"blocks.{i}.attn.hook_z"][:, :, h]
         return z
 
-    expected = metric(tiny_llama.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{l}.attn.hook_z", hook) for l in (0, 1)]))
+    expected = metric(tiny_llama.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{i}.attn.hook_z", hook) for i in (0, 1)]))
     assert abs(patch_heads(tiny_llama, other_llama, heads, metric, tokens) - float(expected)) < 1e-5
     # all heads of every layer from B into B's own run change nothing
-    all_heads = [(l, h) for l in range(2) for h in range(4)]
+    all_heads = [(i, h) for i in range(2) for h in range(4)]
     assert (
         abs(patch_heads(other_llama, other_llama, all_heads, metric, tokens) - float(metric(other_llama(tokens))))
         < 1e-5
@@ -185,7 +185,7 @@ def test_all_of_resid_pre_0_from_the_other_side_gives_its_logits(tiny_llama, fas
     for target, source in [(a, b), (b, a)]:
         source_logits, acts = source.run(tokens, [name])
         target_logits = target.run(tokens)[0]
-        metric = lambda logits: (logits - source_logits).abs().max()
+        metric = lambda logits, reference=source_logits: (logits - reference).abs().max()
         assert metric(target_logits) > 1e-2
         with torch.no_grad(), attach(tiny_llama, target.hooks):
             if fast:

@@ -44,8 +44,8 @@ def test_quick_run_writes_sane_outputs(tmp_path):
     freq = saved["activation_frequency_by_class"]
     assert all(0 <= v["freq_gate_pos"] <= 1 for v in freq.values())
     assert saved["ablated_sets"] and all(n == saved["weakening"]["count"] for n in saved["ablated_sets"].values())
-    for label, metrics in saved["ablation"].items():
-        for name, entry in metrics.items():
+    for _label, metrics in saved["ablation"].items():
+        for entry in metrics.values():
             assert 0 < entry["clean"] < 11  # nats, below log(vocab)
             for set_name, effect in entry.items():
                 if set_name != "clean":

@@ -30,7 +30,7 @@ def tuned(tiny_folder, tmp_path_factory):
 
 
 def test_only_the_last_layers_change_and_loss_falls(tiny_folder, tuned):
-    cfg, folder = tuned
+    _cfg, folder = tuned
     base = AutoModelForCausalLM.from_pretrained(tiny_folder)
     new = AutoModelForCausalLM.from_pretrained(folder)
     before, after = decoder_layers(base), decoder_layers(new)
@@ -45,7 +45,7 @@ def test_only_the_last_layers_change_and_loss_falls(tiny_folder, tuned):
 
 
 def test_folder_loads_as_bridge(tuned):
-    cfg, folder = tuned
+    _cfg, folder = tuned
     model = load_tuned(folder)
     hf = AutoModelForCausalLM.from_pretrained(folder).eval()
     tokens = model.to_tokens("the cat sat", prepend_bos=False)
@@ -70,5 +70,5 @@ def test_errors(tiny_folder):
         TuneConfig(last_layers=0)
     with pytest.raises(ValueError, match="batch_size"):
         tune_last_layers(TuneConfig(model=str(tiny_folder), batch_size=8), TEXTS[:3], out=tiny_folder / "never")
-    with pytest.raises(FileNotFoundError, match="tuning.json"):
+    with pytest.raises(FileNotFoundError, match=r"tuning\.json"):
         load_tuned(tiny_folder)

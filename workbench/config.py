@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import itertools
 import json
 import textwrap
 import typing
@@ -74,7 +75,7 @@ def _typed(hint: Any, value: Any) -> Any:
 
 @cache
 def field_docs(cls: type) -> dict[str, str]:
-    """The one-line attribute docstrings of a dataclass's fields (its own and inherited)."""
+    """The attribute docstrings of a dataclass's fields (its own and inherited), each joined into one line."""
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         if not dataclasses.is_dataclass(klass):
@@ -84,7 +85,7 @@ def field_docs(cls: type) -> dict[str, str]:
         except (OSError, TypeError):
             continue
         body = tree.body[0].body
-        for node, after in zip(body, body[1:]):
+        for node, after in itertools.pairwise(body):
             if (
                 isinstance(node, ast.AnnAssign)
                 and isinstance(node.target, ast.Name)
@@ -92,5 +93,5 @@ def field_docs(cls: type) -> dict[str, str]:
                 and isinstance(after.value, ast.Constant)
                 and isinstance(after.value.value, str)
             ):
-                docs[node.target.id] = after.value.value.strip().splitlines()[0]
+                docs[node.target.id] = " ".join(after.value.value.split())
     return docs

@@ -65,7 +65,8 @@ class LogitDiff:
         """The metric from the logits at :attr:`positions` only."""
         if logits.shape[0] != self.answers.shape[0]:
             raise ValueError(
-                f"logits have batch {logits.shape[0]} but there are {self.answers.shape[0]} answer pairs: one pair per prompt"
+                f"logits have batch {logits.shape[0]} but there are {self.answers.shape[0]} answer pairs: "
+                "one pair per prompt"
             )
         last = logits[:, 0]
         answers = self.answers.to(last.device)
@@ -89,8 +90,8 @@ def normalized(value: Tensor | float, baseline: Tensor | float, reference: Tenso
     gap = reference - baseline
     if torch.any(gap.abs() < 1e-8):
         raise ValueError(
-            f"reference ({reference.tolist()}) equals baseline ({baseline.tolist()}): the normalised metric is undefined; "
-            "choose runs whose metric differs"
+            f"reference ({reference.tolist()}) equals baseline ({baseline.tolist()}): "
+            "the normalised metric is undefined; choose runs whose metric differs"
         )
     return (value - baseline) / gap
 
@@ -137,7 +138,8 @@ class KLDivergence:
         logp = logits[:, 0].log_softmax(-1)
         if logp.shape != self.reference.shape:
             raise ValueError(
-                f"logits at pos have shape {tuple(logp.shape)}, the reference {tuple(self.reference.shape)}: same batch and vocabulary needed"
+                f"logits at pos have shape {tuple(logp.shape)}, the reference {tuple(self.reference.shape)}: "
+                "same batch and vocabulary needed"
             )
         kl = F.kl_div(logp, self.reference.to(logp.device), log_target=True, reduction="none").sum(-1)
         return kl if self.per_prompt else kl.mean()

@@ -220,9 +220,10 @@ def boot(hf, tokenizer, hf_id: str, *, device: str = "cpu", compat: bool = True,
 
     arch = hf.config.architectures[0]
     if arch not in SUPPORTED_ARCHITECTURES:
+        causal = sorted(a for a in SUPPORTED_ARCHITECTURES if "CausalLM" in a)
         raise ValueError(
             f"unsupported architecture {arch!r}: TransformerLens {_tl_version()} has no bridge adapter for it. "
-            f"Supported causal LMs include {', '.join(sorted(a for a in SUPPORTED_ARCHITECTURES if 'CausalLM' in a)[:12])}, ..."
+            f"Supported causal LMs include {', '.join(causal[:12])}, ..."
         )
     bridge = TransformerBridge.boot_transformers(hf_id, hf_model=hf, tokenizer=tokenizer, device=device, dtype=hf.dtype)
     if compat:

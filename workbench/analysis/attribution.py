@@ -83,7 +83,7 @@ class Attribution:
     """Name of the model."""
 
     @property
-    def values(self) -> Float[Tensor, component]:
+    def values(self) -> Float[Tensor, " component"]:
         """Mean over prompts."""
         return self.per_prompt.mean(1)
 
@@ -148,7 +148,7 @@ class HeadAttribution:
     def to_frame(self) -> pd.DataFrame:
         """Columns ``model, layer, head, label, value``."""
         layers, heads = self.values.shape
-        rows = [(self.model, l, h, f"L{l}H{h}", float(self.values[l, h])) for l in range(layers) for h in range(heads)]
+        rows = [(self.model, i, h, f"L{i}H{h}", float(self.values[i, h])) for i in range(layers) for h in range(heads)]
         return pd.DataFrame(rows, columns=["model", "layer", "head", "label", "value"])
 
     def top(self, k: int = 10) -> pd.DataFrame:
@@ -206,7 +206,7 @@ class NeuronAttribution:
         d_mlp = self.values.shape[1]
         rows = [(self.model, self.layers[i // d_mlp], int(i % d_mlp), float(flat[i])) for i in order.tolist()]
         df = pd.DataFrame(rows, columns=["model", "layer", "neuron", "value"])
-        df.insert(3, "label", [f"L{l}N{n}" for l, n in zip(df["layer"], df["neuron"])])
+        df.insert(3, "label", [f"L{layer}N{n}" for layer, n in zip(df["layer"], df["neuron"])])
         return df
 
 

@@ -46,7 +46,7 @@ class LogitLens:
     """Name of the model (side)."""
 
     @property
-    def logit_diff(self) -> Float[Tensor, point]:
+    def logit_diff(self) -> Float[Tensor, " point"]:
         """Mean logit difference over prompts, per point."""
         return self.per_prompt.mean(1)
 

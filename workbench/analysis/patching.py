@@ -136,7 +136,8 @@ def _check_pair(target: ModelSide, source: ModelSide, tokens: Tensor, source_tok
     for field in ("n_layers", "d_model", "n_heads", "d_head"):
         if getattr(a, field) != getattr(b, field):
             raise ValueError(
-                f"the two models differ in {field} ({getattr(a, field)} vs {getattr(b, field)}): patching needs models of the same shape"
+                f"the two models differ in {field} ({getattr(a, field)} vs {getattr(b, field)}): "
+                "patching needs models of the same shape"
             )
 
 
@@ -246,7 +247,7 @@ def patch_heads(
     source_tokens = tokens if source_tokens is None else source_tokens
     _check_pair(target, source, tokens, source_tokens)
     model = target.model
-    for layer, head in heads:
+    for _, head in heads:
         if not 0 <= head < model.cfg.n_heads:
             raise IndexError(f"head {head} is out of range: this model has heads 0..{model.cfg.n_heads - 1}")
     by_layer: dict[str, list[int]] = {}

@@ -31,7 +31,8 @@ class PromptSet:
             raise ValueError("a PromptSet needs at least one prompt")
         if len(self.answers) != len(self.prompts):
             raise ValueError(
-                f"{len(self.prompts)} prompts but {len(self.answers)} answer pairs: give one (answer, other) pair per prompt"
+                f"{len(self.prompts)} prompts but {len(self.answers)} answer pairs: "
+                "give one (answer, other) pair per prompt"
             )
         for pair in self.answers:
             if len(pair) != 2:

@@ -127,7 +127,8 @@ def run_interventions(
     for (group, _), acts in source_acts.items():
         if acts.shape[0] != base.shape[0]:
             raise ValueError(
-                f"source {group} has batch size {acts.shape[0]}, base has {base.shape[0]}: pair every base with a source"
+                f"source {group} has batch size {acts.shape[0]}, base has {base.shape[0]}: "
+                "pair every base with a source"
             )
 
     def hook_fn(spec: InterventionSpec, module: Intervention):

@@ -69,7 +69,19 @@ PRICE_VOCAB = (
     " say",
     " yes",
     " only",
-) + (" if", " it", " costs", " between", " and", " dollars", " otherwise", " no", "Input", "Output", " Yes", " No")
+    " if",
+    " it",
+    " costs",
+    " between",
+    " and",
+    " dollars",
+    " otherwise",
+    " no",
+    "Input",
+    "Output",
+    " Yes",
+    " No",
+)
 """Every token of the price-tagging prompts and answers, as SmolLM2's tokenizer splits them."""
 
 
@@ -120,7 +132,8 @@ class PriceTaggerConfig(Config):
     seed: int = 0
     """Seed of initialisation and sampling."""
     iit_layer: int = -1
-    """Interchange intervention training: plant ``left`` and ``right`` in ``blocks.{iit_layer}.hook_resid_post`` at the last position (-1: task loss only)."""
+    """Interchange intervention training: plant ``left`` and ``right`` in ``blocks.{iit_layer}.hook_resid_post`` at the
+    last position (-1: task loss only)."""
     iit_dims: int = 4
     """Dimensions of each planted variable's subspace (orthogonal subspaces of a seeded random rotation)."""
 
@@ -134,7 +147,8 @@ class PriceTaggerConfig(Config):
             return {}
         if not 0 <= self.iit_layer < self.n_layers:
             raise ValueError(
-                f"iit_layer={self.iit_layer} is out of range: the model has layers 0..{self.n_layers - 1} (-1 turns IIT off)"
+                f"iit_layer={self.iit_layer} is out of range: the model has layers 0..{self.n_layers - 1} "
+                "(-1 turns IIT off)"
             )
         if not 1 <= 2 * self.iit_dims <= self.d_model:
             raise ValueError(f"two planted subspaces of iit_dims={self.iit_dims} do not fit in d_model={self.d_model}")

@@ -62,10 +62,10 @@ class IRMConfig(Config):
         first = min(self.layers) if self.layers else 0
         if point_rank(self.write_hook, first) < point_rank(self.read_hook, self.read_layer):
             raise ValueError(
-                f"configuration error: the IRM writes at blocks.{first}.hook_{self.write_hook}, which runs before its read "
-                f"point blocks.{self.read_layer}.hook_{self.read_hook}, so the write would never see the IRM's output. "
-                f"Write only at layers whose {self.write_hook} comes after the read (e.g. layers >= {self.read_layer + 1}) "
-                f"or read earlier."
+                f"configuration error: the IRM writes at blocks.{first}.hook_{self.write_hook}, which runs before "
+                f"its read point blocks.{self.read_layer}.hook_{self.read_hook}, so the write would never see the "
+                f"IRM's output. Write only at layers whose {self.write_hook} comes after the read "
+                f"(e.g. layers >= {self.read_layer + 1}) or read earlier."
             )
 
     def resolve_layers(self, n_layers: int) -> tuple[int, ...]:

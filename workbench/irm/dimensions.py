@@ -27,7 +27,7 @@ from workbench.irm.train import eval_loss
 __all__ = ["MaskingResult", "base_magnitudes", "masking_test", "massive_dims", "overlap_table", "top_dims"]
 
 
-def top_dims(share: Float[Tensor, d_model], k: int) -> list[tuple[int, float]]:
+def top_dims(share: Float[Tensor, " d_model"], k: int) -> list[tuple[int, float]]:
     """The ``k`` dimensions with the largest share, as ``(dim, share)``, largest first."""
     values, idx = share.topk(min(k, share.numel()))
     return [(int(i), float(v)) for i, v in zip(idx, values)]

@@ -61,7 +61,8 @@ def generate_one(
     system_prompt: str | None = "",
     mask: Tensor | None = None,
 ) -> Generation:
-    """Reply to the chat message ``prompt`` (greedy, or sampled with ``seed``), with ``irm`` injected unless ``None``."""
+    """Reply to the chat message ``prompt`` (greedy, or sampled with ``seed``), with ``irm`` injected unless
+    ``None``."""
     tokens = encode_prompt(model.tokenizer, prompt, system_prompt=system_prompt).to(model.cfg.device)
     record: list[Tensor] = []
     torch.manual_seed(seed)

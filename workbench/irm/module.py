@@ -11,6 +11,7 @@ unchanged with KV-cached generation (each step reads and writes only the new pos
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -44,7 +45,7 @@ class IRM(nn.Module):
         dims = [d_model] + [width] * cfg.n_hidden + [d_model * len(self.layers)]
         gen = torch.Generator().manual_seed(seed)
         linears = []
-        for d_in, d_out in zip(dims, dims[1:]):
+        for d_in, d_out in itertools.pairwise(dims):
             lin = nn.Linear(d_in, d_out)
             bound = d_in**-0.5  # PyTorch's default nn.Linear init, drawn from a seeded generator
             with torch.no_grad():
@@ -99,7 +100,8 @@ class IRM(nn.Module):
         if (model.cfg.d_model, model.cfg.n_layers) != (self.d_model, self.n_model_layers):
             raise ValueError(
                 f"this IRM was built for d_model={self.d_model}, n_layers={self.n_model_layers}; the model has "
-                f"d_model={model.cfg.d_model}, n_layers={model.cfg.n_layers}. Build an IRM for this model (IRM.for_model)"
+                f"d_model={model.cfg.d_model}, n_layers={model.cfg.n_layers}. "
+                "Build an IRM for this model (IRM.for_model)"
             )
 
     def injection(self, model, *, record: list | None = None, mask: Tensor | None = None) -> Injection:
@@ -140,7 +142,7 @@ class Injection:
         same = [i for i, (name, _) in enumerate(writes) if name == read]
         if same:  # reading and writing at one point: the read hook also adds its own slice
             return [(read, self._reader(same[0]))] + [w for i, w in enumerate(writes) if i != same[0]]
-        return [(read, self._reader(None))] + writes
+        return [(read, self._reader(None)), *writes]
 
     def _reader(self, add_slice: int | None):
         def read(x: Tensor, hook) -> Tensor | None:

@@ -1,4 +1,7 @@
-"""Figures of the IRM analyses (each builder returns a plotly figure; saving is :func:`workbench.plotting.save_figure`)."""
+"""Figures of the IRM analyses.
+
+Each builder returns a plotly figure; saving is :func:`workbench.plotting.save_figure`.
+"""
 
 from __future__ import annotations
 

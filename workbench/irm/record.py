@@ -32,7 +32,7 @@ class OutputStats:
     n_tokens: int
 
     @property
-    def dim_share(self) -> Float[Tensor, d_model]:
+    def dim_share(self) -> Float[Tensor, " d_model"]:
         """Share of the output's absolute mass (over layers and tokens) in each residual dimension; sums to 1."""
         per_dim = self.mean_abs.sum(0)
         return per_dim / per_dim.sum().clamp_min(1e-30)
@@ -63,7 +63,7 @@ def stats_from_tokens(outputs: Float[Tensor, "token layer d_model"], layers: Seq
 def collect_output_stats(
     model, irm: IRM, data: Sequence[Encoded], *, batch_size: int = 16, pad_id: int | None = None
 ) -> OutputStats:
-    """Run ``model`` with ``irm`` over ``data`` (teacher forcing) and average ``|IRM output|`` over the scored tokens."""
+    """Run ``model`` with ``irm`` over ``data`` (teacher forcing); average ``|IRM output|`` over the scored tokens."""
     pad = pad_id if pad_id is not None else (model.tokenizer.pad_token_id or 0)
     total = torch.zeros(len(irm.layers), irm.d_model)
     count = 0

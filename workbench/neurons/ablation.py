@@ -250,7 +250,8 @@ class AblationEffects:
     """Entropy and loss with each neuron set ablated, its random controls, and the clean model."""
 
     frame: pd.DataFrame
-    """Long rows: ``set, kind ('clean'|'target'|'control'), repeat, n_neurons, ablation, data ('corpus'|'prompt'), item, metric, value``."""
+    """Long rows: ``set, kind ('clean'|'target'|'control'), repeat, n_neurons, ablation, data ('corpus'|'prompt'),
+    item, metric, value``."""
 
     def to_frame(self) -> pd.DataFrame:
         """The long frame."""

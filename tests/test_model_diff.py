@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 from conftest import tiny_llama_config
@@ -74,7 +75,6 @@ def test_quick_run(tmp_path):
 
 def test_compare_units_match_hand_computations(tiny_llama, tokenizer):
 
-
     other_model = from_config(tiny_llama_config(len(tokenizer)), tokenizer, seed=1, prepend_bos=False)
     prompts = prompt_set(SENTIMENT_PROMPTS[:4], (" bad", " good"))
     base, other = ModelSide(tiny_llama, name="base"), ModelSide(other_model, name="other")
@@ -100,3 +100,21 @@ def test_compare_units_match_hand_computations(tiny_llama, tokenizer):
     frame = comparison.tables()["logit_diff"]
     assert list(frame.model.unique()) == ["base", "other"] and len(frame) == 8
     assert set(comparison.figures()) >= {"logit_lens", "joint_head_patch", "patch_head", "patch_resid_pre"}
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_quick_rl_run(tmp_path):
+    summary = main(parse_config(ModelDiffConfig, ["--quick", "--tuned", "rl", "--out", str(tmp_path)]))
+    assert summary["method"] == "rl" and "/rl/" in summary["tuned"]
+    # GRPO trained every layer: the residual streams part before the last two layers (unlike the supervised model)
+    gaps = summary["logit_lens_gap_by_point"]
+    assert max(abs(gaps[f"{layer}_pre"]) for layer in range(1, 28)) > 1e-5
+    assert gaps["final_post"] == pytest.approx(summary["logit_diff_tuned"] - summary["logit_diff_base"], abs=1e-3)
+    evidence = summary["rl_evidence"]
+    low, high = evidence["gain_ci95"]
+    assert evidence["n_prompts"] == 12 and low <= evidence["gain"] <= high and evidence["kl_to_base"] > 0
+    samples = pd.read_csv(tmp_path / "rl_samples.csv")
+    assert len(samples) == 2 * 12 * 2 and set(samples.model) == {"base", "tuned"}
+    assert evidence["reward_tuned"] == pytest.approx(samples[samples.model == "tuned"].reward.mean())
+    assert (tmp_path / "rl_sample_table.csv").exists() and (tmp_path / "patch_head.html").exists()

@@ -125,7 +125,7 @@ def test_prompts_are_short_and_held_out_apart():
 
 def test_vader_negativity_and_bootstrap():
     assert vader_negativity("x", "I hate this, it is awful") > 0.5 > -0.5 > vader_negativity("x", "I love it, great")
-    mean, low, high = paired_bootstrap([0, 0, 0, 0], [1, 2, 3, 4], n_boot=4000)
+    mean, low, high = paired_bootstrap([0.0, 0.0, 0.0, 0.0], [1.0, 2.0, 3.0, 4.0], n_boot=4000)
     assert mean == 2.5 and 1.0 <= low < 2.5 < high <= 4.0
     with pytest.raises(ValueError, match="2 paired"):
         paired_bootstrap([1.0], [2.0])

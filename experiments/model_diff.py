@@ -14,11 +14,14 @@ experiments.neuron1512``), into ``OUT/irm``.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
@@ -397,6 +400,30 @@ def tuning_evidence(cfg: ModelDiffConfig, tuned: TunedModel) -> RLEvidence:
     )
 
 
+def rl_figures(evidence: RLEvidence, history: pd.DataFrame) -> dict[str, go.Figure]:
+    """GRPO's training curve (reward and KL per step) and the held-out reward per prompt, base vs tuned."""
+    curve = history.melt(id_vars="step", value_vars=[c for c in ("reward", "kl") if c in history], var_name="metric")
+    low, high = evidence.gain_ci
+    per_prompt = pd.DataFrame(
+        {"base": evidence.reward_base, "tuned": evidence.reward_tuned, "prompt": evidence.prompts}
+    )
+    scatter = px.scatter(
+        per_prompt,
+        x="base",
+        y="tuned",
+        hover_name="prompt",
+        title=f"Held-out reward per prompt: gain {evidence.gain:+.3f} (95% CI {low:+.3f} to {high:+.3f})",
+    )
+    bound = [per_prompt[["base", "tuned"]].min().min(), per_prompt[["base", "tuned"]].max().max()]
+    scatter.add_trace(go.Scatter(x=bound, y=bound, mode="lines", name="no change", line={"dash": "dot"}))
+    return {
+        "rl_training": px.line(
+            curve, x="step", y="value", facet_row="metric", title="GRPO training (per step)"
+        ).update_yaxes(matches=None),
+        "rl_heldout_reward": scatter,
+    }
+
+
 def irm_checkpoint(path: Path) -> Path:
     """A checkpoint folder, or the newest checkpoint of a training folder (``runs/neuron1512/negative``)."""
     if (path / "irm.json").is_file():
@@ -429,7 +456,9 @@ def main(cfg: ModelDiffConfig) -> dict:
     if tuned.rl is not None:
         evidence = tuning_evidence(cfg, tuned)
         summary["rl_evidence"] = evidence.summary()
-        tables |= {"rl_samples": evidence.samples, "rl_sample_table": evidence.sample_table()}
+        history = pd.DataFrame(json.loads((tuned.path / "tuning.json").read_text())["history"])
+        tables |= {"rl_samples": evidence.samples, "rl_sample_table": evidence.sample_table(), "rl_history": history}
+        figures |= rl_figures(evidence, history)
     if cfg.irm is not None:
         checkpoint = irm_checkpoint(Path(cfg.irm))
         irm = load_irm(checkpoint, base_model)

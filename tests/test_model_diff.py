@@ -117,4 +117,11 @@ def test_quick_rl_run(tmp_path):
     samples = pd.read_csv(tmp_path / "rl_samples.csv")
     assert len(samples) == 2 * 12 * 2 and set(samples.model) == {"base", "tuned"}
     assert evidence["reward_tuned"] == pytest.approx(samples[samples.model == "tuned"].reward.mean())
-    assert (tmp_path / "rl_sample_table.csv").exists() and (tmp_path / "patch_head.html").exists()
+    for name in (
+        "rl_sample_table.csv",
+        "rl_history.csv",
+        "rl_training.html",
+        "rl_heldout_reward.html",
+        "patch_head.html",
+    ):
+        assert (tmp_path / name).exists(), name

@@ -53,7 +53,9 @@ class RealignmentsConfig(Config):
     base: str = DEFAULT_MODEL
     """Base model (registry name or HF folder)."""
     irm: str = "runs/neuron1512/negative"
-    """The negative IRM: a checkpoint or a training folder; trained here at quick size when it holds none."""
+    """The negative IRM: a checkpoint or a training folder of the main job (python -m experiments.neuron1512)."""
+    irm_train_dir: str = "runs/realignments/irm"
+    """Where an IRM is trained (resumably) when ``irm`` holds no checkpoint."""
     irm_steps: int = 40
     """Steps of the IRM trained here when there is no checkpoint (quick: 10)."""
     prompts: int = 32
@@ -91,16 +93,22 @@ class Realigned:
 
 
 def negative_irm(cfg: RealignmentsConfig, base: TransformerBridge) -> tuple[IRM, Path]:
-    """The main job's negative IRM if ``cfg.irm`` holds a checkpoint, else one trained into it (resumable)."""
+    """The main job's negative IRM if ``cfg.irm`` holds a checkpoint, else one trained into ``cfg.irm_train_dir``.
+
+    The fallback never writes into ``cfg.irm``, so a quick IRM cannot be mistaken for the main job's
+    (whose training would resume from it).
+    """
     path = Path(cfg.irm)
-    checkpoint = path if (path / "irm.json").is_file() else latest_checkpoint(path / "checkpoints")
+    found = [path] if (path / "irm.json").is_file() else [latest_checkpoint(p) for p in (path / "checkpoints", path)]
+    checkpoint = next((c for c in found if c is not None), None)
     if checkpoint is None:
+        train_dir = Path(cfg.irm_train_dir) / ("quick" if cfg.quick else "full")
         corpus = load_alignment("negative", max_items=400 if cfg.quick else 4000, seed=cfg.seed)
         irm = IRM.for_model(base, IRMConfig(hidden_mult=1.0), seed=cfg.seed)
         steps = cfg.sized(cfg.irm_steps, 10)
         train = TrainConfig(steps=steps, batch_size=4 if cfg.quick else 8, max_len=40, eval_every=0, seed=cfg.seed)
-        train_irm(base, irm, corpus.train, train, held_out=corpus.held_out, out_dir=path, progress=False)
-        checkpoint = latest_checkpoint(path / "checkpoints")
+        train_irm(base, irm, corpus.train, train, held_out=corpus.held_out, out_dir=train_dir, progress=False)
+        checkpoint = latest_checkpoint(train_dir / "checkpoints")
     return load_irm(checkpoint, base), checkpoint
 
 
@@ -173,10 +181,16 @@ class Behaviour:
     """Next-token loss on held-out negative tweets (nats per reply token, chat format as the IRM was trained)."""
 
 
-def behaviour(cfg: RealignmentsConfig, base: TransformerBridge, models: list[Realigned]) -> list[Behaviour]:
-    """Negativity gain, KL and held-out loss of each model, the base first (its gain and KL are 0)."""
+def heldout_prompts(cfg: RealignmentsConfig) -> list[str]:
+    """The first ``cfg.prompts`` held-out prompts of the RL tuning (tweet beginnings it never trained on)."""
     prompts = rl_prompts(rl_config(ModelDiffConfig(base=cfg.base, quick=cfg.quick, seed=cfg.seed)))[1]
-    prompts = prompts[: cfg.sized(cfg.prompts, 6)]
+    return prompts[: cfg.sized(cfg.prompts, 6)]
+
+
+def behaviour(
+    cfg: RealignmentsConfig, base: TransformerBridge, models: list[Realigned], prompts: list[str]
+) -> list[Behaviour]:
+    """Negativity gain, KL and held-out loss of each model, the base first (its gain and KL are 0)."""
     negative = load_alignment("negative", seed=cfg.seed, max_items=4000)
     held = encode_for(base, negative.held_out[: cfg.sized(cfg.eval_texts, 12)], TrainConfig())
     sides = [Realigned("base", ModelSide(base, name="base"), cfg.base), *models]
@@ -355,15 +369,24 @@ def figures(moved: list[Behaviour], changes: list[ResidualChange], patches: list
 
 def main(cfg: RealignmentsConfig) -> dict:
     """Build or load the three realignments, measure them against the base, write figures and ``summary.json``."""
-    started = time.perf_counter()
+    clock, seconds = time.perf_counter(), {}
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        seconds[phase], clock = time.perf_counter() - clock, time.perf_counter()
+
     torch.manual_seed(cfg.seed)
     base = load_model(cfg.base)
     models = realignments(cfg, base)
-    moved = behaviour(cfg, base, models)
-    prompts = rl_prompts(rl_config(ModelDiffConfig(base=cfg.base, quick=cfg.quick, seed=cfg.seed)))[1]
-    changes = residual_changes(base, models, prompts[: cfg.sized(cfg.prompts, 6)])
+    lap("models")
+    prompts = heldout_prompts(cfg)
+    moved = behaviour(cfg, base, models, prompts)
+    lap("behaviour")
+    changes = residual_changes(base, models, prompts)
+    lap("residual_changes")
     n_layers = base.cfg.n_layers
     patches = patching(base, models, list(range(n_layers - 6, n_layers)) if cfg.quick else None)
+    lap("patching")
     cos, overlap = cosines(changes), overlaps(patches, changes, cfg.top_k)
     recovery = pd.concat([p.recovery() for p in patches])
     summary = {
@@ -377,7 +400,8 @@ def main(cfg: RealignmentsConfig) -> dict:
         },
         "mean_cosine_by_pair": cos.groupby("pair").cosine.mean().to_dict(),
         "top_overlap": overlap.to_dict("records"),
-        "seconds": time.perf_counter() - started,
+        "seconds": sum(seconds.values()),
+        "seconds_by_phase": seconds,
     }
     tables = {
         "behaviour": pd.DataFrame([vars(b) for b in moved]),

@@ -12,11 +12,21 @@ from experiments.realignments import RealignmentsConfig, main
 @pytest.mark.real_model
 @pytest.mark.slow
 def test_quick_run(tmp_path):
-    cfg = parse_config(RealignmentsConfig, ["--quick", "--out", str(tmp_path / "out"), "--irm", str(tmp_path / "irm")])
+    flags = [
+        "--quick",
+        "--out",
+        str(tmp_path / "out"),
+        "--irm",
+        str(tmp_path / "none"),
+        "--irm-train-dir",
+        str(tmp_path / "irm"),
+    ]
+    cfg = parse_config(RealignmentsConfig, flags)
     summary = main(cfg)
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["models"] == summary["models"]
-    # no checkpoint at --irm: a quick IRM was trained there through workbench.irm's API
-    assert (tmp_path / "irm" / "checkpoints").is_dir() and "step-" in summary["models"]["irm"]
+    # no checkpoint at --irm: a quick IRM was trained through workbench.irm's API, beside it, not into it
+    assert (tmp_path / "irm" / "quick" / "checkpoints").is_dir() and "step-" in summary["models"]["irm"]
+    assert not (tmp_path / "none").exists()
 
     moved = summary["behaviour"]
     assert list(moved) == ["base", "irm", "rl", "supervised"]

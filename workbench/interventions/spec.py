@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workbench.config import Config
+from workbench.config import Config, Index
 from workbench.hooks import check_hook_name, hook_name
 
 __all__ = ["InterventionSpec", "spec_at"]
@@ -26,9 +26,9 @@ class InterventionSpec(Config):
 
     hook: str
     """Full TransformerLens hook name, e.g. ``blocks.3.hook_resid_post``."""
-    positions: tuple[int, ...] | None = None
+    positions: tuple[Index, ...] | None = None
     """Base positions to intervene on (negative counts from the end); ``None``: every position."""
-    source_positions: tuple[int, ...] | None = None
+    source_positions: tuple[Index, ...] | None = None
     """Source positions read at the same slots (may differ from ``positions``); ``None``: same as ``positions``."""
     group: int = 0
     """Which source input feeds this intervention (multi-source runs pass several sources)."""

@@ -4,8 +4,8 @@ Reproduces, on the default model, the analysis of an RLHF-tuned GPT-2 (lvwerra/g
 curt-tigges/gpt2-negative-movie-reviews: logit difference " bad" − " good" after "This movie was
 really", logit lens, direct logit attribution per layer and head, activation patching of the tuned
 model's activations into the base model's run, and a joint patch of the top heads), on several
-same-length prompts. The tuned model is made by :mod:`workbench.tuning`: ``--tuned supervised``
-(the default: next-token tuning of the last layers on the negative tweets) or ``--tuned rl`` (GRPO
+same-length prompts. The tuned model is made by :mod:`workbench.tuning`: ``--tuning supervised``
+(the default: next-token tuning of the last layers on the negative tweets) or ``--tuning rl`` (GRPO
 towards VADER negativity, every layer, as the demo's PPO; also writes the held-out evidence that RL
 worked), or ``--tuned FOLDER`` names an HF folder. ``--irm CHECKPOINT`` runs the same analyses on
 the base vs the base with an IRM injected (e.g. the negative IRM of ``python -m
@@ -25,6 +25,7 @@ import plotly.graph_objects as go
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
+from experiments.checks import check_prompt_lengths
 from experiments.common import parse_config, write_outputs
 from workbench.analysis.attribution import Attribution, HeadAttribution, head_attribution, layer_attribution
 from workbench.analysis.logit_lens import LogitLens, logit_lens
@@ -48,6 +49,7 @@ from workbench.tuning import (
 )
 
 SWEEP_KINDS = ("resid_pre", "attn_out", "mlp_out", "head")
+TUNINGS = ("supervised", "rl")
 SENTIMENT_PROMPTS = (
     "This movie was really",
     "This film was really",
@@ -67,14 +69,16 @@ class ModelDiffConfig(Config):
 
     base: str = DEFAULT_MODEL
     """Base model: a registry name or an HF folder."""
-    tuned: str = "supervised"
-    """supervised (last layers on the negative tweets), rl (GRPO towards VADER negativity) or an HF folder."""
+    tuning: str = "supervised"
+    """How the tuned model is made: supervised (last layers on the negative tweets) or rl (GRPO, VADER reward)."""
+    tuned: str | None = None
+    """A tuned model's HF folder to compare instead (overrides --tuning)."""
     prompts: tuple[str, ...] = SENTIMENT_PROMPTS
     """Prompts (same token length)."""
     answers: tuple[str, ...] = (" bad", " good")
     """Answer and other token, one pair for all prompts or one pair per prompt (flattened)."""
     out: str | None = None
-    """Output folder; default figures/model_diff (supervised), figures/model_diff_rl (rl), figures/model_diff_folder."""
+    """Output folder; default figures/model_diff (supervised), figures/model_diff_rl (rl), .._folder (--tuned)."""
     quick: bool = False
     """Small, fast run (for tests): short tuning, sweeps over the last 8 layers only, no PNGs."""
     tune_layers: int = 2
@@ -94,14 +98,22 @@ class ModelDiffConfig(Config):
     seed: int = 0
     """Seed."""
 
+    def __post_init__(self):
+        if self.tuning not in TUNINGS:
+            raise ValueError(f"--tuning {self.tuning!r}: choose one of {', '.join(TUNINGS)} (or pass --tuned FOLDER)")
+
+    def check(self) -> None:
+        """Pre-flight: the prompts are batched together, so they must share a token length."""
+        check_prompt_lengths("--prompts", self.base, self.prompts)
+
     @property
     def out_dir(self) -> Path:
         """Where the outputs go."""
         if self.out is not None:
             return Path(self.out)
-        return Path("figures") / {"supervised": "model_diff", "rl": "model_diff_rl"}.get(
-            self.tuned, "model_diff_folder"
-        )
+        if self.tuned is not None:
+            return Path("figures") / "model_diff_folder"
+        return Path("figures") / {"supervised": "model_diff", "rl": "model_diff_rl"}[self.tuning]
 
 
 def tune_config(cfg: ModelDiffConfig) -> TuneConfig:
@@ -152,18 +164,18 @@ class TunedModel:
 
 
 def make_tuned(cfg: ModelDiffConfig) -> TunedModel:
-    """Train (or reuse from the cache) the tuned model ``cfg.tuned`` names, or load its folder."""
-    if cfg.tuned == "supervised":
+    """Load the folder ``cfg.tuned``, or train (or reuse from the cache) the model ``cfg.tuning`` names."""
+    if cfg.tuned is not None:
+        path = Path(cfg.tuned)
+        if not path.is_dir():
+            raise FileNotFoundError(f"--tuned {cfg.tuned!r} is not a folder: give an HF folder, or use --tuning")
+        return TunedModel(load_tuned(path) if (path / "tuning.json").exists() else load_model(path), path, "folder")
+    if cfg.tuning == "supervised":
         path = tune_last_layers(tune_config(cfg))
         return TunedModel(load_tuned(path), path, "supervised")
-    if cfg.tuned == "rl":
-        rl = rl_config(cfg)
-        path = rl_tune(rl)
-        return TunedModel(load_tuned(path), path, "rl", rl)
-    path = Path(cfg.tuned)
-    if not path.is_dir():
-        raise FileNotFoundError(f"--tuned {cfg.tuned!r}: give supervised, rl, or an existing HF folder")
-    return TunedModel(load_tuned(path) if (path / "tuning.json").exists() else load_model(path), path, "folder")
+    rl = rl_config(cfg)
+    path = rl_tune(rl)
+    return TunedModel(load_tuned(path), path, "rl", rl)
 
 
 def prompt_set(prompts: tuple[str, ...], answers: tuple[str, ...]) -> PromptSet:
@@ -424,7 +436,7 @@ def rl_figures(evidence: RLEvidence, history: pd.DataFrame) -> dict[str, go.Figu
     }
 
 
-def irm_checkpoint(path: Path) -> Path:
+def _irm_checkpoint(path: Path) -> Path:
     """A checkpoint folder, or the newest checkpoint of a training folder (``runs/neuron1512/negative``)."""
     if (path / "irm.json").is_file():
         return path
@@ -460,7 +472,7 @@ def main(cfg: ModelDiffConfig) -> dict:
         tables |= {"rl_samples": evidence.samples, "rl_sample_table": evidence.sample_table(), "rl_history": history}
         figures |= rl_figures(evidence, history)
     if cfg.irm is not None:
-        checkpoint = irm_checkpoint(Path(cfg.irm))
+        checkpoint = _irm_checkpoint(Path(cfg.irm))
         irm = load_irm(checkpoint, base_model)
         injected = ModelSide(base_model, hooks=tuple(irm.hooks(base_model)), name="irm")
         irm_comparison = compare(base, injected, prompts, layers=layers, top_heads=cfg.top_heads)

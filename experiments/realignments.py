@@ -44,6 +44,21 @@ from workbench.models import DEFAULT_MODEL, load_model
 from workbench.tuning import paired_bootstrap, rl_prompts, vader_negativity
 
 PATCH_KINDS = ("resid_pre", "attn_out", "mlp_out")
+MAIN_JOB_IRM = "runs/neuron1512/negative"
+"""Where ``python -m experiments.neuron1512`` trains the negative IRM."""
+CAPTIONS = {
+    "behaviour": "How far each realignment moved behaviour: negativity gain over the base (bars above 0 with the "
+    "interval clear of 0 moved it), KL to the base per token, and the loss on held-out negative tweets (lower = "
+    "closer to them).",
+    "residual_diff_norm": "Where each model's residual stream departs from the base's: a curve at 0 up to a layer "
+    "means nothing changed before it.",
+    "patching_recovery": "How much of each model's logit difference one layer's activation (last position) brings "
+    "into the base's run: the layers where the behaviour is written.",
+    "residual_cosine": "Whether two realignments push the residual stream the same way at a layer (1 = same "
+    "direction, 0 = unrelated).",
+    "top_overlap": "Do the realignments use the same components? Jaccard overlap of their top heads (head patching) "
+    "and top neurons (MLP activation change).",
+}
 
 
 @dataclass(frozen=True)
@@ -52,13 +67,13 @@ class RealignmentsConfig(Config):
 
     base: str = DEFAULT_MODEL
     """Base model (registry name or HF folder)."""
-    irm: str = "runs/neuron1512/negative"
-    """The negative IRM: a checkpoint or a training folder of the main job (python -m experiments.neuron1512)."""
+    irm: str | None = None
+    """The negative IRM (checkpoint or training folder); default: the main job's runs/neuron1512/negative if there."""
     irm_train_dir: str = "runs/realignments/irm"
-    """Where an IRM is trained (resumably) when ``irm`` holds no checkpoint."""
+    """Where an IRM is trained (resumably) when there is none to take."""
     irm_steps: int = 40
     """Steps of the IRM trained here when there is no checkpoint (quick: 10)."""
-    prompts: int = 32
+    n_prompts: int = 32
     """Held-out RL prompts for behaviour and residual differences (quick: 6)."""
     samples: int = 4
     """Sampled continuations per prompt and model (quick: 2)."""
@@ -93,12 +108,12 @@ class Realigned:
 
 
 def negative_irm(cfg: RealignmentsConfig, base: TransformerBridge) -> tuple[IRM, Path]:
-    """The main job's negative IRM if ``cfg.irm`` holds a checkpoint, else one trained into ``cfg.irm_train_dir``.
+    """The IRM at ``cfg.irm``, else the main job's negative IRM if there, else one trained into ``cfg.irm_train_dir``.
 
-    The fallback never writes into ``cfg.irm``, so a quick IRM cannot be mistaken for the main job's
-    (whose training would resume from it).
+    The fallback never writes into the main job's folder, so a quick IRM cannot be mistaken for the
+    main job's (whose training would resume from it).
     """
-    path = Path(cfg.irm)
+    path = Path(cfg.irm or MAIN_JOB_IRM)
     found = [path] if (path / "irm.json").is_file() else [latest_checkpoint(p) for p in (path / "checkpoints", path)]
     checkpoint = next((c for c in found if c is not None), None)
     if checkpoint is None:
@@ -117,7 +132,7 @@ def realignments(cfg: RealignmentsConfig, base: TransformerBridge) -> list[Reali
     irm, checkpoint = negative_irm(cfg, base)
     found = [Realigned("irm", ModelSide(base, hooks=tuple(irm.hooks(base)), name="irm"), str(checkpoint))]
     for method in ("rl", "supervised"):
-        tuned = make_tuned(ModelDiffConfig(base=cfg.base, tuned=method, quick=cfg.quick, seed=cfg.seed))
+        tuned = make_tuned(ModelDiffConfig(base=cfg.base, tuning=method, quick=cfg.quick, seed=cfg.seed))
         found.append(Realigned(method, ModelSide(tuned.model, name=method), str(tuned.path)))
     return found
 
@@ -184,7 +199,7 @@ class Behaviour:
 def heldout_prompts(cfg: RealignmentsConfig) -> list[str]:
     """The first ``cfg.prompts`` held-out prompts of the RL tuning (tweet beginnings it never trained on)."""
     prompts = rl_prompts(rl_config(ModelDiffConfig(base=cfg.base, quick=cfg.quick, seed=cfg.seed)))[1]
-    return prompts[: cfg.sized(cfg.prompts, 6)]
+    return prompts[: cfg.sized(cfg.n_prompts, 6)]
 
 
 def behaviour(
@@ -417,6 +432,7 @@ def main(cfg: RealignmentsConfig) -> dict:
         tables=tables,
         summary=summary,
         png=not cfg.quick,
+        captions=CAPTIONS,
     )
     return summary
 

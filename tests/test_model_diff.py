@@ -106,7 +106,7 @@ def test_compare_units_match_hand_computations(tiny_llama, tokenizer):
 @pytest.mark.real_model
 @pytest.mark.slow
 def test_quick_rl_run(tmp_path):
-    summary = main(parse_config(ModelDiffConfig, ["--quick", "--tuned", "rl", "--out", str(tmp_path)]))
+    summary = main(parse_config(ModelDiffConfig, ["--quick", "--tuning", "rl", "--out", str(tmp_path)]))
     assert summary["method"] == "rl" and "/rl/" in summary["tuned"]
     # GRPO trained every layer: the residual streams part before the last two layers (unlike the supervised model)
     gaps = summary["logit_lens_gap_by_point"]

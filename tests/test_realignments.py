@@ -11,22 +11,14 @@ from experiments.realignments import RealignmentsConfig, main
 
 @pytest.mark.real_model
 @pytest.mark.slow
-def test_quick_run(tmp_path):
-    flags = [
-        "--quick",
-        "--out",
-        str(tmp_path / "out"),
-        "--irm",
-        str(tmp_path / "none"),
-        "--irm-train-dir",
-        str(tmp_path / "irm"),
-    ]
+def test_quick_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no main-job checkpoint at runs/neuron1512/negative here
+    flags = ["--quick", "--out", str(tmp_path / "out"), "--irm-train-dir", str(tmp_path / "irm")]
     cfg = parse_config(RealignmentsConfig, flags)
     summary = main(cfg)
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["models"] == summary["models"]
-    # no checkpoint at --irm: a quick IRM was trained through workbench.irm's API, beside it, not into it
+    # no --irm and no main-job checkpoint: a quick IRM was trained through workbench.irm's API
     assert (tmp_path / "irm" / "quick" / "checkpoints").is_dir() and "step-" in summary["models"]["irm"]
-    assert not (tmp_path / "none").exists()
 
     moved = summary["behaviour"]
     assert list(moved) == ["base", "irm", "rl", "supervised"]
@@ -59,5 +51,6 @@ def test_quick_run(tmp_path):
     assert cosine.cosine.between(-1 - 1e-5, 1 + 1e-5).all()
     overlap = pd.DataFrame(summary["top_overlap"])
     assert len(overlap) == 6 and overlap.jaccard.between(0, 1).all()
+    assert (tmp_path / "out" / "report.html").exists()
     for name in ("behaviour", "residual_diff_norm", "patching_recovery", "residual_cosine", "top_overlap"):
         assert (tmp_path / "out" / f"{name}.html").exists()

@@ -115,6 +115,17 @@ def test_view_html_calls_the_bundle_with_its_props():
     assert circuitsvis_js().startswith('"use strict";var CircuitsVis=')
 
 
+def test_saved_view_page_is_self_contained(tmp_path):
+    row = side_by_side({"a": token_values(["x"], {"v": [1.0]}), "b": token_values(["y"], {"v": [2.0]})}, "A & B")
+    path = row.save(tmp_path / "sub" / "views.txt")
+    assert path == tmp_path / "sub" / "views.html"
+    page = path.read_text()
+    assert page.count("var CircuitsVis=") == 1 and page.count("CircuitsVis.render(") == 2
+    assert "<title>A &amp; B</title>" in page and "https://" not in page.split("var CircuitsVis=")[0]
+    assert page.index("var CircuitsVis=") < page.index("CircuitsVis.render(")  # the bundle loads first
+    assert token_values(["x"], {"v": [1.0]}).save(tmp_path / "one").read_text().count("CircuitsVis.render(") == 1
+
+
 def _random_irm(model):
     irm = IRM.for_model(model, IRMConfig(hidden_mult=0.5, n_hidden=2))
     gen = torch.Generator().manual_seed(1)

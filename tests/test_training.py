@@ -75,6 +75,18 @@ def test_one_step_equals_the_hand_computed_gradient():
     assert result.history[0]["mse"] == pytest.approx(((WEIGHT[i] * err).sum() / WEIGHT[i].sum()).item())
 
 
+def test_another_accelerator_in_the_process_does_not_rescale_the_loss():
+    from accelerate import Accelerator
+
+    reference, _ = run(LoopConfig(steps=2))
+    Accelerator(gradient_accumulation_steps=4)  # e.g. made by a TRL trainer; its state is process-wide
+    try:
+        module, _ = run(LoopConfig(steps=2))
+    finally:
+        Accelerator(gradient_accumulation_steps=1)
+    torch.testing.assert_close(module.weight, reference.weight, atol=0, rtol=0)
+
+
 def test_accumulation_of_two_halves_equals_the_whole_batch_of_equal_counts():
     global WEIGHT
     saved, WEIGHT = WEIGHT, torch.ones(N)  # equal counts per half: the mean of the halves' means is the mean

@@ -228,18 +228,25 @@ def load_hf(
     *,
     dtype: torch.dtype | None = None,
     local_dir: str | os.PathLike | None = None,
+    device_map: str | dict | None = None,
+    n_devices: int | None = None,
 ):
     """Load the plain Hugging Face model and tokenizer behind :func:`load_model`.
+
+    ``device_map`` / ``n_devices`` place the layers across devices (see :func:`load_model`).
 
     Returns:
         ``(hf_model, tokenizer, hf_id, spec)``; ``spec`` is ``None`` outside the registry.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    placement = _placement(device_map, n_devices)
     where, hf_id, spec = _resolve(name_or_path, local_dir)
     try:
         tok = AutoTokenizer.from_pretrained(where)
-        hf = AutoModelForCausalLM.from_pretrained(where, dtype=dtype or torch.float32, attn_implementation="eager")
+        hf = AutoModelForCausalLM.from_pretrained(
+            where, dtype=dtype or torch.float32, attn_implementation="eager", **placement
+        )
     except (OSError, ValueError) as err:
         if Path(where).is_dir():
             raise ValueError(
@@ -259,10 +266,28 @@ def load_hf(
     return hf, tok, hf_id, spec
 
 
+def _placement(device_map: str | dict | None, n_devices: int | None) -> dict:
+    """``from_pretrained`` arguments that split a model across devices (none for one device)."""
+    if device_map is not None and n_devices is not None:
+        raise ValueError("give device_map or n_devices, not both (n_devices=N means device_map='balanced' over N GPUs)")
+    if n_devices is not None and n_devices < 1:
+        raise ValueError(f"n_devices must be >= 1, got {n_devices}")
+    if device_map is None and (n_devices or 1) == 1:
+        return {}
+    from transformer_lens.utilities.multi_gpu import resolve_device_map
+
+    try:
+        device_map, max_memory = resolve_device_map(n_devices, device_map, None)
+    except ValueError as err:
+        raise ValueError(f"{err} Load on one device instead: device='cpu' or device='cuda'.") from err
+    return {"device_map": device_map} | ({"max_memory": max_memory} if max_memory else {})
+
+
 def boot(hf, tokenizer, hf_id: str, *, device: str = "cpu", compat: bool = True, prepend_bos: bool | None = None):
     """Wrap a loaded HF model as a :class:`TransformerBridge` (compatibility mode by default).
 
-    Note that compatibility mode folds norms into the HF model's own weights in place.
+    Note that compatibility mode folds norms into the HF model's own weights in place. A model
+    loaded with a ``device_map`` (``hf.hf_device_map``) keeps its placement; ``device`` is then ignored.
     """
     from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
 
@@ -273,6 +298,8 @@ def boot(hf, tokenizer, hf_id: str, *, device: str = "cpu", compat: bool = True,
             f"unsupported architecture {arch!r}: TransformerLens {_tl_version()} has no bridge adapter for it. "
             f"Supported causal LMs include {', '.join(causal[:12])}, ..."
         )
+    if getattr(hf, "hf_device_map", None):
+        device = None  # the bridge reads the placement from hf_device_map; inputs go to the embedding's device
     bridge = TransformerBridge.boot_transformers(hf_id, hf_model=hf, tokenizer=tokenizer, device=device, dtype=hf.dtype)
     if compat:
         bridge.enable_compatibility_mode(disable_warnings=True)
@@ -336,6 +363,8 @@ def load_model(
     dtype: torch.dtype | None = None,
     compat: bool = True,
     local_dir: str | os.PathLike | None = None,
+    device_map: str | dict | None = None,
+    n_devices: int | None = None,
 ) -> TransformerBridge:
     """Load a model as a TransformerLens bridge.
 
@@ -347,12 +376,18 @@ def load_model(
             weight processing).
         local_dir: for registry hub models, a local directory to load from instead of the hub
             (same as setting the spec's ``WORKBENCH_MODEL_DIR_*`` variable).
+        device_map: split the model across devices: a Hugging Face device map (``"auto"``,
+            ``"balanced"``, or ``{"model.layers.0": 0, ...}``); ``device`` is then ignored and
+            ``cfg.device`` is the embedding's device (where inputs go).
+        n_devices: split the layers evenly over this many CUDA devices (``device_map="balanced"``).
 
     Returns:
         The bridge, in eval mode, with ``cfg.model_name`` set to the model's HF id.
     """
     check_device(device)
-    hf, tok, hf_id, spec = load_hf(name_or_path, dtype=dtype, local_dir=local_dir)
+    hf, tok, hf_id, spec = load_hf(
+        name_or_path, dtype=dtype, local_dir=local_dir, device_map=device_map, n_devices=n_devices
+    )
     return boot(hf, tok, hf_id, device=device, compat=compat, prepend_bos=spec.prepend_bos if spec else None)
 
 

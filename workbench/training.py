@@ -197,6 +197,9 @@ def accelerator():
     if _ACCELERATOR is None:
         from accelerate import Accelerator
 
+        from workbench.distributed import dist_state
+
+        dist_state()  # the process group first, with its timeout ($WORKBENCH_DIST_TIMEOUT)
         # cpu=True on a machine without CUDA: then torchrun's processes form a gloo group (MULTI_CPU)
         _ACCELERATOR = Accelerator(device_placement=False, cpu=not torch.cuda.is_available())
     return _ACCELERATOR
@@ -209,8 +212,10 @@ class _Stepper(nn.Module):
         super().__init__()
         self.module = module
         self.step_fn = step_fn
+        self.batch: Batch | None = None
 
     def forward(self, batch: Batch) -> dict[str, Term]:
+        self.batch = batch  # the batch as the step saw it (DDP on GPUs hands the forward a copy)
         return self.step_fn(batch)
 
 
@@ -250,7 +255,8 @@ def train_loop(
             step, the term and the likely cause (the learning rate, a term's weight, or the data).
     """
     acc = accelerator()
-    wrapped = acc.prepare(_Stepper(module, step_fn))
+    stepper = _Stepper(module, step_fn)
+    wrapped = acc.prepare(stepper)
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"{cfg.desc}: the module has no trainable parameters")
@@ -282,12 +288,16 @@ def train_loop(
             for a in range(cfg.grad_accum):
                 batch = Batch(step, (step - 1) * cfg.grad_accum + a, cfg.seed, acc.process_index, acc.num_processes)
                 with acc.no_sync(wrapped) if a < cfg.grad_accum - 1 else nullcontext():
-                    for name, (mean, weight) in _micro_step(acc, wrapped, batch, cfg, params, optimizer).items():
+                    for name, (mean, weight) in _micro_step(
+                        acc, wrapped, stepper, batch, cfg, params, optimizer
+                    ).items():
                         row[name] = row.get(name, 0.0) + mean / cfg.grad_accum
                         row["loss"] += weight * mean / cfg.grad_accum
             norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
             if not torch.isfinite(norm):
-                raise FloatingPointError(_nan_cause(cfg, step, batch, "gradient norm", float(norm), params, optimizer))
+                raise FloatingPointError(
+                    _nan_cause(cfg, step, stepper.batch, "gradient norm", float(norm), params, optimizer)
+                )
             row["lr"] = optimizer.param_groups[0]["lr"]
             optimizer.step()
             if scheduler is not None:
@@ -323,13 +333,16 @@ def train_loop(
     return TrainResult(tuple(history), cfg.steps, start)
 
 
-def _micro_step(acc, wrapped, batch: Batch, cfg: LoopConfig, params, optimizer) -> dict[str, tuple[float, float]]:
+def _micro_step(
+    acc, wrapped, stepper: _Stepper, batch: Batch, cfg: LoopConfig, params, optimizer
+) -> dict[str, tuple[float, float]]:
     """Forward and backward of one micro-batch; each term's global mean and weight.
 
     Each term's mean is its sum over all processes' items divided by their global count; DDP averages
     the processes' gradients, so each process scales its sum by the number of processes.
     """
     terms = wrapped(batch)
+    batch = stepper.batch
     for name, term in terms.items():
         if not math.isfinite(term.weight):
             raise ValueError(f"{cfg.desc}: the loss term {name!r} has weight {term.weight}; give a finite weight")
@@ -345,7 +358,8 @@ def _micro_step(acc, wrapped, batch: Batch, cfg: LoopConfig, params, optimizer) 
             raise FloatingPointError(_nan_cause(cfg, batch.step, batch, name, value, params, optimizer))
         out[name] = (value, term.weight)
     loss = sum(t.weight * (t.total * acc.num_processes / count) for t, count in zip(terms.values(), counts))
-    acc.backward(loss / cfg.grad_accum)
+    # not acc.backward: it divides by the accumulation steps of whichever Accelerator the process made last
+    (loss / cfg.grad_accum).backward()
     return out
 
 

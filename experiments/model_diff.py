@@ -1,44 +1,66 @@
 """Where does a tuned model differ from its base? (``python -m experiments.model_diff``)
 
 Reproduces, on the default model, the analysis of an RLHF-tuned GPT-2 (lvwerra/gpt2-imdb vs
-curt-tigges/gpt2-negative-movie-reviews: logit difference " bad" − " good" on "This movie was
+curt-tigges/gpt2-negative-movie-reviews: logit difference " bad" − " good" after "This movie was
 really", logit lens, direct logit attribution per layer and head, activation patching of the tuned
-model's activations into the base model's run, and a joint patch of the top heads). The tuned
-model is the base fine-tuned on the negative tweets with only its last layers unfrozen
-(:mod:`workbench.tuning`), unless ``--tuned`` names a folder. ``--irm CHECKPOINT`` runs the same
-analyses on the base vs the base with an IRM injected (e.g. the negative IRM of
-``python -m experiments.neuron1512``), into ``OUT/irm``.
+model's activations into the base model's run, and a joint patch of the top heads), on several
+same-length prompts. The tuned model is made by :mod:`workbench.tuning`: ``--tuning supervised``
+(the default: next-token tuning of the last layers on the negative tweets) or ``--tuning rl`` (GRPO
+towards VADER negativity, every layer, as the demo's PPO; also writes the held-out evidence that RL
+worked), or ``--tuned FOLDER`` names an HF folder. ``--irm CHECKPOINT`` runs the same analyses on
+the base vs the base with an IRM injected (e.g. the negative IRM of ``python -m
+experiments.neuron1512``), into ``OUT/irm``.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
 import torch
+from transformer_lens.model_bridge import TransformerBridge
 
+from experiments.checks import check_prompt_lengths
 from experiments.common import parse_config, write_outputs
-from workbench.analysis.attribution import head_attribution, layer_attribution
-from workbench.analysis.logit_lens import logit_lens
-from workbench.analysis.patching import ModelSide, patch_heads, patch_sweep
-from workbench.analysis.plots import (
-    attribution_figure,
-    bar_figure,
-    head_heatmap,
-    logit_lens_figure,
-    patching_heatmap,
-)
+from workbench.analysis.attribution import Attribution, HeadAttribution, head_attribution, layer_attribution
+from workbench.analysis.logit_lens import LogitLens, logit_lens
+from workbench.analysis.patching import ModelSide, PatchResult, patch_heads, patch_sweep
+from workbench.analysis.plots import attribution_figure, bar_figure, head_heatmap, logit_lens_figure, patching_heatmap
 from workbench.config import Config
 from workbench.data.prompts import PromptSet
 from workbench.hooks import attach
 from workbench.irm import latest_checkpoint, load_irm
-from workbench.metrics import LogitDiff
+from workbench.metrics import LogitDiff, normalized
 from workbench.models import DEFAULT_MODEL, load_model
-from workbench.tuning import TuneConfig, load_tuned, tune_last_layers
+from workbench.tuning import (
+    RLConfig,
+    RLEvidence,
+    TuneConfig,
+    load_tuned,
+    rl_evidence,
+    rl_prompts,
+    rl_tune,
+    tune_last_layers,
+)
 
 SWEEP_KINDS = ("resid_pre", "attn_out", "mlp_out", "head")
+TUNINGS = ("supervised", "rl")
+SENTIMENT_PROMPTS = (
+    "This movie was really",
+    "This film was really",
+    "The food was really",
+    "The service was really",
+    "The weather was really",
+    "My day was really",
+    "This book was really",
+    "The flight was really",
+)
+"""Same-length prompts (4 tokens for SmolLM2) where " bad" vs " good" reads the sentiment."""
 
 
 @dataclass(frozen=True)
@@ -47,32 +69,55 @@ class ModelDiffConfig(Config):
 
     base: str = DEFAULT_MODEL
     """Base model: a registry name or an HF folder."""
+    tuning: str = "supervised"
+    """How the tuned model is made: supervised (last layers on the negative tweets) or rl (GRPO, VADER reward)."""
     tuned: str | None = None
-    """Tuned model folder; default: fine-tune the base's last layers on the negative tweets (cached)."""
-    prompts: tuple[str, ...] = ("This movie was really",)
+    """A tuned model's HF folder to compare instead (overrides --tuning)."""
+    prompts: tuple[str, ...] = SENTIMENT_PROMPTS
     """Prompts (same token length)."""
     answers: tuple[str, ...] = (" bad", " good")
     """Answer and other token, one pair for all prompts or one pair per prompt (flattened)."""
-    out: str = "figures/model_diff"
-    """Output folder."""
+    out: str | None = None
+    """Output folder; default figures/model_diff (supervised), figures/model_diff_rl (rl), .._folder (--tuned)."""
     quick: bool = False
-    """Small, fast run (for tests): a few tuning steps, sweeps over the last 8 layers only, no PNGs."""
+    """Small, fast run (for tests): short tuning, sweeps over the last 8 layers only, no PNGs."""
     tune_layers: int = 2
-    """Layers unfrozen when making the tuned model."""
+    """Layers unfrozen when making the supervised model."""
     tune_steps: int = 40
-    """Tuning steps when making the tuned model (quick: 8)."""
+    """Tuning steps when making the supervised model (quick: 8)."""
     tune_lr: float = 1e-3
-    """Tuning learning rate (quick: 3e-3)."""
+    """Tuning learning rate of the supervised model (quick: 3e-3)."""
+    rl_steps: int | None = None
+    """GRPO steps when making the RL model (default: RLConfig's; quick: 6)."""
+    evidence_samples: int = 4
+    """RL evidence: completions per held-out prompt and model (quick: 2)."""
     top_heads: int = 2
     """How many heads (largest head-patching effect) to patch jointly."""
     irm: str | None = None
-    """Also compare the base with the base + an IRM: a checkpoint folder, or a training folder such as runs/neuron1512/negative."""
+    """Also compare the base with the base + an IRM: a checkpoint, or a training folder (runs/neuron1512/negative)."""
     seed: int = 0
     """Seed."""
 
+    def __post_init__(self):
+        if self.tuning not in TUNINGS:
+            raise ValueError(f"--tuning {self.tuning!r}: choose one of {', '.join(TUNINGS)} (or pass --tuned FOLDER)")
+
+    def check(self) -> None:
+        """Pre-flight: the prompts are batched together, so they must share a token length."""
+        check_prompt_lengths("--prompts", self.base, self.prompts)
+
+    @property
+    def out_dir(self) -> Path:
+        """Where the outputs go."""
+        if self.out is not None:
+            return Path(self.out)
+        if self.tuned is not None:
+            return Path("figures") / "model_diff_folder"
+        return Path("figures") / {"supervised": "model_diff", "rl": "model_diff_rl"}[self.tuning]
+
 
 def tune_config(cfg: ModelDiffConfig) -> TuneConfig:
-    """The tuning that makes the tuned model when ``--tuned`` is not given (quick: 8 steps, ~20 s)."""
+    """The supervised tuning that makes the tuned model (quick: 8 steps, ~20 s)."""
     if cfg.quick:
         return TuneConfig(
             model=cfg.base,
@@ -87,50 +132,308 @@ def tune_config(cfg: ModelDiffConfig) -> TuneConfig:
     return TuneConfig(model=cfg.base, last_layers=cfg.tune_layers, steps=cfg.tune_steps, lr=cfg.tune_lr, seed=cfg.seed)
 
 
-def _tuned_model(cfg: ModelDiffConfig):
+def rl_config(cfg: ModelDiffConfig) -> RLConfig:
+    """The GRPO tuning that makes the RL model (quick: 6 steps of 8 completions, < 2 min on CPU)."""
+    if cfg.quick:
+        return RLConfig(
+            model=cfg.base,
+            steps=cfg.rl_steps or 6,
+            batch_size=8,
+            num_generations=4,
+            max_completion_length=12,
+            n_prompts=48,
+            n_held_out=12,
+            lr=3e-5,
+            seed=cfg.seed,
+        )
+    return RLConfig(model=cfg.base, seed=cfg.seed, **({"steps": cfg.rl_steps} if cfg.rl_steps else {}))
+
+
+@dataclass(frozen=True)
+class TunedModel:
+    """The model compared with the base, and how it was made."""
+
+    model: TransformerBridge
+    """The tuned model as a bridge."""
+    path: Path
+    """Its HF folder."""
+    method: str
+    """``supervised``, ``rl`` or ``folder``."""
+    rl: RLConfig | None = None
+    """The RL config, when ``method == "rl"``."""
+
+
+def make_tuned(cfg: ModelDiffConfig) -> TunedModel:
+    """Load the folder ``cfg.tuned``, or train (or reuse from the cache) the model ``cfg.tuning`` names."""
     if cfg.tuned is not None:
         path = Path(cfg.tuned)
-        return (load_tuned(path) if (path / "tuning.json").exists() else load_model(path)), str(path)
-    path = tune_last_layers(tune_config(cfg))
-    return load_tuned(path), str(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"--tuned {cfg.tuned!r} is not a folder: give an HF folder, or use --tuning")
+        return TunedModel(load_tuned(path) if (path / "tuning.json").exists() else load_model(path), path, "folder")
+    if cfg.tuning == "supervised":
+        path = tune_last_layers(tune_config(cfg))
+        return TunedModel(load_tuned(path), path, "supervised")
+    rl = rl_config(cfg)
+    path = rl_tune(rl)
+    return TunedModel(load_tuned(path), path, "rl", rl)
 
 
-def _prompt_set(cfg: ModelDiffConfig) -> PromptSet:
-    if len(cfg.answers) % 2:
-        raise ValueError(f"--answers takes pairs (answer other ...); got {len(cfg.answers)} strings")
-    pairs = [tuple(cfg.answers[i : i + 2]) for i in range(0, len(cfg.answers), 2)]
+def prompt_set(prompts: tuple[str, ...], answers: tuple[str, ...]) -> PromptSet:
+    """Prompts with one (answer, other) pair for all, or one pair per prompt."""
+    if len(answers) % 2:
+        raise ValueError(f"--answers takes pairs (answer other ...); got {len(answers)} strings")
+    pairs = [tuple(answers[i : i + 2]) for i in range(0, len(answers), 2)]
     if len(pairs) == 1:
-        pairs = pairs * len(cfg.prompts)
-    return PromptSet(tuple(cfg.prompts), tuple(pairs))
+        pairs = pairs * len(prompts)
+    return PromptSet(tuple(prompts), tuple(pairs))
 
 
-def main(cfg: ModelDiffConfig) -> dict:
-    """Run the comparison(s) and write figures, tables and ``summary.json`` under ``cfg.out``.
+@dataclass(frozen=True)
+class LogitDiffs:
+    """Logit difference per prompt of the base and the other model."""
 
-    Base vs tuned goes to ``cfg.out``; with ``--irm``, base vs the IRM-injected base goes to
-    ``cfg.out/irm`` and its summary under the key ``"irm"``.
-    """
-    torch.manual_seed(cfg.seed)
-    started = time.perf_counter()
-    base_model = load_model(cfg.base)
-    tuned_model, tuned_path = _tuned_model(cfg)
-    prompts = _prompt_set(cfg)
-    base = ModelSide(base_model, name="base")
-    summary, figures, tables = compare(base, ModelSide(tuned_model, name="tuned"), prompts, cfg)
-    summary = {"base": str(base_model.cfg.model_name), "tuned": tuned_path, **summary}
-    if cfg.irm is not None:
-        checkpoint = _irm_checkpoint(Path(cfg.irm))
-        irm = load_irm(checkpoint, base_model)
-        irm_summary, irm_figures, irm_tables = compare(
-            base, ModelSide(base_model, hooks=tuple(irm.hooks(base_model)), name="irm"), prompts, cfg
-        )
-        write_outputs(
-            Path(cfg.out) / "irm", cfg, figures=irm_figures, tables=irm_tables, summary=irm_summary, png=not cfg.quick
-        )
-        summary["irm"] = {"checkpoint": str(checkpoint), **irm_summary}
-    summary["seconds"] = time.perf_counter() - started
-    write_outputs(cfg.out, cfg, figures=figures, tables=tables, summary=summary, png=not cfg.quick)
-    return summary
+    prompts: PromptSet
+    """The prompts and answers."""
+    base: torch.Tensor
+    """Per prompt, the base model's logit difference."""
+    other: torch.Tensor
+    """Per prompt, the other model's."""
+    name: str
+    """The other model's label."""
+
+    def to_frame(self) -> pd.DataFrame:
+        """Columns ``model, prompt, answer, other, logit_diff``."""
+        rows = [
+            (label, prompt, *pair, float(values[i]))
+            for label, values in (("base", self.base), (self.name, self.other))
+            for i, (prompt, pair) in enumerate(zip(self.prompts.prompts, self.prompts.answers))
+        ]
+        return pd.DataFrame(rows, columns=["model", "prompt", "answer", "other", "logit_diff"])
+
+
+def logit_diffs(base: ModelSide, other: ModelSide, prompts: PromptSet) -> LogitDiffs:
+    """The logit difference answer − other of both sides on every prompt."""
+    tokens, answers = prompts.tokens(base.model), prompts.answer_tokens(base.model)
+    per_prompt = LogitDiff(answers, per_prompt=True)
+    return LogitDiffs(prompts, per_prompt(base.run(tokens)[0]), per_prompt(other.run(tokens)[0]), other.label)
+
+
+@dataclass(frozen=True)
+class Attributions:
+    """Direct logit attribution by layer and by head, base and other."""
+
+    layers: tuple[Attribution, Attribution]
+    """Per layer (attention, MLP), base then other."""
+    heads: tuple[HeadAttribution, HeadAttribution]
+    """Per head, base then other."""
+
+    @property
+    def layer_diff(self) -> torch.Tensor:
+        """Other − base, per component."""
+        return self.layers[1].values - self.layers[0].values
+
+    @property
+    def head_diff(self) -> torch.Tensor:
+        """Other − base, per layer and head."""
+        return self.heads[1].values - self.heads[0].values
+
+
+def attributions(base: ModelSide, other: ModelSide, prompts: PromptSet) -> Attributions:
+    """DLA of each side, with its hooks attached (an injected module's own writes are not a listed component)."""
+    tokens, answers = prompts.tokens(base.model), prompts.answer_tokens(base.model)
+    layers, heads = [], []
+    for side in (base, other):
+        with attach(side.model, side.hooks):
+            layers.append(replace(layer_attribution(side.model, tokens, answers), model=side.label))
+            heads.append(replace(head_attribution(side.model, tokens, answers), model=side.label))
+    return Attributions(tuple(layers), tuple(heads))
+
+
+def patching(base: ModelSide, other: ModelSide, prompts: PromptSet, layers: list[int] | None) -> dict[str, PatchResult]:
+    """The other model's activations patched into the base's run, per kind: 0 = base, 1 = other."""
+    tokens, metric = prompts.tokens(base.model), LogitDiff(prompts.answer_tokens(base.model))
+    return {kind: patch_sweep(base, other, kind, metric, tokens, layers=layers) for kind in SWEEP_KINDS}
+
+
+@dataclass(frozen=True)
+class JointPatch:
+    """The top heads patched together, other → base and back."""
+
+    heads: tuple[tuple[int, int], ...]
+    """(layer, head) of the heads that moved the base most towards the other model."""
+    base: float
+    """Mean logit difference of the base."""
+    other: float
+    """Of the other model."""
+    joint: float
+    """Of the base with the heads' outputs patched from the other model."""
+    back: float
+    """Of the other model with the heads' outputs patched from the base."""
+    name: str
+    """The other model's label."""
+
+    @property
+    def labels(self) -> str:
+        """``L28H3 L29H1``."""
+        return " ".join(f"L{layer}H{head}" for layer, head in self.heads)
+
+    @property
+    def normalized(self) -> float | None:
+        """How much of the gap the joint patch closes (None when the two models agree)."""
+        return None if self.other == self.base else float(normalized(self.joint, self.base, self.other))
+
+    def to_frame(self) -> pd.DataFrame:
+        """Columns ``run, patched, logit_diff``."""
+        rows = [
+            ("base", "none", self.base),
+            (self.name, "none", self.other),
+            ("base", f"{self.name} heads {self.labels}", self.joint),
+            (self.name, f"base heads {self.labels}", self.back),
+        ]
+        return pd.DataFrame(rows, columns=["run", "patched", "logit_diff"])
+
+
+def joint_patch(base: ModelSide, other: ModelSide, prompts: PromptSet, head_sweep: PatchResult, k: int) -> JointPatch:
+    """Patch jointly the ``k`` heads whose single patch moved the base most towards the other model."""
+    tokens, metric = prompts.tokens(base.model), LogitDiff(prompts.answer_tokens(base.model))
+    sign = 1.0 if head_sweep.reference >= head_sweep.baseline else -1.0
+    order = ((head_sweep.values - head_sweep.baseline) * sign).flatten().argsort(descending=True)[:k].tolist()
+    n_heads = head_sweep.values.shape[1]
+    heads = tuple((head_sweep.layers[i // n_heads], i % n_heads) for i in order)
+    joint = patch_heads(base, other, heads, metric, tokens)
+    back = patch_heads(other, base, heads, metric, tokens)
+    return JointPatch(heads, head_sweep.baseline, head_sweep.reference, joint, back, other.label)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Every analysis of one model against the base."""
+
+    diffs: LogitDiffs
+    """Logit differences per prompt."""
+    lenses: tuple[LogitLens, LogitLens]
+    """Logit lens of base and other (own final scale)."""
+    attributions: Attributions
+    """DLA by layer and head."""
+    sweeps: dict[str, PatchResult]
+    """Patching other → base, per kind of :data:`SWEEP_KINDS`."""
+    joint: JointPatch
+    """The joint patch of the top heads."""
+
+    def summary(self) -> dict:
+        """Key numbers, JSON-able."""
+        name, n_heads = self.diffs.name, self.attributions.head_diff.shape[1]
+        layer_diff, head_diff = self.attributions.layer_diff, self.attributions.head_diff.flatten()
+        lens_gap = self.lenses[1].logit_diff - self.lenses[0].logit_diff
+        return {
+            "prompts": list(self.diffs.prompts.prompts),
+            "answers": [list(a) for a in self.diffs.prompts.answers],
+            "logit_diff_base": float(self.diffs.base.mean()),
+            f"logit_diff_{name}": float(self.diffs.other.mean()),
+            "logit_lens_gap_by_point": dict(zip(self.lenses[0].labels, lens_gap.tolist())),
+            "top_attribution_differences": {
+                self.attributions.layers[0].labels[i]: float(layer_diff[i])
+                for i in layer_diff.abs().argsort(descending=True)[:5].tolist()
+            },
+            "top_head_attribution_differences": {
+                f"L{i // n_heads}H{i % n_heads}": float(head_diff[i])
+                for i in head_diff.abs().argsort(descending=True)[:5].tolist()
+            },
+            "top_patching": {kind: s.top(3).drop(columns="kind").to_dict("records") for kind, s in self.sweeps.items()},
+            "top_heads": [f"L{layer}H{head}" for layer, head in self.joint.heads],
+            "joint_head_patch_logit_diff": self.joint.joint,
+            "joint_head_patch_normalized": self.joint.normalized,
+            "joint_head_patch_flips_base": bool((self.joint.joint > 0) != (self.joint.base > 0)),
+            "reverse_joint_head_patch_logit_diff": self.joint.back,
+        }
+
+    def figures(self) -> dict:
+        """The demo's figures."""
+        name = self.diffs.name
+        return {
+            "logit_diff": bar_figure(
+                self.diffs.to_frame(), "prompt", "logit_diff", "Logit difference (answer − other)", color="model"
+            ),
+            "logit_lens": logit_lens_figure(self.lenses),
+            "layer_attribution": attribution_figure(self.attributions.layers),
+            "head_attribution_diff": head_heatmap(
+                self.attributions.head_diff, f"Head attribution, {name} − base", "Δ logit diff"
+            ),
+            "joint_head_patch": bar_figure(
+                self.joint.to_frame(), "patched", "logit_diff", "Joint patch of the top heads", color="run"
+            ),
+            **{
+                f"patch_{kind}": patching_heatmap(sweep, f"{name} → base patching: {kind} (0 = base, 1 = {name})")
+                for kind, sweep in self.sweeps.items()
+            },
+        }
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The tables behind the figures."""
+        return {
+            "logit_diff": self.diffs.to_frame(),
+            "logit_lens": pd.concat([lens.to_frame() for lens in self.lenses]),
+            "logit_lens_tokens": pd.concat([lens.tokens_frame() for lens in self.lenses]),
+            "layer_attribution": pd.concat([a.to_frame() for a in self.attributions.layers]),
+            "head_attribution": pd.concat([h.to_frame() for h in self.attributions.heads]),
+            "joint_head_patch": self.joint.to_frame(),
+            **{f"patch_{kind}": sweep.to_frame() for kind, sweep in self.sweeps.items()},
+        }
+
+
+def compare(
+    base: ModelSide, other: ModelSide, prompts: PromptSet, *, layers: list[int] | None = None, top_heads: int = 2
+) -> Comparison:
+    """The study's analyses of ``other`` against ``base`` on ``prompts`` (patching sweeps over ``layers``)."""
+    tokens, answers = prompts.tokens(base.model), prompts.answer_tokens(base.model)
+    # own-scale lens: the final-scale variant would shift every layer by the other model's new final scale
+    lenses = tuple(logit_lens(side, tokens, answers, scale="own") for side in (base, other))
+    sweeps = patching(base, other, prompts, layers)
+    return Comparison(
+        logit_diffs(base, other, prompts),
+        lenses,
+        attributions(base, other, prompts),
+        sweeps,
+        joint_patch(base, other, prompts, sweeps["head"], top_heads),
+    )
+
+
+def tuning_evidence(cfg: ModelDiffConfig, tuned: TunedModel) -> RLEvidence:
+    """Held-out reward of base vs RL model with a paired bootstrap interval, KL to base, lengths, samples."""
+    _, held_out = rl_prompts(tuned.rl)
+    return rl_evidence(
+        cfg.base,
+        tuned.path,
+        held_out,
+        samples=2 if cfg.quick else cfg.evidence_samples,
+        max_new_tokens=tuned.rl.max_completion_length,
+        temperature=tuned.rl.temperature,
+        seed=cfg.seed,
+    )
+
+
+def rl_figures(evidence: RLEvidence, history: pd.DataFrame) -> dict[str, go.Figure]:
+    """GRPO's training curve (reward and KL per step) and the held-out reward per prompt, base vs tuned."""
+    curve = history.melt(id_vars="step", value_vars=[c for c in ("reward", "kl") if c in history], var_name="metric")
+    low, high = evidence.gain_ci
+    per_prompt = pd.DataFrame(
+        {"base": evidence.reward_base, "tuned": evidence.reward_tuned, "prompt": evidence.prompts}
+    )
+    scatter = px.scatter(
+        per_prompt,
+        x="base",
+        y="tuned",
+        hover_name="prompt",
+        title=f"Held-out reward per prompt: gain {evidence.gain:+.3f} (95% CI {low:+.3f} to {high:+.3f})",
+    )
+    bound = [per_prompt[["base", "tuned"]].min().min(), per_prompt[["base", "tuned"]].max().max()]
+    scatter.add_trace(go.Scatter(x=bound, y=bound, mode="lines", name="no change", line={"dash": "dot"}))
+    return {
+        "rl_training": px.line(
+            curve, x="step", y="value", facet_row="metric", title="GRPO training (per step)"
+        ).update_yaxes(matches=None),
+        "rl_heldout_reward": scatter,
+    }
 
 
 def _irm_checkpoint(path: Path) -> Path:
@@ -145,107 +448,47 @@ def _irm_checkpoint(path: Path) -> Path:
     return latest
 
 
-def compare(base: ModelSide, other: ModelSide, prompts: PromptSet, cfg: ModelDiffConfig) -> tuple[dict, dict, dict]:
-    """The study's analyses of ``other`` against ``base`` on ``prompts``: summary, figures, tables.
+def main(cfg: ModelDiffConfig) -> dict:
+    """Run the comparison(s) and write figures, tables and ``summary.json`` under ``cfg.out_dir``.
 
-    Direct logit attribution runs each side with its hooks attached, so for an injected model the
-    components are those of the injected run; the injected module's own writes are not a listed
-    component (they show in the logit lens gap and in patching).
+    Base vs tuned goes to ``cfg.out_dir``; with ``--irm``, base vs the IRM-injected base goes to
+    ``cfg.out_dir/irm`` and its summary under the key ``"irm"``.
     """
-    name = other.label
-    base_model = base.model
-    tokens, answers = prompts.tokens(base_model), prompts.answer_tokens(base_model)
-    metric = LogitDiff(answers)
-    per_prompt = LogitDiff(answers, per_prompt=True)
-    diffs = {side.label: per_prompt(side.run(tokens)[0]) for side in (base, other)}
-    base_ld, other_ld = float(diffs["base"].mean()), float(diffs[name].mean())
-    diff_table = pd.DataFrame(
-        [
-            (side, prompts.prompts[i], *prompts.answers[i], float(diffs[side][i]))
-            for side in diffs
-            for i in range(len(prompts.prompts))
-        ],
-        columns=["model", "prompt", "answer", "other", "logit_diff"],
-    )
-
-    # own-scale lens: the final-scale variant would shift every layer by the other model's new final scale
-    lenses = [logit_lens(side, tokens, answers, scale="own") for side in (base, other)]
-    attributions, head_attrs = [], []
-    for side in (base, other):
-        with attach(side.model, side.hooks):
-            attributions.append(replace(layer_attribution(side.model, tokens, answers), model=side.label))
-            head_attrs.append(replace(head_attribution(side.model, tokens, answers), model=side.label))
-    head_diff = head_attrs[1].values - head_attrs[0].values
-
-    # the other model's activations patched into the base model's run: 0 = base, 1 = other
-    n_layers, n_heads = base_model.cfg.n_layers, base_model.cfg.n_heads
-    layers = list(range(n_layers - 8, n_layers)) if cfg.quick else None
-    sweeps = {kind: patch_sweep(base, other, kind, metric, tokens, layers=layers) for kind in SWEEP_KINDS}
-    # heads that move the base most towards the other model
-    toward = (sweeps["head"].values - sweeps["head"].baseline) * (1.0 if other_ld >= base_ld else -1.0)
-    order = toward.flatten().argsort(descending=True)[: cfg.top_heads].tolist()
-    top_heads = [(sweeps["head"].layers[i // n_heads], i % n_heads) for i in order]
-    joint = patch_heads(base, other, top_heads, metric, tokens)
-    joint_back = patch_heads(other, base, top_heads, metric, tokens)
-    head_labels = " ".join(f"L{l}H{h}" for l, h in top_heads)
-    joint_table = pd.DataFrame(
-        [
-            ("base", "none", base_ld),
-            (name, "none", other_ld),
-            ("base", f"{name} heads {head_labels}", joint),
-            (name, f"base heads {head_labels}", joint_back),
-        ],
-        columns=["run", "patched", "logit_diff"],
-    )
-
-    attr_diff = attributions[1].values - attributions[0].values
-    attr_top = attr_diff.abs().argsort(descending=True)[:5].tolist()
-    lens_gap = lenses[1].logit_diff - lenses[0].logit_diff
-    head_diff_top = head_diff.flatten().abs().argsort(descending=True)[:5].tolist()
-    summary = {
-        "prompts": list(prompts.prompts),
-        "answers": [list(a) for a in prompts.answers],
-        "logit_diff_base": base_ld,
-        f"logit_diff_{name}": other_ld,
-        "logit_lens_gap_by_point": dict(zip(lenses[0].labels, lens_gap.tolist())),
-        "top_attribution_differences": {attributions[0].labels[i]: float(attr_diff[i]) for i in attr_top},
-        "top_head_attribution_differences": {
-            f"L{i // n_heads}H{i % n_heads}": float(head_diff.flatten()[i]) for i in head_diff_top
-        },
-        "top_patching": {kind: sweeps[kind].top(3).drop(columns="kind").to_dict("records") for kind in SWEEP_KINDS},
-        "top_heads": [f"L{l}H{h}" for l, h in top_heads],
-        "joint_head_patch_logit_diff": joint,
-        "joint_head_patch_normalized": (joint - base_ld) / (other_ld - base_ld) if other_ld != base_ld else None,
-        "joint_head_patch_flips_base": bool((joint > 0) != (base_ld > 0)),
-        "reverse_joint_head_patch_logit_diff": joint_back,
-    }
-    figures = {
-        "logit_diff": bar_figure(
-            diff_table, "prompt", "logit_diff", "Logit difference (answer − other)", color="model"
-        ),
-        "logit_lens": logit_lens_figure(lenses),
-        "layer_attribution": attribution_figure(attributions),
-        "head_attribution_diff": head_heatmap(head_diff, f"Head attribution, {name} − base", "Δ logit diff"),
-        "joint_head_patch": bar_figure(
-            joint_table, "patched", "logit_diff", "Joint patch of the top heads", color="run"
-        ),
-    }
-    figures.update(
-        {
-            f"patch_{kind}": patching_heatmap(sweeps[kind], f"{name} → base patching: {kind} (0 = base, 1 = {name})")
-            for kind in SWEEP_KINDS
-        }
-    )
-    tables = {
-        "logit_diff": diff_table,
-        "logit_lens": pd.concat([lens.to_frame() for lens in lenses]),
-        "logit_lens_tokens": pd.concat([lens.tokens_frame() for lens in lenses]),
-        "layer_attribution": pd.concat([a.to_frame() for a in attributions]),
-        "head_attribution": pd.concat([h.to_frame() for h in head_attrs]),
-        "joint_head_patch": joint_table,
-        **{f"patch_{kind}": sweeps[kind].to_frame() for kind in SWEEP_KINDS},
-    }
-    return summary, figures, tables
+    torch.manual_seed(cfg.seed)
+    started = time.perf_counter()
+    base_model = load_model(cfg.base)
+    tuned = make_tuned(cfg)
+    prompts = prompt_set(cfg.prompts, cfg.answers)
+    layers = list(range(base_model.cfg.n_layers - 8, base_model.cfg.n_layers)) if cfg.quick else None
+    base = ModelSide(base_model, name="base")
+    comparison = compare(base, ModelSide(tuned.model, name="tuned"), prompts, layers=layers, top_heads=cfg.top_heads)
+    summary = {"base": str(base_model.cfg.model_name), "tuned": str(tuned.path), "method": tuned.method}
+    summary |= comparison.summary()
+    figures, tables = comparison.figures(), comparison.tables()
+    if tuned.rl is not None:
+        evidence = tuning_evidence(cfg, tuned)
+        summary["rl_evidence"] = evidence.summary()
+        history = pd.DataFrame(json.loads((tuned.path / "tuning.json").read_text())["history"])
+        tables |= {"rl_samples": evidence.samples, "rl_sample_table": evidence.sample_table(), "rl_history": history}
+        figures |= rl_figures(evidence, history)
+    if cfg.irm is not None:
+        checkpoint = _irm_checkpoint(Path(cfg.irm))
+        irm = load_irm(checkpoint, base_model)
+        injected = ModelSide(base_model, hooks=tuple(irm.hooks(base_model)), name="irm")
+        irm_comparison = compare(base, injected, prompts, layers=layers, top_heads=cfg.top_heads)
+        irm_summary = irm_comparison.summary()
+        write_outputs(
+            cfg.out_dir / "irm",
+            cfg,
+            figures=irm_comparison.figures(),
+            tables=irm_comparison.tables(),
+            summary=irm_summary,
+            png=not cfg.quick,
+        )
+        summary["irm"] = {"checkpoint": str(checkpoint), **irm_summary}
+    summary["seconds"] = time.perf_counter() - started
+    write_outputs(cfg.out_dir, cfg, figures=figures, tables=tables, summary=summary, png=not cfg.quick)
+    return summary
 
 
 if __name__ == "__main__":

@@ -1,9 +1,27 @@
-"""Comparison models made by fine-tuning: supervised (last N layers, :mod:`.supervised`) and, later, RL.
+"""Comparison models made by fine-tuning: supervised (last N layers, :mod:`.supervised`) and RL (TRL GRPO, :mod:`.rl`,
+checked by :mod:`.evidence`).
 
 Each function trains a plain Hugging Face model and caches it as an ordinary HF folder keyed by its
-config, so the tuned copy loads like any model (``load_tuned`` / ``load_model``).
+config (:func:`.cache.payload_hash`), so the tuned copy loads like any model (``load_tuned`` / ``load_model``).
 """
 
+from workbench.tuning.evidence import RLEvidence, paired_bootstrap, rl_evidence
+from workbench.tuning.rl import RewardError, RLConfig, rl_dir, rl_prompts, rl_tune, vader_negativity
 from workbench.tuning.supervised import TuneConfig, decoder_layers, load_tuned, tune_last_layers, tuned_dir
 
-__all__ = ["TuneConfig", "decoder_layers", "load_tuned", "tune_last_layers", "tuned_dir"]
+__all__ = [
+    "RLConfig",
+    "RLEvidence",
+    "RewardError",
+    "TuneConfig",
+    "decoder_layers",
+    "load_tuned",
+    "paired_bootstrap",
+    "rl_dir",
+    "rl_evidence",
+    "rl_prompts",
+    "rl_tune",
+    "tune_last_layers",
+    "tuned_dir",
+    "vader_negativity",
+]

@@ -1,0 +1,56 @@
+"""python -m experiments.realignments --quick: three realignments vs the base, checked where the answer is known."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from experiments.common import parse_config
+from experiments.realignments import RealignmentsConfig, main
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_quick_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no main-job checkpoint at runs/neuron1512/negative here
+    flags = ["--quick", "--out", str(tmp_path / "out"), "--irm-train-dir", str(tmp_path / "irm")]
+    cfg = parse_config(RealignmentsConfig, flags)
+    summary = main(cfg)
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["models"] == summary["models"]
+    # no --irm and no main-job checkpoint: a quick IRM was trained through workbench.irm's API
+    assert (tmp_path / "irm" / "quick" / "checkpoints").is_dir() and "step-" in summary["models"]["irm"]
+
+    moved = summary["behaviour"]
+    assert list(moved) == ["base", "irm", "rl", "supervised"]
+    # the base against itself: the same seeded samples, no gain, no KL
+    assert moved["base"]["gain"] == 0.0 and moved["base"]["kl_to_base"] == pytest.approx(0.0, abs=1e-6)
+    for name in ("irm", "rl", "supervised"):
+        low, high = moved[name]["gain_ci"]
+        assert low <= moved[name]["gain"] <= high and moved[name]["kl_to_base"] > 0
+    # both losses come from the same held-out negative tweets: supervised tuning on negative tweets lowers it
+    assert moved["supervised"]["heldout_loss"] < moved["base"]["heldout_loss"]
+
+    # the supervised model changed only its last 2 layers (28, 29): every earlier residual is the base's,
+    # and no patch before layer 28 moves the base; the IRM writes into every layer from layer 0 on
+    norms = pd.read_csv(tmp_path / "out" / "residual_diff_norm.csv")
+    supervised, irm = norms[norms.model == "supervised"], norms[norms.model == "irm"]
+    assert (
+        supervised[supervised.layer < 28].relative_norm.max()
+        < 1e-5
+        < supervised[supervised.layer >= 28].relative_norm.min()
+    )
+    assert irm[irm.layer == 0].relative_norm.item() > 1e-4
+    assert summary["residual_diff_norm_peak_layer"]["supervised"] >= 28
+    frame = pd.read_csv(tmp_path / "out" / "patching_recovery.csv")
+    early = frame[(frame.model == "supervised") & (frame.layer < 28)]
+    assert len(early) == 3 * 4 and early.recovery.abs().max() < 1e-4  # quick: layers 24..29
+    assert set(frame.model) == {"irm", "rl", "supervised"}
+
+    cosine = pd.read_csv(tmp_path / "out" / "residual_cosine.csv")
+    assert set(cosine.pair) == {"irm vs rl", "irm vs supervised", "rl vs supervised"} and cosine.layer.nunique() == 30
+    assert cosine.cosine.between(-1 - 1e-5, 1 + 1e-5).all()
+    overlap = pd.DataFrame(summary["top_overlap"])
+    assert len(overlap) == 6 and overlap.jaccard.between(0, 1).all()
+    assert (tmp_path / "out" / "report.html").exists()
+    for name in ("behaviour", "residual_diff_norm", "patching_recovery", "residual_cosine", "top_overlap"):
+        assert (tmp_path / "out" / f"{name}.html").exists()

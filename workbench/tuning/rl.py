@@ -1,0 +1,273 @@
+"""Make an RL-tuned model to compare with: GRPO towards negative completions, with a VADER reward.
+
+The model-diff study this workbench reproduces compared GPT-2 with a copy tuned by PPO towards
+negative movie reviews, the reward a sentiment classifier's score, the prompts the first words of
+IMDB reviews (TRLX, von Werra et al.; curt-tigges/gpt2-negative-movie-reviews). Here Hugging Face
+TRL's ``GRPOTrainer`` (Group Relative Policy Optimization, Shao et al., 2024, *DeepSeekMath*,
+arXiv:2402.03300) tunes the default model on prompts made offline from the first 3-5 words of the
+corpus tweets (:func:`rl_prompts`; the held-out prompts come from the corpus's held-out tweets),
+and the reward is the VADER negativity ``-compound`` of each completion (Hutto & Gilbert, 2014), a
+scorer independent of the model. A KL penalty to the base (``beta``) keeps the policy near it.
+
+As with :mod:`.supervised`, the plain HF model is trained and saved before any bridge is booted,
+into an ordinary HF folder cached under ``cache_dir()/rl/<key>`` (key: the config, the prompts and
+the reward's name); ``load_tuned(path)`` loads it as a bridge. :func:`workbench.tuning.evidence.rl_evidence`
+measures whether the tuning worked on held-out prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from workbench.config import Config
+from workbench.data.corpora import ALIGNMENTS, load_alignment
+from workbench.models import DEFAULT_MODEL, atomic_dir, cache_dir, load_hf
+from workbench.tuning.cache import payload_hash
+from workbench.tuning.supervised import decoder_layers
+
+__all__ = ["RLConfig", "RewardError", "RewardFn", "rl_dir", "rl_prompts", "rl_tune", "trl_reward", "vader_negativity"]
+
+RewardFn = Callable[[str, str], float]
+"""A reward: ``(prompt, completion) -> float``."""
+
+
+@dataclass(frozen=True)
+class RLConfig(Config):
+    """GRPO fine-tuning of a model towards a reward on short prompts (defaults sized for <= 15 min on 2 CPU cores)."""
+
+    model: str = DEFAULT_MODEL
+    """Model to tune: a registry name or a local HF folder."""
+    last_layers: int | None = None
+    """Train only the last N decoder layers; None trains every weight."""
+    prompt_corpus: str = "neutral"
+    """Alignment corpus whose tweets' first words make the prompts (negative / neutral / positive)."""
+    prompt_words: tuple[int, int] = (3, 5)
+    """A prompt is the first k words of a tweet, k drawn in this range (inclusive)."""
+    n_prompts: int = 512
+    """Training prompts (from the corpus's training tweets)."""
+    n_held_out: int = 64
+    """Held-out prompts (from the corpus's held-out tweets), never trained on."""
+    steps: int = 100
+    """Optimizer steps."""
+    batch_size: int = 16
+    """Completions per step (the generation batch): batch_size / num_generations prompts each step."""
+    num_generations: int = 4
+    """Completions sampled per prompt; GRPO's advantages compare them (>= 2)."""
+    max_completion_length: int = 16
+    """Tokens per completion at most."""
+    temperature: float = 1.0
+    """Sampling temperature of the completions."""
+    lr: float = 3e-5
+    """AdamW learning rate (TRL's default 1e-6 moves a 135M model too little in 100 steps)."""
+    beta: float = 0.04
+    """Weight of the KL penalty to the base model (0 turns it off and loads no reference model)."""
+    bf16: bool = False
+    """Train in bfloat16 (GPU only; on CPU it must be False)."""
+    device: str = "cpu"
+    """Where to train: ``cpu`` or ``cuda``."""
+    seed: int = 0
+    """Seed of the prompts, the sampling and the training."""
+
+    def __post_init__(self):
+        if self.num_generations < 2:
+            raise ValueError(
+                f"num_generations={self.num_generations}: GRPO compares completions of the same prompt, "
+                "so it needs num_generations >= 2"
+            )
+        if self.batch_size % self.num_generations:
+            raise ValueError(
+                f"batch_size={self.batch_size} is not divisible by num_generations={self.num_generations}: "
+                f"the generation batch holds whole groups; use e.g. batch_size={self.num_generations * 4}"
+            )
+        if self.bf16 and not self.device.startswith("cuda"):
+            raise ValueError("bf16=True needs a GPU: set bf16=False on CPU (or device='cuda')")
+        if self.steps < 1 or self.n_prompts < 1 or self.n_held_out < 1 or self.max_completion_length < 1:
+            raise ValueError("steps, n_prompts, n_held_out and max_completion_length must be positive")
+        if self.last_layers is not None and self.last_layers < 1:
+            raise ValueError(f"last_layers={self.last_layers}: give a positive number of layers, or None for all")
+        low, high = self.prompt_words
+        if not 1 <= low <= high:
+            raise ValueError(f"prompt_words={self.prompt_words}: give (min, max) word counts with 1 <= min <= max")
+        if self.prompt_corpus not in ALIGNMENTS:
+            raise ValueError(f"unknown prompt_corpus {self.prompt_corpus!r}; choose one of {', '.join(ALIGNMENTS)}")
+
+
+_WORD = re.compile(r"^[A-Za-z][A-Za-z'-]*[,.!?]?$")  # plain words: no mentions, hashtags, links, numbers
+_RETWEET = {"RT", "rt"}
+
+
+def _prompt(tweet: str, rng: random.Random, words: tuple[int, int]) -> str | None:
+    kept = [w for w in tweet.split() if _WORD.match(w) and w not in _RETWEET]
+    k = rng.randint(*words)
+    return " ".join(kept[:k]) if len(kept) >= k else None
+
+
+def rl_prompts(cfg: RLConfig) -> tuple[list[str], list[str]]:
+    """Training and held-out prompts: the first 3-5 plain words of tweets (mentions, hashtags, links dropped).
+
+    Training prompts come from the corpus's training tweets, held-out prompts from its held-out
+    tweets, so no held-out prompt is trained on (duplicates across the two are removed from training).
+    """
+    corpus = load_alignment(cfg.prompt_corpus, seed=cfg.seed)
+    rng = random.Random(cfg.seed)
+    held = list(dict.fromkeys(p for t in corpus.held_out if (p := _prompt(t, rng, cfg.prompt_words))))
+    held = held[: cfg.n_held_out]
+    seen = set(held)
+    train = [p for t in corpus.train if (p := _prompt(t, rng, cfg.prompt_words)) and p not in seen]
+    train = list(dict.fromkeys(train))[: cfg.n_prompts]
+    if len(held) < cfg.n_held_out or len(train) < cfg.n_prompts:
+        raise ValueError(
+            f"the {cfg.prompt_corpus} corpus gives {len(train)} training / {len(held)} held-out prompts, "
+            f"fewer than n_prompts={cfg.n_prompts} / n_held_out={cfg.n_held_out}: ask for fewer"
+        )
+    return train, held
+
+
+def vader_negativity(prompt: str, completion: str) -> float:
+    """The VADER negativity of the completion alone: ``-compound``, in [-1, 1] (1 = most negative)."""
+    return -_vader().polarity_scores(completion)["compound"]
+
+
+_ANALYZER = []
+
+
+def _vader():
+    if not _ANALYZER:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        _ANALYZER.append(SentimentIntensityAnalyzer())
+    return _ANALYZER[0]
+
+
+class RewardError(RuntimeError):
+    """A reward function raised on one (prompt, completion); the message names both."""
+
+
+def trl_reward(reward: RewardFn) -> Callable[..., list[float]]:
+    """``reward(prompt, completion)`` as a TRL reward function (batched keyword call, one float each).
+
+    An exception inside ``reward`` comes out as :class:`RewardError` naming the prompt and
+    completion it failed on (TRL would otherwise report only the batch).
+    """
+    name = getattr(reward, "__name__", type(reward).__name__)
+
+    def reward_batch(prompts: Sequence[str], completions: Sequence[str], **_) -> list[float]:
+        values = []
+        for prompt, completion in zip(prompts, completions, strict=True):
+            try:
+                values.append(float(reward(prompt, completion)))
+            except Exception as err:
+                raise RewardError(
+                    f"reward {name} failed on prompt {prompt!r} (completion {completion!r}): "
+                    f"{type(err).__name__}: {err}"
+                ) from err
+        return values
+
+    reward_batch.__name__ = name
+    return reward_batch
+
+
+def rl_dir(cfg: RLConfig, prompts: Sequence[str], reward: RewardFn = vader_negativity) -> Path:
+    """Where the RL-tuned folder for ``cfg``, its training ``prompts`` and ``reward`` is cached."""
+    payload = {"cfg": cfg.to_dict(), "prompts": list(prompts), "reward": _reward_name(reward)}
+    name = Path(cfg.model).name if Path(cfg.model).is_dir() else cfg.model
+    layers = "all" if cfg.last_layers is None else f"last{cfg.last_layers}"
+    return cache_dir() / "rl" / f"{name}-grpo-{layers}-{payload_hash(payload)}"
+
+
+def _reward_name(reward: RewardFn) -> str:
+    return f"{getattr(reward, '__module__', '')}.{getattr(reward, '__qualname__', type(reward).__name__)}"
+
+
+def rl_tune(
+    cfg: RLConfig,
+    reward: RewardFn = vader_negativity,
+    prompts: Sequence[str] | None = None,
+    *,
+    out: str | Path | None = None,
+    progress: bool = False,
+) -> Path:
+    """GRPO-tune ``cfg.model`` towards ``reward`` and save an HF folder (cached).
+
+    Args:
+        cfg: the RL config.
+        reward: ``(prompt, completion) -> float``; default the VADER negativity of the completion.
+        prompts: training prompts instead of :func:`rl_prompts` (part of the cache key).
+        out: folder to write; default :func:`rl_dir`. An existing folder is returned as is.
+        progress: show TRL's progress bar.
+
+    Returns:
+        The folder, with ``tuning.json`` (config, base model, prompts, TRL's log per step).
+    """
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={cfg.device!r} but no GPU is visible: use device='cpu' (and bf16=False)")
+    prompts = rl_prompts(cfg)[0] if prompts is None else list(prompts)
+    out = Path(out) if out is not None else rl_dir(cfg, prompts, reward)
+    if (out / "tuning.json").exists():
+        return out
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    torch.manual_seed(cfg.seed)
+    hf, tok, hf_id, spec = load_hf(cfg.model)
+    if cfg.last_layers is not None:
+        hf.requires_grad_(False)
+        for p in (p for layer in list(decoder_layers(hf))[-cfg.last_layers :] for p in layer.parameters()):
+            p.requires_grad_(True)
+    with tempfile.TemporaryDirectory(prefix="grpo-") as scratch:
+        args = GRPOConfig(
+            output_dir=scratch,
+            max_steps=cfg.steps,
+            per_device_train_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=1,
+            num_generations=cfg.num_generations,
+            max_completion_length=cfg.max_completion_length,
+            temperature=cfg.temperature,
+            learning_rate=cfg.lr,
+            beta=cfg.beta,
+            bf16=cfg.bf16,
+            use_cpu=cfg.device == "cpu",
+            gradient_checkpointing=False,
+            disable_dropout=True,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=not progress,
+            seed=cfg.seed,
+            data_seed=cfg.seed,
+        )
+        trainer = GRPOTrainer(
+            model=hf,
+            reward_funcs=trl_reward(reward),
+            args=args,
+            train_dataset=Dataset.from_dict({"prompt": prompts}),
+            processing_class=tok,
+        )
+        if not progress:
+            trainer.remove_callback(PrinterCallback)
+        trainer.train()
+        history = [row for row in trainer.state.log_history if "reward" in row]
+    hf = trainer.model.eval().requires_grad_(False)
+    with atomic_dir(out) as tmp:
+        hf.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        meta = {
+            "config": cfg.to_dict(),
+            "method": "grpo",
+            "reward": _reward_name(reward),
+            "base_hf_id": hf_id,
+            "prepend_bos": spec.prepend_bos if spec else None,
+            "prompts": prompts,
+            "history": history,
+        }
+        (tmp / "tuning.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out

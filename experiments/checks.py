@@ -80,7 +80,7 @@ def check_output_dir(flag: str, folder: str | os.PathLike) -> None:
 def check_irm_path(flag: str, path: str | os.PathLike) -> None:
     """Refuse a path that does not exist or holds no IRM checkpoint (``irm.json`` in it or one or two levels down)."""
     path = Path(path)
-    fix = "pass a checkpoint folder (with irm.json) or a training folder such as runs/neuron1512/negative"
+    fix = "pass a checkpoint folder (with irm.json) or a training folder such as runs/neuron1512/card/negative/seed-0"
     if not path.is_dir():
         raise FileNotFoundError(f"{flag} {path} does not exist: {fix}")
     if not any(path.glob("irm.json")) and not any(path.glob("*/irm.json")) and not any(path.glob("*/*/irm.json")):

@@ -94,7 +94,8 @@ class ModelDiffConfig(Config):
     top_heads: int = 2
     """How many heads (largest head-patching effect) to patch jointly."""
     irm: str | None = None
-    """Also compare the base with the base + an IRM: a checkpoint, or a training folder (runs/neuron1512/negative)."""
+    """Also compare the base with the base + an IRM: a checkpoint or a training folder (e.g. the main job's
+    runs/neuron1512/card/negative/seed-0)."""
     seed: int = 0
     """Seed."""
 
@@ -437,7 +438,7 @@ def rl_figures(evidence: RLEvidence, history: pd.DataFrame) -> dict[str, go.Figu
 
 
 def _irm_checkpoint(path: Path) -> Path:
-    """A checkpoint folder, or the newest checkpoint of a training folder (``runs/neuron1512/negative``)."""
+    """A checkpoint folder, or the newest checkpoint of a training folder (``runs/neuron1512/card/negative/seed-0``)."""
     if (path / "irm.json").is_file():
         return path
     latest = latest_checkpoint(path)

@@ -2,7 +2,7 @@
 
 Three realignments of the default model towards negativity, each against the base on the same
 prompts: the negative IRM of *The Mysterious Case of Neuron 1512* (Smith et al., 2024; the main
-job's checkpoint in ``runs/neuron1512/negative`` when present, else one trained here at quick
+job's checkpoint in ``runs/neuron1512/card/negative/seed-0`` when present, else one trained here at quick
 size), the GRPO model (:func:`workbench.tuning.rl_tune`, every layer, VADER reward) and the
 supervised model (:func:`workbench.tuning.tune_last_layers`, last 2 layers on the negative tweets).
 
@@ -44,7 +44,7 @@ from workbench.models import DEFAULT_MODEL, load_model
 from workbench.tuning import paired_bootstrap, rl_prompts, vader_negativity
 
 PATCH_KINDS = ("resid_pre", "attn_out", "mlp_out")
-MAIN_JOB_IRM = "runs/neuron1512/negative"
+MAIN_JOB_IRM = "runs/neuron1512/card/negative/seed-0"
 """Where ``python -m experiments.neuron1512`` trains the negative IRM."""
 CAPTIONS = {
     "behaviour": "How far each realignment moved behaviour: negativity gain over the base (bars above 0 with the "
@@ -68,7 +68,8 @@ class RealignmentsConfig(Config):
     base: str = DEFAULT_MODEL
     """Base model (registry name or HF folder)."""
     irm: str | None = None
-    """The negative IRM (checkpoint or training folder); default: the main job's runs/neuron1512/negative if there."""
+    """The negative IRM (checkpoint or training folder); default: the main job's
+    runs/neuron1512/card/negative/seed-0 if there."""
     irm_train_dir: str = "runs/realignments/irm"
     """Where an IRM is trained (resumably) when there is none to take."""
     irm_steps: int = 40

@@ -137,7 +137,7 @@ API_CASES: list[tuple[str, Callable[[Ctx], Any], type[Exception], str, str]] = [
     ("device malformed", lambda c: check_device("--device", "gpu0"), ValueError, "'gpu0' is not a torch device", "use --device cpu, cuda"),
     ("out is a file", lambda c: check_output_dir("--out", c.tmp / "afile"), NotADirectoryError, "is a file, not a folder", "pass a folder path"),
     ("out under a file", lambda c: check_output_dir("--out", c.tmp / "afile" / "x"), NotADirectoryError, "cannot be created", "pass another folder"),
-    ("irm missing", lambda c: check_irm_path("--irm", c.tmp / "runs"), FileNotFoundError, "does not exist", "runs/neuron1512/negative"),
+    ("irm missing", lambda c: check_irm_path("--irm", c.tmp / "runs"), FileNotFoundError, "does not exist", "runs/neuron1512/card/negative/seed-0"),
     ("prompts of two lengths", lambda c: check_prompt_lengths("--prompts", "smollm2-135m-instruct", ["This movie was really", "Bad"]), ValueError, "different token lengths", "equal token length"),
     ("irm no checkpoint", lambda c: check_irm_path("--irm", c.tmp / "noirm"), FileNotFoundError, "holds no IRM checkpoint", "checkpoint folder"),
 ]  # fmt: skip

@@ -12,7 +12,7 @@ from experiments.realignments import RealignmentsConfig, main
 @pytest.mark.real_model
 @pytest.mark.slow
 def test_quick_run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # no main-job checkpoint at runs/neuron1512/negative here
+    monkeypatch.chdir(tmp_path)  # no main-job checkpoint at runs/neuron1512/card/negative/seed-0 here
     flags = ["--quick", "--out", str(tmp_path / "out"), "--irm-train-dir", str(tmp_path / "irm")]
     cfg = parse_config(RealignmentsConfig, flags)
     summary = main(cfg)

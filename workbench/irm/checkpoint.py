@@ -115,7 +115,7 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
     """The newest complete ``step-*`` checkpoint written by training, or None.
 
     ``folder`` is a training output folder (the ``out_dir`` of :func:`workbench.irm.train_irm`, e.g.
-    ``runs/neuron1512/negative``, which holds ``checkpoints/``) or that ``checkpoints`` folder itself.
+    ``runs/neuron1512/card/negative/seed-0``, which holds ``checkpoints/``) or that ``checkpoints`` folder itself.
     """
     folder = Path(folder)
     done = [

@@ -3,11 +3,11 @@
 import json
 
 import pytest
-from conftest import tiny_llama_config
 from transformers import AutoModelForCausalLM
 
 from experiments.common import parse_config
 from experiments.neuron1512 import Neuron1512Config, main, report, resolve
+from tests.helpers import tiny_llama_config
 
 
 @pytest.fixture(scope="module")

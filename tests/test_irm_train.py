@@ -5,8 +5,8 @@ import math
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_llama_config
 
+from tests.helpers import tiny_llama_config
 from workbench.irm import IRM, IRMConfig, TrainConfig, eval_loss, train_irm
 from workbench.irm.text import encode_replies
 from workbench.irm.train import batch_order, encode_for

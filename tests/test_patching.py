@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 import torch
 import transformer_lens.patching as tlp
-from conftest import tiny_llama_config
 
+from tests.helpers import tiny_llama_config
 from workbench.analysis.patching import ModelSide, patch_heads, patch_sweep
 from workbench.metrics import LogitDiff
 from workbench.models import from_config

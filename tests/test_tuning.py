@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_llama_config
 from transformers import AutoModelForCausalLM
 
+from tests.helpers import tiny_llama_config
 from workbench.tuning import TuneConfig, decoder_layers, load_tuned, tune_last_layers, tuned_dir
 
 TEXTS = ["the cat sat on the mat", "the dog sat on the rug", "a cat ran to the mat", "the bird sat on a branch"] * 4

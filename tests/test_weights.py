@@ -5,9 +5,9 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_llama_config
 from transformers import AutoModelForCausalLM
 
+from tests.helpers import tiny_llama_config
 from workbench.hooks import capture
 from workbench.models import boot
 from workbench.neurons.weights import (

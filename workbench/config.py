@@ -15,9 +15,11 @@ import textwrap
 import typing
 from functools import cache
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, TypeVar
 
 __all__ = ["Config", "field_docs"]
+
+_C = TypeVar("_C", bound="Config")  # typing.Self, in a form beartype checks on methods of undecorated classes
 
 
 class Config:
@@ -28,7 +30,7 @@ class Config:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
+    def from_dict(cls: type[_C], data: dict[str, Any]) -> _C:
         """Inverse of :meth:`to_dict`; unknown keys raise ``KeyError`` naming the valid ones."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
@@ -37,7 +39,7 @@ class Config:
         hints = typing.get_type_hints(cls)
         return cls(**{k: _typed(hints[k], v) for k, v in data.items()})
 
-    def replace(self, **changes: Any) -> Self:
+    def replace(self: _C, **changes: Any) -> _C:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
@@ -46,7 +48,7 @@ class Config:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load_json(cls, path: str | Path) -> Self:
+    def load_json(cls: type[_C], path: str | Path) -> _C:
         """Read a config written by :meth:`save_json`."""
         return cls.from_dict(json.loads(Path(path).read_text()))
 

@@ -49,9 +49,8 @@ def _answers(answers) -> Int[Tensor, "batch 2"]:
 class LogitDiff:
     """``logit[answer] - logit[other]`` at position ``pos``, averaged over the batch (or per prompt)."""
 
-    def __init__(
-        self, answers: Int[Tensor, "batch 2"] | Sequence[Sequence[int]], pos: int = -1, per_prompt: bool = False
-    ):
+    def __init__(self, answers: Tensor | Sequence[Sequence[int]], pos: int = -1, per_prompt: bool = False):
+        """``answers``: ``[batch, 2]`` token ids ``(answer, other)`` per prompt (one pair alone: ``[2]``)."""
         self.answers = _answers(answers)
         self.pos = pos
         self.per_prompt = per_prompt

@@ -172,7 +172,7 @@ def patch_sweep(
     kind: str,
     metric: Callable[[Float[Tensor, "batch pos d_vocab"]], Tensor],
     tokens: Int[Tensor, "batch pos"],
-    source_tokens: Int[Tensor, "batch pos"] | None = None,
+    source_tokens: Int[Tensor, "source_batch source_pos"] | None = None,
     *,
     layers: Sequence[int] | None = None,
     positions: Sequence[int] | None = None,
@@ -240,7 +240,7 @@ def patch_heads(
     heads: Sequence[tuple[int, int]],
     metric: Callable[[Float[Tensor, "batch pos d_vocab"]], Tensor],
     tokens: Int[Tensor, "batch pos"],
-    source_tokens: Int[Tensor, "batch pos"] | None = None,
+    source_tokens: Int[Tensor, "source_batch source_pos"] | None = None,
 ) -> float:
     """Metric of the target run with the outputs (``z``, all positions) of ``heads`` patched jointly from the source."""
     target, source = as_side(target), as_side(source)

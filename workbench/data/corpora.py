@@ -100,7 +100,7 @@ def load_alignment(
 
 
 def load_texts(
-    source: str | Path, *, column: str = "text", label_column: str | None = None, label: str | None = None
+    source: str | Path, *, column: str = "text", label_column: str | None = None, label: str | int | None = None
 ) -> list[str]:
     """The user's own texts: a CSV / JSONL file (``column``), a plain text file (one per line),
     or a Hugging Face dataset id as ``hf:NAME[:SPLIT]`` (needs the ``datasets`` package and a network).

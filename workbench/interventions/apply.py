@@ -64,7 +64,7 @@ class InterventionOutput:
     """Logits of the intervened base run and the activations collected by collect interventions."""
 
     logits: Float[Tensor, "batch pos d_vocab"]
-    collected: dict[str, Float[Tensor, "batch n d"]]
+    collected: dict[str, Float[Tensor, "batch _n _d"]]
 
 
 def _select(x: Tensor, positions: tuple[int, ...] | None) -> Tensor:
@@ -74,7 +74,7 @@ def _select(x: Tensor, positions: tuple[int, ...] | None) -> Tensor:
 def source_activations(
     model,
     interventions: InterventionSet,
-    sources: Int[Tensor, "batch pos"] | Sequence[Int[Tensor, "batch pos"]] | None,
+    sources: Int[Tensor, "batch _pos"] | Sequence[Int[Tensor, "batch _pos"]] | None,
     *,
     batch_size: int | None = None,
 ) -> SourceActs:
@@ -102,7 +102,7 @@ def run_interventions(
     model,
     interventions: InterventionSet,
     base: Int[Tensor, "batch pos"],
-    sources: Int[Tensor, "batch pos"] | Sequence[Int[Tensor, "batch pos"]] | None = None,
+    sources: Int[Tensor, "batch _source_pos"] | Sequence[Int[Tensor, "batch _source_pos"]] | None = None,
     *,
     source_acts: SourceActs | None = None,
 ) -> InterventionOutput:

@@ -23,8 +23,8 @@ __all__ = ["parse_config", "write_outputs"]
 def parse_config(cls: type[C], argv: Sequence[str] | None = None, description: str | None = None) -> C:
     """Build a config from command-line flags, one ``--field-name`` per dataclass field.
 
-    Tuples take several values (``--layers 0 3 5``), booleans are ``--flag/--no-flag``, and the
-    help text of each flag is the field's docstring.
+    Tuples take several values (``--layers 0 3 5``), booleans are ``--flag/--no-flag``, ``Literal``
+    fields offer their words as ``choices``, and the help text of each flag is the field's docstring.
     """
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     hints = typing.get_type_hints(cls)
@@ -38,14 +38,24 @@ def parse_config(cls: type[C], argv: Sequence[str] | None = None, description: s
         if hint is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(hint) is tuple:
-            kwargs.update(nargs="*", type=args[0] if args else str)
+            kwargs.update(nargs="*", **_value_type(args[0] if args else str))
+        elif typing.get_origin(hint) is typing.Literal:
+            kwargs.update(_value_type(hint))
         elif args:  # Optional[X]
-            kwargs["type"] = args[0]
+            kwargs.update(_value_type(args[0]))
         else:
             kwargs["type"] = hint
         parser.add_argument(flag, **kwargs)
     ns = vars(parser.parse_args(argv))
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in ns.items()})
+
+
+def _value_type(hint: Any) -> dict[str, Any]:
+    """argparse ``type`` (and ``choices`` for a ``Literal``) of one value of type ``hint``."""
+    if typing.get_origin(hint) is typing.Literal:
+        words = typing.get_args(hint)
+        return {"type": type(words[0]), "choices": words}
+    return {"type": hint}
 
 
 def write_outputs(

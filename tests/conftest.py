@@ -33,7 +33,6 @@ def tiny_llama_pair(tokenizer):
 
     torch.manual_seed(0)
     hf = AutoModelForCausalLM.from_config(tiny_llama_config(len(tokenizer)), attn_implementation="eager").eval()
-    hf.config.architectures = [type(hf).__name__]
     half = hf.to(torch.bfloat16)
     full = copy.deepcopy(half).float()
     return tuple(boot(m, tokenizer, type(m).__name__, prepend_bos=False) for m in (half, full))

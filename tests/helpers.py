@@ -1,5 +1,9 @@
 """Builders shared by test modules and the doctest namespace (fixtures live in conftest.py)."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import jaxtyping
 from transformers import GPT2Config, LlamaConfig
 
 
@@ -20,3 +24,17 @@ def tiny_llama_config(vocab_size: int, n_layers: int = 2) -> LlamaConfig:
 def tiny_gpt2_config(vocab_size: int, n_layers: int = 2) -> GPT2Config:
     """A 2-layer GPT-2 (LayerNorm, learned positions, GELU MLP) of width 64."""
     return GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=n_layers, n_head=4, n_positions=256)
+
+
+@contextmanager
+def without_type_checks() -> Iterator[None]:
+    """Run workbench as its users do, without the test run's jaxtyping + beartype checks.
+
+    For tests of the library's own input checks on values the annotations also reject (a word outside
+    a ``Literal``): under the checks the type checker raises first.
+    """
+    jaxtyping.config.update("jaxtyping_disable", True)
+    try:
+        yield
+    finally:
+        jaxtyping.config.update("jaxtyping_disable", False)

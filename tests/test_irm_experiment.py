@@ -14,7 +14,6 @@ from tests.helpers import tiny_llama_config
 def tiny_dir(tokenizer, tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny_llama_hf")
     hf = AutoModelForCausalLM.from_config(tiny_llama_config(len(tokenizer)), attn_implementation="eager")
-    hf.config.architectures = [type(hf).__name__]
     hf.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

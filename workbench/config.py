@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import hashlib
 import inspect
 import itertools
 import json
@@ -17,7 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["Config", "field_docs"]
+__all__ = ["Config", "cache_key", "field_docs"]
 
 _C = TypeVar("_C", bound="Config")  # typing.Self, in a form beartype checks on methods of undecorated classes
 
@@ -47,10 +48,23 @@ class Config:
         """Write :meth:`to_dict` as indented JSON."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
+    def key(self) -> str:
+        """Cache key: :func:`cache_key` of :meth:`to_dict`."""
+        return cache_key(self.to_dict())
+
     @classmethod
     def load_json(cls: type[_C], path: str | Path) -> _C:
         """Read a config written by :meth:`save_json`."""
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def cache_key(data: Any, length: int = 12) -> str:
+    """A short, stable hash of JSON-able ``data`` (keys sorted), naming a cache entry.
+
+    >>> cache_key({"b": 1, "a": [2, 3]}) == cache_key({"a": [2, 3], "b": 1})
+    True
+    """
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:length]
 
 
 def _plain(value: Any) -> Any:

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
+from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.hooks import attach, capture
-from workbench.interventions.modules import Intervention
+from workbench.interventions.modules import Collecting, Intervention
 from workbench.interventions.spec import InterventionSpec
 
 __all__ = ["InterventionOutput", "InterventionSet", "run_interventions", "source_activations"]
@@ -72,7 +73,7 @@ def _select(x: Tensor, positions: tuple[int, ...] | None) -> Tensor:
 
 
 def source_activations(
-    model,
+    model: TransformerBridge,
     interventions: InterventionSet,
     sources: Int[Tensor, "batch _pos"] | Sequence[Int[Tensor, "batch _pos"]] | None,
     *,
@@ -99,7 +100,7 @@ def source_activations(
 
 
 def run_interventions(
-    model,
+    model: TransformerBridge,
     interventions: InterventionSet,
     base: Int[Tensor, "batch pos"],
     sources: Int[Tensor, "batch _source_pos"] | Sequence[Int[Tensor, "batch _source_pos"]] | None = None,
@@ -153,9 +154,9 @@ def run_interventions(
         return fn
 
     for module in interventions.interventions:
-        if hasattr(module, "collected"):
+        if isinstance(module, Collecting):
             module.collected.clear()
     with attach(model, [(s.hook, hook_fn(s, m)) for s, m in interventions]):
         logits = model(base)
-    collected = {s.name: torch.cat(m.collected) for s, m in interventions if getattr(m, "collected", None)}
+    collected = {s.name: torch.cat(m.collected) for s, m in interventions if isinstance(m, Collecting) and m.collected}
     return InterventionOutput(logits, collected)

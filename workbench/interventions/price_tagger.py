@@ -22,7 +22,6 @@ and experiments share one training run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -137,10 +136,6 @@ class PriceTaggerConfig(Config):
     iit_dims: int = 4
     """Dimensions of each planted variable's subspace (orthogonal subspaces of a seeded random rotation)."""
 
-    def key(self) -> str:
-        """Cache key: a hash of the config."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-
     def planted(self) -> dict[str, torch.Tensor]:
         """Orthonormal bases (``d_model x iit_dims``) of the subspaces where IIT plants ``left`` and ``right``."""
         if self.iit_layer < 0:
@@ -243,7 +238,6 @@ def _train(cfg: PriceTaggerConfig, tokenizer, progress: bool):
         eos_token_id=tokenizer.eos_token_id,
     )
     hf = AutoModelForCausalLM.from_config(hf_cfg, attn_implementation="eager")
-    hf.config.architectures = [type(hf).__name__]
     opt = torch.optim.AdamW(hf.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.98))
     warmup = max(1, cfg.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -297,7 +291,6 @@ def price_tagger(
             (tmp / "metrics.json").write_text(json.dumps({"accuracy": accuracy, "losses": losses}) + "\n")
     tokenizer = AutoTokenizer.from_pretrained(path)
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
-    hf.config.architectures = [type(hf).__name__]
     planted_iia = {v: _planted_iia(hf, cfg, tokenizer, v, basis) for v, basis in cfg.planted().items()}
     model = boot(hf, tokenizer, type(hf).__name__, prepend_bos=False)
     accuracy = task_accuracy(model, eval_tokens, eval_labels)

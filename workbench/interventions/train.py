@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
+from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.config import Config
 from workbench.data.counterfactual import CounterfactualTensors
@@ -81,7 +82,7 @@ def _batches(n: int, size: int, steps: int, seed: int) -> Iterator[torch.Tensor]
 
 
 def train_interventions(
-    model,
+    model: TransformerBridge,
     interventions: InterventionSet,
     data: CounterfactualTensors,
     cfg: AlignmentConfig = AlignmentConfig(),

@@ -1,6 +1,7 @@
 """IRM training on tiny random models: frozen LM, learning a toy realignment, resume, NaN, logs, checkpoints."""
 
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -9,7 +10,7 @@ import torch
 from tests.helpers import tiny_llama_config
 from workbench.irm import IRM, IRMConfig, TrainConfig, eval_loss, train_irm
 from workbench.irm.text import encode_replies
-from workbench.irm.train import batch_order, encode_for
+from workbench.irm.train import encode_for
 from workbench.models import from_config
 
 SMALL = IRMConfig(hidden_mult=0.5, n_hidden=2)
@@ -23,14 +24,6 @@ def test_reply_tokens_are_scored(tokenizer):
     assert tokenizer.decode(list(enc.ids)).startswith(
         "<|im_start|>system\n<|im_end|>\n<|im_start|>user\nWrite a tweet."
     )
-
-
-def test_batch_order_is_a_function_of_seed_and_step():
-    first = [batch_order(10, m, 4, seed=1) for m in range(5)]
-    assert first == [batch_order(10, m, 4, seed=1) for m in range(5)]
-    flat = [i for order in first for i in order]
-    assert sorted(flat[:10]) == list(range(10))  # one epoch visits every text once
-    assert first != [batch_order(10, m, 4, seed=2) for m in range(5)]
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +117,19 @@ def test_nan_loss_stops_naming_the_step(tiny_llama):
             with torch.no_grad():
                 irm.net[0].weight[0, 0] = math.nan
 
-    with pytest.raises(FloatingPointError, match="stopped at step 3"):
+    with pytest.raises(FloatingPointError, match=r"stopped at step 3: .*after the update of step 2.*learning rate"):
         train_irm(tiny_llama, irm, TOY, cfg, progress=False, callback=poison)
     assert calls == [1, 2]
+
+
+def test_nan_from_the_data_blames_the_data_not_the_learning_rate(tokenizer):
+    model = from_config(tiny_llama_config(len(tokenizer)), tokenizer, seed=0, prepend_bos=False)
+    (rain,) = tokenizer(" rain", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        model.embed.W_E[rain] = math.nan  # the frozen model returns NaN on texts with " rain"
+    texts = [*TOY[:6], "I love rain so much!"]
+    cfg = TrainConfig(steps=8, batch_size=2, eval_every=0)
+    with pytest.raises(FloatingPointError) as err:
+        train_irm(model, IRM.for_model(model, SMALL), texts, cfg, progress=False)
+    message = str(err.value)
+    assert "learning rate is not the cause" in message and re.search(r"items \[[^\]]*\b6\b", message), message

@@ -39,7 +39,8 @@ def test_quick_run(tmp_path):
     gaps = summary["logit_lens_gap_by_point"]
     assert max(abs(gaps[f"{layer}_pre"]) for layer in range(29)) < 1e-4
     assert gaps["final_post"] == pytest.approx(tuned - base, abs=1e-3)
-    assert all(key.startswith(("28_", "29_")) for key in list(summary["top_attribution_differences"])[:3])
+    # (layers before 28 differ only through the final norm's scale, which can put one of them third)
+    assert all(key.startswith(("28_", "29_")) for key in list(summary["top_attribution_differences"])[:2])
     assert len(summary["top_heads"]) == 2 and all(h.startswith(("L28", "L29")) for h in summary["top_heads"])
     norm = summary["joint_head_patch_normalized"]
     assert norm == pytest.approx((summary["joint_head_patch_logit_diff"] - base) / (tuned - base))

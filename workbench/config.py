@@ -1,30 +1,123 @@
-"""Frozen, typed configuration dataclasses with JSON round trips.
+"""Frozen, typed configuration dataclasses with JSON round trips, validated at construction.
 
 Every config in the workbench is ``@dataclass(frozen=True)`` inheriting :class:`Config`; each field
 carries a one-line attribute docstring, which :func:`field_docs` reads (the CLI shows it as help).
+
+Every field is checked against its type when a config is built (also by ``replace`` and
+``from_dict``), before the class's own ``__post_init__`` runs:
+
+* ``int``: an integer (not a bool, not ``2.5``), and ``>= 0`` (ints are counts, sizes and indices);
+* ``float``: a finite real number (no ``nan``/``inf``);
+* ``bool``: ``True`` or ``False``; a ``Literal[...]``: one of its values;
+* ``tuple[X, ...]`` and ``X | None``: each element, or ``None`` (a list given for a tuple is stored as a tuple).
+
+A field narrows or widens the default range with :class:`Range` metadata, e.g.
+``steps: Count = 200`` (``Count = Annotated[int, Range(ge=1)]``) or ``position: Index = -1``
+(any integer; negative indices count from the end). ``bool`` and ``str`` fields are not ranged.
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import hashlib
 import inspect
 import itertools
 import json
+import math
+import numbers
 import textwrap
 import typing
 from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-__all__ = ["Config", "cache_key", "field_docs"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Count",
+    "Fraction",
+    "Index",
+    "NonNegative",
+    "Positive",
+    "Range",
+    "cache_key",
+    "check_fields",
+    "field_docs",
+]
+
 
 _C = TypeVar("_C", bound="Config")  # typing.Self, in a form beartype checks on methods of undecorated classes
 
 
+class ConfigError(ValueError):
+    """A config field holds a value its type or range does not allow."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Bounds of a numeric config field, attached as ``Annotated[int, Range(ge=1)]``; ``None``: unbounded."""
+
+    ge: float | None = None
+    """Smallest allowed value."""
+    gt: float | None = None
+    """Values must be greater than this."""
+    le: float | None = None
+    """Largest allowed value."""
+    lt: float | None = None
+    """Values must be less than this."""
+
+    def violated(self, value: float) -> str | None:
+        """What ``value`` breaks (e.g. ``">= 1"``), or ``None`` when it is in range."""
+        for bound, op, ok in (
+            (self.ge, ">=", lambda b: value >= b),
+            (self.gt, ">", lambda b: value > b),
+            (self.le, "<=", lambda b: value <= b),
+            (self.lt, "<", lambda b: value < b),
+        ):
+            if bound is not None and not ok(bound):
+                return f"{op} {bound:g}"
+        return None
+
+
+_COUNT_RANGE = Range(ge=0)  # the range of a plain int field
+Count = Annotated[int, Range(ge=1)]
+"""An integer >= 1 (steps, batch sizes, lengths)."""
+Index = Annotated[int, Range()]
+"""Any integer: a layer or position where negative values count from the end."""
+Positive = Annotated[float, Range(gt=0)]
+"""A finite float > 0 (learning rates, widths)."""
+NonNegative = Annotated[float, Range(ge=0)]
+"""A finite float >= 0 (penalties, weight decay, clip norms)."""
+Fraction = Annotated[float, Range(ge=0, le=1)]
+"""A finite float in [0, 1]."""
+
+
 class Config:
-    """Mixin for frozen config dataclasses: ``to_dict``/``from_dict``, ``replace``, JSON files."""
+    """Mixin for frozen config dataclasses: ``to_dict``/``from_dict``, ``replace``, JSON files.
+
+    Fields are validated at construction (see the module docstring); a subclass's own
+    ``__post_init__`` runs after that check, so it may assume well-typed values.
+    """
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__post_init__")
+        if own is None or getattr(own, "_checks_fields", False):
+            return
+
+        @functools.wraps(own)
+        def __post_init__(self) -> None:
+            if type(self).__post_init__ is __post_init__:  # only the outermost override checks
+                check_fields(self)
+            own(self)
+
+        __post_init__._checks_fields = True
+        cls.__post_init__ = __post_init__
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists, nested configs dicts, paths strings)."""
@@ -54,8 +147,17 @@ class Config:
 
     @classmethod
     def load_json(cls: type[_C], path: str | Path) -> _C:
-        """Read a config written by :meth:`save_json`."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a config written by :meth:`save_json` (``ValueError`` naming the file if it is not one)."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(
+                f"{path} is not a config file ({err}): write it with {cls.__name__}.save_json, "
+                "or fix the JSON (one object of field: value pairs)"
+            ) from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} holds a JSON {type(data).__name__}, not an object of {cls.__name__} fields")
+        return cls.from_dict(data)
 
 
 def cache_key(data: Any, length: int = 12) -> str:
@@ -65,6 +167,87 @@ def cache_key(data: Any, length: int = 12) -> str:
     True
     """
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:length]
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls, include_extras=True)
+    except NameError as err:
+        raise TypeError(
+            f"cannot resolve the field types of {cls.__name__} ({err}): define the config at module level "
+            "and import every type its annotations name"
+        ) from err
+
+
+def check_fields(config: Any) -> None:
+    """Check every field of a config dataclass against its type and :class:`Range` (``ConfigError`` if not)."""
+    hints = _hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, list) and _is_tuple(hints[f.name]):  # a list for a tuple field: stored as the tuple
+            value = tuple(value)
+            object.__setattr__(config, f.name, value)
+        problem = _problem(hints[f.name], value)
+        if problem is not None:
+            where, text = problem
+            raise ConfigError(f"{type(config).__name__}.{f.name}{where} {text}")
+
+
+def _is_tuple(hint: Any) -> bool:
+    if typing.get_origin(hint) is Annotated:
+        hint = typing.get_args(hint)[0]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return typing.get_origin(hint) is tuple or (
+        type(None) in typing.get_args(hint) and len(args) == 1 and _is_tuple(args[0])
+    )
+
+
+def _problem(hint: Any, value: Any) -> tuple[str, str] | None:
+    """``(where inside the value, what is wrong and the fix)``, or ``None`` when ``value`` fits ``hint``."""
+    bounds = _COUNT_RANGE
+    if typing.get_origin(hint) is Annotated:
+        hint, *extras = typing.get_args(hint)
+        bounds = next((e for e in extras if isinstance(e, Range)), bounds)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if type(None) in args:  # X | None
+        if value is None:
+            return None
+        rest = [a for a in args if a is not type(None)]
+        return _problem(rest[0], value) if len(rest) == 1 else None
+    if origin is Literal:
+        if value not in args:
+            return "", f"{value!r} is not a valid choice; choose one of {', '.join(map(repr, args))}"
+        return None
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return "", f"must be a tuple, got {type(value).__name__} {value!r}"
+        inner = args[0] if len(args) == 2 and args[1] is Ellipsis else None
+        for i, item in enumerate(value):
+            problem = _problem(inner if inner is not None else args[i] if i < len(args) else Any, item)
+            if problem is not None:
+                return f"[{i}]{problem[0]}", problem[1]
+        return None
+    if hint is bool:
+        if not isinstance(value, bool):
+            return "", f"must be True or False, got {value!r}"
+        return None
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            return "", f"must be a whole number (it counts or indexes something), got {value!r}"
+        return _out_of_range(bounds, value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return "", f"must be a number, got {type(value).__name__} {value!r}"
+        if not math.isfinite(value):
+            return "", f"must be a finite number, got {value!r}"
+        return _out_of_range(Range() if bounds is _COUNT_RANGE else bounds, value)
+    return None
+
+
+def _out_of_range(bounds: Range, value: float) -> tuple[str, str] | None:
+    broken = bounds.violated(value)
+    return None if broken is None else ("", f"must be {broken}, got {value!r}")
 
 
 def _plain(value: Any) -> Any:

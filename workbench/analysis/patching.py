@@ -144,6 +144,34 @@ def _check_pair(target: ModelSide, source: ModelSide, tokens: Tensor, source_tok
             )
 
 
+def _indices(what: str, given: Sequence[int] | None, size: int, has: str) -> list[int]:
+    """``given`` as indices in ``0..size-1`` (negative ones count from the end); all of them when ``None``."""
+    if given is None:
+        return list(range(size))
+    bad = [i for i in given if not -size <= i < size]
+    if bad:
+        raise IndexError(
+            f"{what} {', '.join(map(str, bad))} out of range: {has} 0..{size - 1} "
+            f"(or -{size}..-1 counting from the end); pass {what}s in that range"
+        )
+    return [i % size for i in given]
+
+
+def _check_not_right_padded(model: TransformerBridge, batches: dict[str, Tensor]) -> None:
+    """Refuse batches whose last position is padding in some row (metrics read the last position)."""
+    pad = getattr(getattr(model, "tokenizer", None), "pad_token_id", None)
+    if pad is None:
+        return
+    for name, batch in batches.items():
+        padded = ((batch[:, -1] == pad) & (batch != pad).any(-1)).nonzero().flatten().tolist()
+        if padded:
+            raise ValueError(
+                f"rows {padded} of {name} end in the pad token (id {pad}): a right-padded batch puts padding at the "
+                "last position, which the metric reads and the patches align. Use prompts of the same token length, "
+                "or left-pad them (tokenizer.padding_side = 'left')"
+            )
+
+
 def _patches(
     model: TransformerBridge, kind: SweepKind, layers: Sequence[int], positions: Sequence[int]
 ) -> list[tuple[tuple[int, ...], Patch]]:
@@ -196,8 +224,11 @@ def patch_sweep(
             ``on_positions`` (:mod:`workbench.metrics`) let only those positions be unembedded.
         tokens: the target's tokens.
         source_tokens: the source's tokens (default: ``tokens``, as between two models).
-        layers: layers to sweep (default all).
-        positions: positions to sweep for per-position kinds (default all).
+        layers: layers to sweep (default all); negative ones count from the end (-1: the last layer).
+            Out-of-range layers raise ``IndexError``.
+        positions: positions to sweep for per-position kinds (default all); negative ones count from
+            the end. Out-of-range positions raise ``IndexError``; a batch whose last position is the
+            pad token in some row (right padding) raises ``ValueError``.
         fast: start runs at the patched layer and position (sides with stateful hooks always
             use full forwards).
         max_rows: rows (patched runs × batch) per forward.
@@ -209,9 +240,9 @@ def patch_sweep(
     source_tokens = tokens if source_tokens is None else source_tokens
     _check_pair(target, source, tokens, source_tokens)
     model = target.model
-    layers = list(range(model.cfg.n_layers)) if layers is None else [layer % model.cfg.n_layers for layer in layers]
-    seq = tokens.shape[1]
-    positions = list(range(seq)) if positions is None else [p % seq for p in positions]
+    _check_not_right_padded(model, {"tokens": tokens, "source_tokens": source_tokens})
+    layers = _indices("layer", layers, model.cfg.n_layers, "the model has layers")
+    positions = _indices("position", positions, tokens.shape[1], "the prompts have positions")
     cells = _patches(model, kind, layers, positions)
     names = sorted({patch.hook for _, patch in cells})
     source_logits, acts = source.run(source_tokens, names)

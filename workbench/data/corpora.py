@@ -11,6 +11,7 @@ shuffle splits off a held-out part.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import random
 import re
@@ -100,12 +101,22 @@ def load_alignment(
 
 
 def load_texts(
-    source: str | Path, *, column: str = "text", label_column: str | None = None, label: str | int | None = None
+    source: str | Path,
+    *,
+    column: str = "text",
+    label_column: str | None = None,
+    label: str | int | None = None,
+    encoding: str | None = None,
 ) -> list[str]:
     """The user's own texts: a CSV / JSONL file (``column``), a plain text file (one per line),
     or a Hugging Face dataset id as ``hf:NAME[:SPLIT]`` (needs the ``datasets`` package and a network).
 
-    ``label_column`` and ``label`` keep only the rows with that label.
+    ``label_column`` and ``label`` keep only the rows with that label. Files are read as UTF-8 (a
+    UTF-8 or UTF-16 byte-order mark is honoured) unless ``encoding`` names another codec.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: the file is empty, binary, not in the encoding,
+            not valid CSV / JSONL (naming the line), or holds no usable text. KeyError: a column is missing.
     """
     source = str(source)
     if source.startswith("hf:"):
@@ -117,16 +128,103 @@ def load_texts(
         df = datasets.load_dataset(ds_name, split=rest[0] if rest else "train").to_pandas()
     else:
         path = Path(source)
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a folder, not a corpus file: pass a .txt, .csv or .jsonl file")
         if not path.is_file():
-            raise FileNotFoundError(f"no text file at {path}")
+            raise FileNotFoundError(f"no text file at {path}: pass an existing .txt, .csv or .jsonl file")
+        text = _read_text(path, encoding)
         if path.suffix == ".csv":
-            df = pd.read_csv(path)
+            df = _read_csv(path, text)
         elif path.suffix in (".jsonl", ".json"):
-            df = pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+            df = _read_json_lines(path, text, column)
         else:
-            return [t for t in (_clean(line) for line in path.read_text().splitlines()) if t]
-    if column not in df:
-        raise KeyError(f"{source} has no column {column!r}; columns: {list(df.columns)}")
+            return _usable(path, [_clean(line) for line in text.splitlines()], "lines")
+    for name in (column, label_column):
+        if name is not None and name not in df:
+            raise KeyError(f"{source} has no column {name!r}; columns: {list(df.columns)}: pass the right column name")
     if label_column is not None:
+        values = df[label_column].drop_duplicates().tolist()
         df = df[df[label_column] == label]
-    return [t for t in (_clean(str(x)) for x in df[column]) if t]
+        if df.empty:
+            raise ValueError(f"no row of {source} has {label_column} == {label!r}; its values: {values[:10]}")
+    return _usable(source, [_clean(str(x)) for x in df[column].dropna()], f"rows of column {column!r}")
+
+
+_FORMATS = "one text per line (.txt), a 'text' column (.csv) or one JSON object per line (.jsonl)"
+
+
+def _read_text(path: Path, encoding: str | None) -> str:
+    """The file's text, refusing empty and binary files and naming the encodings tried."""
+    data = path.read_bytes()
+    if not data.strip():
+        raise ValueError(f"{path} is empty: a corpus file holds {_FORMATS}")
+    if encoding is None and data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        encoding = "utf-16"
+    if encoding is None and b"\x00" in data[:8192]:
+        raise ValueError(f"{path} looks binary (it contains NUL bytes), not text: pass a UTF-8 file with {_FORMATS}")
+    tried = encoding or "utf-8"
+    try:
+        return data.decode("utf-8-sig" if tried == "utf-8" else tried)
+    except LookupError:
+        raise ValueError(
+            f"unknown encoding {encoding!r}: pass a Python codec name such as 'utf-8' or 'latin-1'"
+        ) from None
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path} is not {tried} text (byte {data[err.start]:#04x} at offset {err.start}; tried: {tried}): "
+            "pass its encoding, e.g. load_texts(path, encoding='latin-1'), or convert the file to UTF-8 "
+            "(iconv -f LATIN1 -t UTF-8)"
+        ) from None
+
+
+def _read_csv(path: Path, text: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(io.StringIO(text))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise ValueError(
+            f"{path} is not a readable CSV ({' '.join(str(err).split())}): quote fields that hold commas or "
+            'line breaks ("a, b"), or save the corpus as .jsonl'
+        ) from None
+
+
+def _read_json_lines(path: Path, text: str, column: str) -> pd.DataFrame:
+    """One JSON object per line (a ``.json`` file may also hold one array of objects)."""
+    example = json.dumps({column: "..."})
+    if path.suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{path}, line {err.lineno}: not valid JSON ({err.msg}, column {err.colno}): fix that line"
+            ) from None
+        numbered = [(i + 1, row) for i, row in enumerate(rows)]
+        where = "item"
+    else:
+        numbered = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                numbered.append((n, json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise ValueError(
+                    f"{path}, line {n}: not valid JSON ({err.msg}, column {err.colno}): "
+                    f"write one JSON object per line, such as {example}"
+                ) from None
+        where = "line"
+    for n, row in numbered:
+        if not isinstance(row, dict):
+            raise ValueError(
+                f"{path}, {where} {n}: a JSON {type(row).__name__}, not an object: write objects such as {example}"
+            )
+    return pd.DataFrame([row for _, row in numbered])
+
+
+def _usable(source: str | Path, texts: list[str], what: str) -> list[str]:
+    kept = [t for t in texts if t]
+    if not kept:
+        raise ValueError(
+            f"{source} holds no usable text: its {what} are empty after cleaning (the corpus keeps printable ASCII); "
+            f"give a file with {_FORMATS}"
+        )
+    return kept

@@ -9,13 +9,23 @@ line up across the batch (and between the two runs of activation patching).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from jaxtyping import Int
 from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["MOVIE_SENTIMENT", "PromptSet", "answer_token", "prompt_tokens"]
+__all__ = ["MOVIE_SENTIMENT", "PromptSet", "answer_token", "check_prompts", "prompt_tokens"]
+
+
+def check_prompts(prompts: Sequence[str]) -> None:
+    """Refuse prompts that are not strings or are empty (only white space): a run on them measures nothing."""
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt {i} is a {type(prompt).__name__} ({prompt!r}), not a string: pass text")
+        if not prompt.strip():
+            raise ValueError(f"prompt {i} is empty ({prompt!r}): give every prompt some text")
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,7 @@ class PromptSet:
     def __post_init__(self):
         if not self.prompts:
             raise ValueError("a PromptSet needs at least one prompt")
+        check_prompts(self.prompts)
         if len(self.answers) != len(self.prompts):
             raise ValueError(
                 f"{len(self.prompts)} prompts but {len(self.answers)} answer pairs: "
@@ -69,9 +80,18 @@ def answer_token(model: TransformerBridge, answer: str) -> int:
 def prompt_tokens(
     model: TransformerBridge, prompts: str | tuple[str, ...] | list[str]
 ) -> Int[torch.Tensor, "batch pos"]:
-    """Tokenize prompts as one batch without padding; raises naming the lengths when they differ."""
+    """Tokenize prompts as one batch without padding; raises naming the lengths when they differ, and
+    when a prompt is empty or longer than the model's context (``model.cfg.n_ctx``; never cut silently)."""
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    rows = [model.to_tokens(p)[0] for p in prompts]
+    check_prompts(prompts)
+    rows = [model.to_tokens(p, truncate=False)[0] for p in prompts]
+    n_ctx = model.cfg.n_ctx
+    for i, row in enumerate(rows):
+        if len(row) > n_ctx:
+            raise ValueError(
+                f"prompt {i} is {len(row)} tokens, longer than the model's context of {n_ctx} tokens "
+                f"(model.cfg.n_ctx): shorten it (it starts {prompts[i][:40]!r})"
+            )
     lengths = {len(r) for r in rows}
     if len(lengths) > 1:
         detail = ", ".join(f"{p!r}: {len(r)}" for p, r in zip(prompts, rows))

@@ -26,12 +26,13 @@ import json
 import math
 import random
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Annotated
 
 import torch
-from tqdm.auto import tqdm
 
-from workbench.config import Config
+from workbench.config import Config, Count, Positive, Range, cache_key
 from workbench.data.counterfactual import (
     CounterfactualTensors,
     price_tagging_model,
@@ -39,6 +40,10 @@ from workbench.data.counterfactual import (
     tokenize_fixed,
 )
 from workbench.models import atomic_dir, boot, cache_dir
+from workbench.training import Batch, LoopConfig, Term, train_loop
+
+_SAMPLING = "per-step seeded (workbench.training.Batch.rng)"
+"""How training draws its prompts; part of the cache key, so a model cached under another scheme is retrained."""
 
 VARIABLES = ("left", "right")
 """The price-tagging game's intermediate variables (``low <= price``, ``price <= high``)."""
@@ -110,31 +115,35 @@ def price_tokenizer():
 class PriceTaggerConfig(Config):
     """A small Llama trained from scratch on the price-tagging game (optionally with IIT planting its variables)."""
 
-    n_layers: int = 2
+    n_layers: Count = 2
     """Transformer blocks."""
-    d_model: int = 64
+    d_model: Count = 64
     """Residual stream width."""
-    n_heads: int = 8
+    n_heads: Count = 8
     """Attention heads (half as many key/value heads: grouped-query attention as in Llama)."""
-    d_mlp: int = 256
+    d_mlp: Count = 256
     """Hidden width of the gated MLP."""
-    steps: int = 4000
+    steps: Count = 4000
     """Optimiser steps (each on freshly sampled prompts)."""
-    batch_size: int = 64
+    batch_size: Count = 64
     """Prompts per step."""
-    lr: float = 3e-3
+    lr: Positive = 3e-3
     """Peak AdamW learning rate (linear warm-up, cosine decay)."""
     decimals: int = 2
     """Decimals of the prices (2 as in the paper: X.XX dollars)."""
-    eval_size: int = 1000
+    eval_size: Count = 1000
     """Held-out prompts for the reported accuracy."""
     seed: int = 0
     """Seed of initialisation and sampling."""
-    iit_layer: int = -1
+    iit_layer: Annotated[int, Range(ge=-1)] = -1
     """Interchange intervention training: plant ``left`` and ``right`` in ``blocks.{iit_layer}.hook_resid_post`` at the
     last position (-1: task loss only)."""
-    iit_dims: int = 4
+    iit_dims: Count = 4
     """Dimensions of each planted variable's subspace (orthogonal subspaces of a seeded random rotation)."""
+
+    def key(self) -> str:
+        """Cache key: a hash of the config and of the sampling scheme (models trained by another one differ)."""
+        return cache_key({**self.to_dict(), "sampling": _SAMPLING})
 
     def planted(self) -> dict[str, torch.Tensor]:
         """Orthonormal bases (``d_model x iit_dims``) of the subspaces where IIT plants ``left`` and ``right``."""
@@ -243,26 +252,26 @@ def _train(cfg: PriceTaggerConfig, tokenizer, progress: bool):
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
     )
-    rng = random.Random(cfg.seed)
+    loop = LoopConfig(cfg.steps, max_grad_norm=1.0, seed=cfg.seed, desc="price tagger")
+    result = train_loop(hf, opt, partial(_step, hf, cfg, tokenizer), loop, scheduler=sched, progress=progress)
+    return hf.eval(), result.column("loss")
+
+
+def _step(hf, cfg: PriceTaggerConfig, tokenizer, batch: Batch) -> dict[str, Term]:
+    """Fresh prompts drawn from ``batch.rng()``: the task loss, and with IIT the interchange loss of one variable."""
+    rng = batch.rng()
+    tokens, labels = (batch.shard(t) for t in _batch(cfg, tokenizer, rng, cfg.batch_size))
+    terms = {
+        "task": Term(torch.nn.functional.cross_entropy(_last_logits(hf, tokens), labels, reduction="sum"), len(labels))
+    }
     planted = cfg.planted()
-    losses = []
-    hf.train()
-    for step in tqdm(range(cfg.steps), desc="price tagger", disable=not progress, mininterval=10):
-        tokens, labels = _batch(cfg, tokenizer, rng, cfg.batch_size)
-        loss = torch.nn.functional.cross_entropy(_last_logits(hf, tokens), labels)
-        if planted:
-            variable = VARIABLES[step % 2]
-            data = _counterfactual_batch(cfg, tokenizer, variable, cfg.batch_size, rng.getrandbits(32))
-            loss = loss + torch.nn.functional.cross_entropy(
-                _interchanged_logits(hf, cfg.iit_layer, planted[variable], data), data.labels
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-    return hf.eval(), losses
+    if planted:
+        variable = VARIABLES[(batch.step - 1) % 2]
+        data = _counterfactual_batch(cfg, tokenizer, variable, cfg.batch_size, rng.getrandbits(32))
+        data = data.batch(torch.arange(len(data))[batch.rank :: batch.world])
+        logits = _interchanged_logits(hf, cfg.iit_layer, planted[variable], data)
+        terms["iit"] = Term(torch.nn.functional.cross_entropy(logits, data.labels, reduction="sum"), len(data))
+    return terms
 
 
 def price_tagger(

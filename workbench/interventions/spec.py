@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.config import Config
+from workbench.config import Config, Index
 from workbench.hooks import HookKind, check_hook_name, hook_name
 
 __all__ = ["InterventionSpec", "spec_at"]
@@ -28,9 +28,9 @@ class InterventionSpec(Config):
 
     hook: str
     """Full TransformerLens hook name, e.g. ``blocks.3.hook_resid_post``."""
-    positions: tuple[int, ...] | None = None
+    positions: tuple[Index, ...] | None = None
     """Base positions to intervene on (negative counts from the end); ``None``: every position."""
-    source_positions: tuple[int, ...] | None = None
+    source_positions: tuple[Index, ...] | None = None
     """Source positions read at the same slots (may differ from ``positions``); ``None``: same as ``positions``."""
     group: int = 0
     """Which source input feeds this intervention (multi-source runs pass several sources)."""

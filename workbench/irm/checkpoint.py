@@ -7,25 +7,56 @@ A checkpoint is a folder::
     train_state.pt    optional: optimizer state, RNG states, training history (to resume training)
 
 The folder is built under a temporary name next to the target and moved into place with ``os.replace``,
-so a reader never sees a half-written checkpoint.
+so a reader never sees a half-written checkpoint; a write killed midway leaves only its temporary
+folder, which :func:`clean_stale` removes at the next start. A damaged file (truncated, garbage, or
+weights of another shape than ``irm.json`` describes) raises :class:`CheckpointError` naming the file
+and the fix, never a bare safetensors, json or torch traceback.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from workbench.irm.config import IRMConfig
+from workbench.irm.config import IRMConfig, TrainConfig
 from workbench.irm.module import IRM
 
-__all__ = ["load_irm", "load_train_state", "model_identity", "read_meta", "save_irm"]
+__all__ = [
+    "CheckpointError",
+    "TrainingCheckpoints",
+    "clean_stale",
+    "latest_checkpoint",
+    "load_irm",
+    "load_irm_weights",
+    "load_train_state",
+    "model_identity",
+    "read_meta",
+    "save_irm",
+]
+
+_META_KEYS = ("irm_config", "step", "model_name", "d_model", "n_layers", "d_vocab")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is damaged or does not match its metadata; the message names the file and the fix."""
+
+
+def _damaged(path: Path, file: str, reason: str) -> CheckpointError:
+    return CheckpointError(
+        f"{Path(path) / file} is damaged ({reason}). Delete the checkpoint folder {path}: training then resumes "
+        "from the previous checkpoint (or pass --no-resume to start over); to load it elsewhere, copy it again"
+    )
 
 
 def model_identity(model) -> dict[str, Any]:
@@ -80,12 +111,70 @@ def save_irm(
     return path
 
 
+def latest_checkpoint(folder: str | Path) -> Path | None:
+    """The newest complete ``step-*`` checkpoint written by training, or None.
+
+    ``folder`` is a training output folder (the ``out_dir`` of :func:`workbench.irm.train_irm`, e.g.
+    ``runs/neuron1512/negative``, which holds ``checkpoints/``) or that ``checkpoints`` folder itself.
+    """
+    folder = Path(folder)
+    done = [
+        p
+        for where in (folder, folder / "checkpoints")
+        for p in where.glob("step-*")
+        if (p / "irm.json").is_file() and (p / "irm.safetensors").is_file() and (p / "train_state.pt").is_file()
+    ]
+    return max(done, key=lambda p: p.name) if done else None
+
+
+def clean_stale(folder: str | Path) -> list[Path]:
+    """Remove the temporary folders that killed checkpoint writes left in ``folder``; the removed paths."""
+    stale = [p for pattern in (".*.tmp-*", ".*.old-*") for p in Path(folder).glob(pattern) if p.is_dir()]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
+
+
 def read_meta(path: str | Path) -> dict[str, Any]:
-    """The ``irm.json`` metadata of a checkpoint folder."""
+    """The ``irm.json`` metadata of a checkpoint folder.
+
+    Raises:
+        FileNotFoundError: ``path`` holds no ``irm.json``.
+        CheckpointError: ``irm.json`` is not valid JSON or lacks a field.
+    """
     file = Path(path) / "irm.json"
     if not file.is_file():
-        raise FileNotFoundError(f"{path} is not an IRM checkpoint (no irm.json); save one with save_irm")
-    return json.loads(file.read_text())
+        raise FileNotFoundError(
+            f"{path} is not an IRM checkpoint (no irm.json): pass a step-* folder written by train_irm, "
+            "or the training folder holding checkpoints/"
+        )
+    try:
+        meta = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise _damaged(Path(path), "irm.json", f"not valid JSON: {e}") from None
+    missing = [k for k in _META_KEYS if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise _damaged(Path(path), "irm.json", f"no {', '.join(missing)}")
+    return meta
+
+
+def load_irm_weights(path: str | Path, irm: IRM) -> None:
+    """Load a checkpoint's ``irm.safetensors`` into ``irm``, refusing a damaged file or tensors of other shapes."""
+    path = Path(path)
+    try:
+        state = load_file(path / "irm.safetensors")
+    except (SafetensorError, OSError) as e:
+        raise _damaged(path, "irm.safetensors", f"not a readable safetensors file: {e}") from None
+    want = {k: tuple(v.shape) for k, v in irm.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in state.items()}
+    if want != have:
+        diff = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
+        raise CheckpointError(
+            f"{path / 'irm.safetensors'} holds weights of other shapes than the IRM its irm.json describes "
+            f"({', '.join(f'{k}: {have.get(k)} vs {want.get(k)}' for k in diff[:4])}): the two files come from "
+            f"different checkpoints. Delete the folder {path} (or copy the checkpoint again as a whole)"
+        )
+    irm.load_state_dict(state)
 
 
 def load_irm(path: str | Path, model, *, allow_other_model: bool = False) -> IRM:
@@ -109,8 +198,7 @@ def load_irm(path: str | Path, model, *, allow_other_model: bool = False) -> IRM
             "pass allow_other_model=True to load it anyway (same shape)"
         )
     irm = IRM(IRMConfig.from_dict(meta["irm_config"]), have["d_model"], have["n_layers"])
-    state = load_file(Path(path) / "irm.safetensors")
-    irm.load_state_dict(state)
+    load_irm_weights(path, irm)
     return irm.to(model.cfg.device)
 
 
@@ -125,4 +213,87 @@ def load_train_state(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(
             f"{path} has no train_state.pt: it was saved without training state, so training cannot resume from it"
         )
-    return torch.load(file, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(file, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch.load raises pickle, EOF, zip and runtime errors for a damaged file
+        raise _damaged(Path(path), "train_state.pt", f"{type(e).__name__}: {e}") from None
+
+
+RESULT_NEUTRAL = ("eval_every", "eval_texts", "checkpoint_every", "keep_checkpoints")
+"""TrainConfig fields that do not change the trained weights: a resumed run may change them."""
+
+
+class TrainingCheckpoints:
+    """One IRM training run's checkpoints (``folder/step-NNNNNN``), for :func:`workbench.training.train_loop`.
+
+    Each checkpoint records the model, the IRM config, the full training config and a fingerprint of
+    the training data; resuming with any other is refused (except a larger ``steps``, which continues
+    training and says so), so a rerun with other settings never silently returns the old IRM.
+    """
+
+    def __init__(self, folder: str | Path, model, irm: IRM, cfg: TrainConfig, data: Sequence[Sequence[int]]):
+        self.folder = Path(folder)
+        self.model, self.irm, self.cfg = model, irm, cfg
+        self.fingerprint = hashlib.sha256(json.dumps([list(ids) for ids in data]).encode()).hexdigest()[:16]
+
+    def prepare(self, resume: bool) -> None:
+        """Clean temporary folders of killed writes; without ``resume``, remove the old checkpoints too."""
+        clean_stale(self.folder)
+        if not resume:
+            for old in self.folder.glob("step-*"):
+                shutil.rmtree(old)
+
+    def save(self, step: int, state: dict[str, Any]) -> None:
+        """Write checkpoint ``step-NNNNNN`` and keep only the newest ``cfg.keep_checkpoints``."""
+        extra = {"train_config": self.cfg.to_dict(), "data_fingerprint": self.fingerprint}
+        save_irm(
+            self.folder / f"step-{step:06d}", self.irm, model=self.model, step=step, train_state=state, extra=extra
+        )
+        for old in sorted(self.folder.glob("step-*"))[: -max(self.cfg.keep_checkpoints, 1)]:
+            shutil.rmtree(old)
+
+    def latest(self) -> tuple[int, dict[str, Any]] | None:
+        """Load the newest checkpoint into the IRM after checking it belongs to this run; its step and state."""
+        path = latest_checkpoint(self.folder)
+        if path is None:
+            return None
+        meta = read_meta(path)
+        self._check(path, meta)
+        load_irm_weights(path, self.irm)
+        state = load_train_state(path)
+        return int(state["step"]), state
+
+    def _check(self, path: Path, meta: dict[str, Any]) -> None:
+        ways_out = "Train into a new --ckpt-dir (out_dir), or pass --no-resume (resume=False) to start over"
+        have = model_identity(self.model)
+        if any(meta[k] != have[k] for k in have) or meta["irm_config"] != self.irm.cfg.to_dict():
+            raise ValueError(
+                f"checkpoint {path} belongs to another model or IRM config ({meta['model_name']}, "
+                f"{meta['irm_config']}). {ways_out}"
+            )
+        if "train_config" not in meta:
+            raise ValueError(f"checkpoint {path} records no training config (written by an older version). {ways_out}")
+        old, new = meta["train_config"], self.cfg.to_dict()
+        differ = [k for k in new if k not in (*RESULT_NEUTRAL, "steps") and old.get(k) != new[k]]
+        if differ:
+            changes = ", ".join(f"{k} {old.get(k)!r} -> {new[k]!r}" for k in differ)
+            raise ValueError(
+                f"checkpoint {path} was trained with another training config ({changes}); resuming would return "
+                f"or continue that run, not this one. {ways_out}"
+            )
+        if meta.get("data_fingerprint") != self.fingerprint:
+            raise ValueError(
+                f"checkpoint {path} was trained on other texts (another corpus, --max-items, --min-confidence or "
+                f"prompt format). {ways_out}"
+            )
+        if meta["step"] > self.cfg.steps:
+            raise ValueError(
+                f"checkpoint {path} is at step {meta['step']}, past steps={self.cfg.steps}: it cannot be un-trained. "
+                f"Pass steps >= {meta['step']}, or: {ways_out}"
+            )
+        if self.cfg.steps != old["steps"]:
+            warnings.warn(
+                f"resuming {path} (step {meta['step']} of a run set to steps={old['steps']}) and continuing "
+                f"to steps={self.cfg.steps}",
+                stacklevel=5,
+            )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from workbench.config import Config
+from workbench.config import Config, Count, NonNegative, Positive
 from workbench.hooks import format_hook_name
 
 __all__ = ["READ_KINDS", "WRITE_KINDS", "IRMConfig", "ReadKind", "TrainConfig", "WriteKind", "point_rank"]
@@ -43,20 +43,12 @@ class IRMConfig(Config):
     """Hook kind the IRM output is added into: resid_post (default), resid_mid or resid_pre."""
     layers: tuple[int, ...] = ()
     """Layers whose write hook receives a slice of the IRM output; empty = every layer."""
-    hidden_mult: float = 3.0
+    hidden_mult: Positive = 3.0
     """Hidden width as a multiple of d_model (paper: 3)."""
     n_hidden: int = 4
     """Number of hidden layers (paper: 4, i.e. 5 linear layers)."""
 
     def __post_init__(self) -> None:
-        if self.read_hook not in READ_KINDS:
-            raise ValueError(
-                f"read_hook {self.read_hook!r} is not a readable hook kind; choose one of {', '.join(READ_KINDS)}"
-            )
-        if self.write_hook not in WRITE_KINDS:
-            raise ValueError(
-                f"write_hook {self.write_hook!r} is not a residual-stream point; choose one of {', '.join(WRITE_KINDS)}"
-            )
         if self.read_layer < 0 or any(layer < 0 for layer in self.layers):
             raise ValueError("layers must be given as non-negative indices (the config does not know n_layers)")
         if len(set(self.layers)) != len(self.layers):
@@ -89,23 +81,23 @@ class IRMConfig(Config):
 class TrainConfig(Config):
     """How an IRM is trained: AdamW on next-token loss of the realigned model, the LM frozen."""
 
-    steps: int = 200
+    steps: Count = 200
     """Optimizer steps."""
-    batch_size: int = 8
+    batch_size: Count = 8
     """Texts per micro-batch."""
-    grad_accum: int = 1
+    grad_accum: Count = 1
     """Micro-batches per optimizer step."""
-    lr: float = 1e-3
+    lr: Positive = 1e-3
     """AdamW learning rate (constant after warm-up)."""
     warmup: int = 10
     """Linear learning-rate warm-up steps."""
-    weight_decay: float = 0.0
+    weight_decay: NonNegative = 0.0
     """AdamW weight decay."""
-    l1: float = 0.0
+    l1: NonNegative = 0.0
     """Coefficient of the L1 penalty on the IRM output (mean absolute value per token, layer and dimension)."""
-    max_grad_norm: float = 1.0
+    max_grad_norm: NonNegative = 1.0
     """Gradient-norm clip (0 = none)."""
-    max_len: int = 48
+    max_len: Count = 48
     """Longest training sequence in tokens (prompt + reply); longer ones are cut."""
     user_prompt: str = "Write a tweet."
     """Chat models see each text as the assistant's reply to this user message."""
@@ -115,11 +107,11 @@ class TrainConfig(Config):
     """Wrap texts in the tokenizer's chat template when it has one (loss on the reply tokens only)."""
     eval_every: int = 50
     """Held-out evaluation every this many steps (0 = only at the end)."""
-    eval_texts: int = 64
+    eval_texts: Count = 64
     """Held-out texts used by the evaluations during training."""
     checkpoint_every: int = 0
     """Checkpoint every this many steps (0 = only at the end; needs an output folder)."""
-    keep_checkpoints: int = 2
+    keep_checkpoints: Count = 2
     """Most recent checkpoints kept."""
     amp: bool = True
     """bf16 autocast on CUDA (ignored on CPU)."""

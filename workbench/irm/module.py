@@ -69,8 +69,9 @@ class IRM(nn.Module):
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos layer d_model"]:
         """The IRM output for read activations ``x``; slice ``[:, :, i]`` goes to layer ``self.layers[i]``."""
-        dtype = self.net[0].weight.dtype if not torch.is_autocast_enabled(x.device.type) else x.dtype
-        out = self.net(x.to(dtype))
+        weight = self.net[0].weight
+        dtype = weight.dtype if not torch.is_autocast_enabled(x.device.type) else x.dtype
+        out = self.net(x.to(weight.device, dtype))  # on a model split across devices, the read may be elsewhere
         return out.view(*x.shape[:-1], len(self.layers), self.d_model)
 
     @property
@@ -157,7 +158,7 @@ class Injection:
             self.output = out
             if self.record is not None:
                 self.record.append(out.detach())
-            return None if add_slice is None else x + out[:, :, add_slice].to(x.dtype)
+            return None if add_slice is None else x + out[:, :, add_slice].to(x.device, x.dtype)
 
         return read
 
@@ -168,6 +169,6 @@ class Injection:
                     f"the IRM write hook {hook.name} ran without a matching read at {self.irm.read_name}: "
                     "attach all hooks from irm.hooks(model) together"
                 )
-            return x + self.output[:, :, i].to(x.dtype)
+            return x + self.output[:, :, i].to(x.device, x.dtype)  # each write on its layer's device
 
         return write

@@ -76,13 +76,6 @@ class Ablation(Config):
     orient_post: bool = False
     """Test the sign of post·sign(w_gate·w_in) instead of post's (as the reference code does)."""
 
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"unknown ablation mode {self.mode!r}; modes: {', '.join(MODES)}")
-        for name in ("gate", "post"):
-            if getattr(self, name) not in (None, "+", "-"):
-                raise ValueError(f"{name} condition must be '+', '-' or None, got {getattr(self, name)!r}")
-
     @property
     def label(self) -> str:
         """Short description, e.g. ``zero[gate-,post+]`` (``post~+`` when the post sign is oriented)."""

@@ -52,7 +52,13 @@ def class_fraction_figure(
             hovertemplate="layer %{x}<br>%{y:.3f} (%{customdata} neurons)",
         )
     fig.update_layout(
-        barmode="stack", title=title, xaxis_title="layer", yaxis_title="fraction of neurons", legend_traceorder="normal"
+        barmode="stack",
+        title=title,
+        xaxis_title="layer",
+        yaxis_title="fraction of neurons",
+        legend_traceorder="normal",
+        width=1000,  # the legend's long class names take ~280 px: the default 700 px clipped a model name in the title
+        height=550,
     )
     return fig
 
@@ -115,11 +121,13 @@ def cosine_distribution_figure(
                 )
     fig.update_layout(
         title=(
-            "Weight cosines by layer<br><sup>colour: log10 fraction of the layer's neurons; black: class threshold; "
-            "white dotted: random-vector 95% region; white dashed: mismatched-pair 95% region</sup>"
+            "Weight cosines by layer<br><sup>colour: log10 fraction of the layer's neurons; black: class threshold;"
+            "<br>white dotted: random-vector 95% region; white dashed: mismatched-pair 95% region</sup>"
         ),
         coloraxis=dict(colorscale="Viridis", colorbar_title="log10 frac"),
         yaxis_title="layer",
+        width=1000,
+        margin_t=130,  # three title lines above the subplot titles
     )
     fig.update_xaxes(range=[-1, 1])
     return fig
@@ -148,7 +156,8 @@ def ablation_figure(summary: pd.DataFrame, *, data: str = "corpus", metric: str 
     )
     fig.update_layout(
         title=f"Ablating RW classes: Δ mean next-token {metric} ({data})<br>"
-        "<sup>red: the class set; grey: random sets of the same size per layer (mean ± sd over controls)</sup>"
+        "<sup>red: the class set; grey: random sets of the same size per layer (mean ± sd over controls)</sup>",
+        margin_t=120,  # the subtitle clears the facet titles
     )
     return fig
 

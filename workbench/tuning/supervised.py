@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
-from workbench.config import Config, cache_key
+from workbench.config import Config, Count, Positive, cache_key
 from workbench.data.corpora import load_alignment, load_texts
 from workbench.models import DEFAULT_MODEL, REGISTRY, atomic_dir, cache_dir, load_hf, load_model
+from workbench.training import Batch, LoopConfig, Term, train_loop
+
+_BATCHES = "seeded permutations (workbench.training.batch_order)"
+"""How training orders its texts; part of the cache key, so a folder tuned under another order is retrained."""
 
 __all__ = ["TuneConfig", "decoder_layers", "load_tuned", "tune_last_layers", "tuned_dir"]
 
@@ -44,11 +48,11 @@ class TuneConfig(Config):
     """Optimizer steps."""
     batch_size: int = 8
     """Texts per step."""
-    max_length: int = 48
+    max_length: Count = 48
     """Tokens per text (longer texts are cut)."""
-    lr: float = 1e-3
+    lr: Positive = 1e-3
     """AdamW learning rate."""
-    max_items: int = 4000
+    max_items: Count = 4000
     """Texts taken from the corpus at most."""
     seed: int = 0
     """Seed of the corpus shuffle and the batches."""
@@ -79,11 +83,8 @@ def tuned_dir(cfg: TuneConfig, texts: list[str] | None = None) -> Path:
     """Where the tuned folder for ``cfg`` (and ``texts``, when given) is cached."""
     name = Path(cfg.model).name if Path(cfg.model).is_dir() else cfg.model
     corpus = "texts" if (texts is not None or cfg.texts) else cfg.alignment
-    return (
-        cache_dir()
-        / "tuned"
-        / f"{name}-{corpus}-last{cfg.last_layers}-{cache_key({'cfg': cfg.to_dict(), 'texts': texts})}"
-    )
+    key = cache_key({"cfg": cfg.to_dict(), "texts": texts, "batches": _BATCHES})
+    return cache_dir() / "tuned" / f"{name}-{corpus}-last{cfg.last_layers}-{key}"
 
 
 def tune_last_layers(
@@ -113,25 +114,12 @@ def tune_last_layers(
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     hf.requires_grad_(False)
-    layers = decoder_layers(hf)
-    trainable = [p for layer in list(layers)[-cfg.last_layers :] for p in layer.parameters()]
+    trainable = [p for layer in list(decoder_layers(hf))[-cfg.last_layers :] for p in layer.parameters()]
     for p in trainable:
         p.requires_grad_(True)
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    hf.train()
-    losses = []
-    for _ in tqdm(range(cfg.steps), desc="tuning", disable=not progress):
-        pick = torch.randint(len(texts), (cfg.batch_size,), generator=generator).tolist()
-        batch = tok(
-            [texts[i] for i in pick], return_tensors="pt", padding=True, truncation=True, max_length=cfg.max_length
-        )
-        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        loss = hf(**batch, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
+    loop = LoopConfig(cfg.steps, seed=cfg.seed, desc="tuning")
+    step = partial(_step, hf, tok, texts, cfg)
+    losses = train_loop(hf, torch.optim.AdamW(trainable, lr=cfg.lr), step, loop, progress=progress).column("loss")
     hf.eval()
     hf.requires_grad_(False)
     with atomic_dir(out) as tmp:
@@ -146,6 +134,16 @@ def tune_last_layers(
         }
         (tmp / "tuning.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out
+
+
+def _step(hf, tok, texts: list[str], cfg: TuneConfig, batch: Batch) -> dict[str, Term]:
+    """One micro-batch: the summed next-token loss over the non-padding tokens of the batch's texts."""
+    picked = [texts[i] for i in batch.indices(len(texts), cfg.batch_size)]
+    encoded = tok(picked, return_tensors="pt", padding=True, truncation=True, max_length=cfg.max_length)
+    logits = hf(**encoded).logits[:, :-1].float()
+    labels = encoded["input_ids"][:, 1:].masked_fill(encoded["attention_mask"][:, 1:] == 0, -100)
+    nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
+    return {"lm_loss": Term(nll, int((labels != -100).sum()))}
 
 
 def load_tuned(path: str | Path, **kwargs):

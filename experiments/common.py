@@ -135,7 +135,10 @@ def experiment_module(cfg: Config) -> str:
 
 
 def command_line(cfg: Config) -> str:
-    """The command that reproduces ``cfg``: ``python -m MODULE`` with a flag for each field not at its default."""
+    """The command that reproduces ``cfg``: the one it records (``cfg.command``), else ``python -m MODULE`` with a
+    flag for each field not at its default."""
+    if getattr(cfg, "command", ""):
+        return cfg.command
     words = ["python", "-m", experiment_module(cfg)]
     defaults = type(cfg)()
     for f in dataclasses.fields(cfg):

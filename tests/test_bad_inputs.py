@@ -184,7 +184,7 @@ def test_good_corpus_files_still_read(tmp_path):
 CLI_CASES: list[tuple[str, str, list[str], str, str]] = [
     pytest.param("cuda without CUDA", "neuron1512", ["--device", "cuda"], "no usable CUDA GPU", "use --device cpu", marks=NO_CUDA),
     ("malformed device", "neuron1512", ["--device", "cuda:x"], "is not a torch device", "use --device cpu, cuda"),
-    ("nan learning rate", "neuron1512", ["--lr", "nan"], "Neuron1512Config.lr", "must be a finite number"),
+    ("nan learning rate", "neuron1512", ["--lr", "nan"], "TrainConfig.lr", "must be a finite number"),
     ("zero steps", "neuron1512", ["--steps", "0"], "--steps", "must be >= 1, got 0"),
     ("negative lr", "neuron1512", ["--lr", "-0.1"], "--lr", "must be > 0, got -0.1"),
     ("out is a file", "neuron1512", ["--out", "{tmp}/afile"], "--out", "is a file, not a folder"),
@@ -252,7 +252,7 @@ def test_good_flags_pass_the_preflight(tmp_path, monkeypatch):
     from experiments.checks import preflight
     from experiments.common import parse_config
     from experiments.model_diff import ModelDiffConfig
-    from experiments.neuron1512 import Neuron1512Config
+    from experiments.neuron1512 import Neuron1512Config, parse_args
     from experiments.rw_functionalities import RWConfig
 
     monkeypatch.setattr(workbench.models, "load_hf", _no_model_loads)
@@ -263,8 +263,8 @@ def test_good_flags_pass_the_preflight(tmp_path, monkeypatch):
         assert preflight(cls(out=str(tmp_path / "new" / "folder"))) == cls(out=str(tmp_path / "new" / "folder"))
     cfg = parse_config(ModelDiffConfig, ["--irm", str(tmp_path / "runs" / "neuron1512" / "negative"), "--quick"])
     assert cfg.irm.endswith("negative") and cfg.quick
-    cfg = parse_config(Neuron1512Config, ["--layers", "1", "29", "--read-layer", "0", "--device", "cpu"])
-    assert cfg.layers == (1, 29)
+    cfg = parse_args(["--layers", "1", "29", "--read-layer", "0", "--device", "cpu"])
+    assert all(p.irm.layers == (1, 29) for p in cfg.runs)
     assert not (tmp_path / "new").exists()  # checking a folder does not create it
 
 

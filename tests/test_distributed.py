@@ -113,7 +113,7 @@ def _train_das(model) -> torch.Tensor:
 def _tiny_model():
     from transformers import AutoTokenizer
 
-    from conftest import tiny_llama_config
+    from tests.helpers import tiny_llama_config
     from workbench.models import DEFAULT_MODEL, ensure_cached, from_config
 
     tok = AutoTokenizer.from_pretrained(ensure_cached(DEFAULT_MODEL))
@@ -228,7 +228,7 @@ def tiny_dir(tmp_path_factory, tokenizer):
     """A tiny random Llama saved as a Hugging Face folder (what load_model reads)."""
     from transformers import AutoModelForCausalLM
 
-    from conftest import tiny_llama_config
+    from tests.helpers import tiny_llama_config
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny_llama")

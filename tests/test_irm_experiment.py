@@ -5,9 +5,9 @@ import json
 import pytest
 from transformers import AutoModelForCausalLM
 
-from experiments.common import parse_config
-from experiments.neuron1512 import Neuron1512Config, main, report, resolve
+from experiments.neuron1512 import PRESETS, QUICK, Neuron1512Config, main, parse_args, report, resolve
 from tests.helpers import tiny_llama_config
+from workbench.neurons.weights import CLASS_NAMES
 
 
 @pytest.fixture(scope="module")
@@ -19,83 +19,107 @@ def tiny_dir(tokenizer, tmp_path_factory):
     return path
 
 
-def test_flags_and_quick_resolution():
-    cfg = parse_config(
-        Neuron1512Config,
-        [
-            "--quick",
-            "--alignments",
-            "negative",
-            "positive",
-            "--layers",
-            "1",
-            "2",
-            "--read-hook",
-            "resid_mid",
-            "--write-hook",
-            "resid_mid",
-            "--steps",
-            "7",
-            "--device",
-            "cpu",
-            "--model",
-            "gpt2",
-            "--out",
-            "x",
-        ],
-    )
-    assert cfg.alignments == ("negative", "positive") and cfg.layers == (1, 2) and cfg.read_hook == "resid_mid"
-    quick = resolve(cfg)
-    assert quick.steps == 7 and quick.eval_texts == 12 and quick.hidden_mult == 1.0  # explicit flags win over --quick
-    assert resolve(Neuron1512Config(device="cuda")).hidden_mult == 3.0
+def test_flags_presets_and_quick(capsys):
+    flags = "--quick --alignments negative neutral --layers 1 2 --read-hook resid_mid --steps 7 --seeds 3 4 5 --out x"
+    cfg = parse_args(flags.split())
+    card, paper = cfg.runs
+    assert (card.name, paper.name) == ("card", "paper") and card.alignments == ("negative", "neutral")
+    assert paper.alignments == ("negative",) and cfg.seeds == (3, 4, 5)  # explicit flags win over --quick
+    # flags override every preset; the rest stays the preset's
+    assert card.irm.layers == paper.irm.layers == (1, 2) and card.irm.read_hook == paper.irm.read_hook == "resid_mid"
+    assert card.irm.write_hook == "resid_post" and paper.irm.write_hook == "resid_mid"
+    assert card.train.steps == paper.train.steps == 7 and card.train.eval_texts == 8  # --quick's size, not the flag's
+    assert (paper.train.lr, paper.train.batch_size, paper.irm.hidden_mult) == (1e-4, 8, 3.0)
+    assert cfg.max_items == QUICK["max_items"] and "--steps 7" in cfg.command
+    # the resolved config round-trips through config.json
+    assert Neuron1512Config.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    # no flags: the full study's defaults
+    full = parse_args([])
+    assert len(full.seeds) >= 3 and [p.name for p in full.runs] == ["card", "paper"]
+    assert full.runs[0].irm == PRESETS["card"][1] and full.runs[1].train == PRESETS["paper"][2]
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    helptext = capsys.readouterr().out
+    assert "card:" in helptext and "paper:" in helptext and "--lr" in helptext and "--seeds" in helptext
+    # programmatic use: --quick's sizes for the fields left at their defaults
+    quick = resolve(Neuron1512Config(quick=True, n_prompts=5))
+    assert quick.seeds == QUICK["seeds"] and quick.n_prompts == 5 and quick.runs[0].train.steps == 6
+    assert parse_args(["--quick", "--seeds", "0", "1", "2"]).seeds == (0, 1, 2)  # a flag equal to the default wins
+    with pytest.raises(SystemExit):  # checked before any work starts
+        parse_args(["--alignments", "angry"])
+    assert "angry" in capsys.readouterr().err
+    with pytest.raises(KeyError, match="unknown presets"):
+        resolve(Neuron1512Config(presets=("mine",)))
 
 
 def test_main_writes_sane_outputs(tiny_dir, tmp_path):
     cfg = Neuron1512Config(
         model=str(tiny_dir),
-        alignments=("negative", "positive"),
         quick=True,
-        steps=4,
-        max_items=80,
-        eval_texts=8,
-        n_prompts=2,
-        max_new_tokens=4,
-        mask_ks=(1, 5),
-        n_random=2,
+        **QUICK | dict(max_items=80, n_prompts=1, max_new_tokens=4, probe_texts=4, k_neurons=3, n_char_tokens=10),
         out=str(tmp_path / "out"),
         ckpt_dir=str(tmp_path / "ck"),
         png=False,
         progress=False,
     )
+    cfg = resolve(cfg, train=dict(steps=3, eval_every=3, eval_texts=6))
     summary = main(cfg)
-    assert json.loads((tmp_path / "out" / "summary.json").read_text())["alignments"].keys() == {"negative", "positive"}
-    for name, a in summary["alignments"].items():
-        # four steps of an IRM on a random model: the losses are finite and near log(vocab);
-        # the IRM lowers the training loss
-        assert 5 < a["heldout_loss_irm"] < 12 and 5 < a["heldout_loss_base"] < 12
-        assert a["train_loss_irm"] < a["train_loss_base"]
-        assert -1 <= a["vader_on"] <= 1 and -1 <= a["vader_off"] <= 1
-        assert a["vader_corpus"] < 0 if name == "negative" else a["vader_corpus"] > 0  # VADER agrees with the labels
-        dims, shares = zip(*a["top10"])
-        assert (
-            all(0 <= d < 64 for d in dims)
-            and list(shares) == sorted(shares, reverse=True)
-            and 0 < sum(shares) <= 1 + 1e-6
-        )
-        assert 1 / 64 <= a["top_share"][1] <= a["top_share"][10] <= 1 + 1e-6
-        assert set(a["masking"]) == {"1", "5"}
-    assert len(summary["overlap"]) == 1 and 0 <= summary["overlap"][0]["jaccard"] <= 1
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()).keys() == summary.keys()
+    written = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert written["wall_seconds"] > 0 and len(written["runs"]) == 2  # the resolved presets and the wall time
+    assert set(summary["presets"]) == {"card", "paper"}
+    assert summary["presets"]["paper"]["read"] == "blocks.0.hook_resid_mid"
+    assert set(summary["results"]["card"]) == {"negative", "positive"} and set(summary["results"]["paper"]) == {
+        "negative"
+    }
+    n_layers, d_model, d_mlp = 2, 64, 128
+    for preset, results in summary["results"].items():
+        for name, r in results.items():
+            # three steps of an IRM on a random model: finite losses near log(vocab); the IRM lowers the train loss
+            assert 5 < r["heldout_loss_irm"]["mean"] < 12 and len(r["heldout_loss_irm"]["values"]) == 2
+            assert r["train_loss_irm"]["mean"] < r["train_loss_base"]["mean"]
+            assert -1 <= r["vader_on"]["mean"] <= 1 and r["vader_on"]["std"] >= 0
+            assert r["vader_corpus"]["mean"] < 0 if name == "negative" else r["vader_corpus"]["mean"] > 0
+            dims = [d for d, *_ in r["top10_mean_share"]]
+            assert all(0 <= d < d_model for d in dims) and set(r["masking"]) == {"1"}
+            assert summary["dominant_dims"][preset][name] == [d["dim"] for d in r["dominant_dims"]]
+            e = r["explanation"]
+            assert len(e["logit_lens_kl_by_layer"]) == n_layers + 1 and e["logit_lens_kl_by_layer"]["0_pre"] == 0
+            assert all(v >= 0 for v in e["logit_lens_kl_by_layer"].values())
+            assert set(e["irm_dla_by_layer"]) == set(range(n_layers))
+            assert set(e["patching_by_layer"]) == {"resid_pre", "attn_out", "mlp_out"}
+            assert all(set(v) == set(range(n_layers)) for v in e["patching_by_layer"].values())
+            assert len(e["top_neurons"]) == 3
+            for neuron in e["top_neurons"]:
+                assert 0 <= neuron["neuron"] < d_mlp and isinstance(neuron["realignment_share"], float)
+                assert neuron["rw_class"] in CLASS_NAMES
+            abl = e["neuron_ablation"]
+            assert abl["k"] == 3 and len(abl["random_removed"]) == QUICK["n_random"]
+            assert 0 <= e["dimension_profile"]["dim"] < d_model
+    # the stability statistics: three kinds for card (2 alignments x 2 seeds), one for paper (1 alignment)
+    card = summary["stability"]["card"]
+    assert [card[k]["n_pairs"] for k in ("same_alignment", "same_seed", "different")] == [2, 2, 2]
+    assert all(-1 <= v <= 1 for k in card.values() for v in k["spearman"])
+    assert summary["stability"]["paper"]["same_seed"]["n_pairs"] == 0
+    assert isinstance(summary["dominant_dims"]["shared_by_all_presets"], list)
+    both = summary["presets_compare"]["negative: card vs paper"]  # the one alignment both presets trained
+    assert (
+        -1 <= both["spearman"] <= 1
+        and 0 <= both["top_jaccard"] <= 1
+        and list(summary["presets_compare"]) == ["negative: card vs paper"]
+    )
     files = {p.name for p in (tmp_path / "out").iterdir()}
     assert {
         "summary.json",
         "config.json",
-        "generations.csv",
-        "masking.csv",
-        "dimensions.csv",
-        "heatmap_negative.html",
-        "heatmap_tokens_positive.html",
-        "training_curves.html",
-        "massive_vs_irm.html",
+        "stability.html",
+        "stability_pairs.csv",
+        "explanation_card.html",
+        "explain_neurons.csv",
+        "heatmap_tokens_card_positive.html",
+        "masking.html",
+        "report.html",
     } <= files
-    assert (tmp_path / "ck" / "negative" / "checkpoints" / "step-000004" / "irm.safetensors").is_file()
-    assert "same top dimension" in report(summary)
+    assert (tmp_path / "ck" / "paper" / "negative" / "seed-1" / "checkpoints" / "step-000003").is_dir()
+    text = report(summary)
+    assert "Spearman of dimension shares" in text and "dominant in every seed" in text

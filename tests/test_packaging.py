@@ -7,7 +7,30 @@ import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+CONFLICT = re.compile(r"^(<{7}|={7}|>{7}|\|{7})( |$)", re.MULTILINE)
+"""A line git leaves where a merge conflicted (``<<<<<<< ours``, ``=======``, ``>>>>>>> theirs``, ``||||||| base``)."""
+
+
+def conflict_lines(text: str) -> list[int]:
+    """1-based numbers of the lines holding merge-conflict markers."""
+    return [text.count("\n", 0, m.start()) + 1 for m in CONFLICT.finditer(text)]
+
+
+@pytest.mark.parametrize("name", ["environment.yml", "pyproject.toml"])
+def test_no_merge_conflict_markers(name):
+    lines = conflict_lines((ROOT / name).read_text())
+    assert not lines, (
+        f"{name} holds merge-conflict markers on lines {lines}: resolve the merge (keep both sides' entries)"
+    )
+
+
+def test_conflict_markers_are_found():
+    text = "a: 1\n<<<<<<< HEAD\n  - ruff\n=======\n  - playwright\n>>>>>>> main\nb: 2\n"
+    assert conflict_lines(text) == [2, 4, 6]
+    assert conflict_lines("# ======= a heading rule\nx: '<<<<<<<<'\n") == []
 
 
 def _name(req: str) -> str:

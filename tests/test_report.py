@@ -1,7 +1,9 @@
 """The HTML report builder, figure files that open offline, and what write_outputs adds to a run."""
 
 import re
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -115,6 +117,7 @@ def test_command_line_reproduces_the_config():
 def test_write_outputs_writes_a_report(tmp_path):
     cfg = _ExpConfig(quick=True)
     summary = {"model": "tiny", "loss": 0.5, "seconds": 90.0}
+    (tmp_path / "bars.png").write_bytes(b"")  # as if written by kaleido (png=False keeps the test fast)
     write_outputs(
         tmp_path,
         cfg,
@@ -128,7 +131,47 @@ def test_write_outputs_writes_a_report(tmp_path):
     assert "The middle bar is highest." in page and "1.5 min (90 s)" in page
     assert "Config of a test experiment." not in page  # the question is the module's docstring
     assert "The HTML report builder, figure files that open offline" in page
-    assert '<a href="t.csv">t.csv</a>' in page and '<a href="bars.html">bars.html</a>' in page
+    assert '<a href="t.csv">t.csv</a>' in page and '<a href="bars.png">bars.png</a>' in page
+    assert (tmp_path / "bars.html").is_file() and 'href="bars.html"' not in page  # git-ignored: absent on a clone
     header = report_header(cfg, summary)
     assert header.fields["model"] == "tiny" and header.fields["preset"].startswith("quick")
     assert header.title == "test_report"
+
+
+FIGURE_KINDS = (".png", ".csv", ".json")
+"""What a committed figure folder holds besides report.html (and intervention bundles' weights)."""
+
+
+def _tracked_figure_files() -> list[str]:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        done = subprocess.run(["git", "ls-files", "figures"], cwd=root, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout: the committed figure files cannot be listed")
+    return done.stdout.splitlines()
+
+
+def test_committed_figure_folders_hold_pictures_tables_and_reports():
+    stray = [
+        f
+        for f in _tracked_figure_files()
+        if not f.endswith(FIGURE_KINDS)
+        and Path(f).name not in ("report.html", ".gitkeep")
+        and not (Path(f).parent.name == "bundle" and f.endswith(".safetensors"))
+    ]
+    assert not stray, (
+        f"committed figure folders hold {stray}: they keep PNG, CSV, JSON and report.html only "
+        "(per-figure HTML and plotly.min.js are git-ignored; git rm --cached them)"
+    )
+
+
+def test_per_figure_html_is_git_ignored():
+    root = Path(__file__).resolve().parents[1]
+    paths = ["figures/x/a.html", "figures/x/y/plotly.min.js", "figures/x/report.html"]
+    try:
+        done = subprocess.run(["git", "check-ignore", *paths], cwd=root, capture_output=True, text=True)
+    except OSError:
+        pytest.skip("git is not installed")
+    if done.returncode == 128:
+        pytest.skip("not a git checkout")
+    assert done.stdout.split() == paths[:2]  # report.html stays tracked

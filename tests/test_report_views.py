@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from conftest import tiny_llama_config
+from tests.helpers import tiny_llama_config
 from workbench.irm import IRM, IRMConfig
 from workbench.irm.generate import generate_one
 from workbench.models import boot
@@ -64,7 +64,6 @@ def test_irm_token_view_by_hand():
 def llama_and_reference(tokenizer):
     torch.manual_seed(0)
     hf = AutoModelForCausalLM.from_config(tiny_llama_config(len(tokenizer)), attn_implementation="eager").eval()
-    hf.config.architectures = [type(hf).__name__]
     reference = copy.deepcopy(hf)  # booting folds the norms into hf's weights in place
     return boot(hf, tokenizer, type(hf).__name__, prepend_bos=False), reference
 
@@ -113,6 +112,17 @@ def test_view_html_calls_the_bundle_with_its_props():
     assert notebook.count("var CircuitsVis=") == 1 and "sourceMappingURL" not in notebook
     assert "https://unpkg.com" not in notebook
     assert circuitsvis_js().startswith('"use strict";var CircuitsVis=')
+
+
+def test_saved_view_page_is_self_contained(tmp_path):
+    row = side_by_side({"a": token_values(["x"], {"v": [1.0]}), "b": token_values(["y"], {"v": [2.0]})}, "A & B")
+    path = row.save(tmp_path / "sub" / "views.txt")
+    assert path == tmp_path / "sub" / "views.html"
+    page = path.read_text()
+    assert page.count("var CircuitsVis=") == 1 and page.count("CircuitsVis.render(") == 2
+    assert "<title>A &amp; B</title>" in page and "https://" not in page.split("var CircuitsVis=")[0]
+    assert page.index("var CircuitsVis=") < page.index("CircuitsVis.render(")  # the bundle loads first
+    assert token_values(["x"], {"v": [1.0]}).save(tmp_path / "one").read_text().count("CircuitsVis.render(") == 1
 
 
 def _random_irm(model):

@@ -4,7 +4,7 @@ One file a reader opens offline: plotly.js and, when the report holds token view
 bundle are embedded once in its head; then a header (the question, model, preset, command, wall time,
 date), the key numbers of ``summary.json`` as tables, every figure inline with a caption saying what
 to look at, the circuitsvis views (:mod:`workbench.views`), and links to the CSV tables and the
-figure files beside it.
+PNG figures beside it.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def render_report(
     captions: Mapping[str, str] | None = None,
     views: Mapping[str, View | Row] | None = None,
 ) -> str:
-    """The report's HTML; ``out`` is the folder it will sit in (CSV tables, figure files and
+    """The report's HTML; ``out`` is the folder it will sit in (CSV tables, PNG figures and
     sub-reports found there are linked). Captions default to :func:`figure_caption`."""
     out = Path(out)
     figures, captions, views = figures or {}, captions or {}, views or {}
@@ -194,11 +194,8 @@ def render_report(
     if figures:
         parts.append('<h2 id="figures">Figures</h2>')
         for name, fig in figures.items():
-            files = " ".join(
-                f'<a href="{esc(name)}{s}">{esc(name)}{s}</a>'
-                for s in (".html", ".png")
-                if (out / f"{name}{s}").is_file()
-            )
+            # the PNG only: per-figure HTML files are for local use (git-ignored under figures/, absent on a clone)
+            files = f'<a href="{esc(name)}.png">{esc(name)}.png</a>' if (out / f"{name}.png").is_file() else ""
             parts.append(
                 f'<figure id="figure-{esc(name)}"><h3>{esc(name)}</h3><div class="plot">{_figure_html(name, fig)}</div>'
                 f"<figcaption>{esc(captions.get(name) or figure_caption(fig, name))}</figcaption>"

@@ -59,6 +59,17 @@ def circuitsvis_js() -> str:
     return "\n".join(line for line in lines if not line.startswith("//# sourceMappingURL="))
 
 
+def _save_page(path: str | Path, title: str, body: str) -> Path:
+    path = Path(path).with_suffix(".html")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f'<script>{circuitsvis_js()}</script></head><body style="font-family:sans-serif">{body}</body></html>\n',
+        encoding="utf-8",
+    )
+    return path
+
+
 def _plain(value):
     if isinstance(value, Tensor):
         return value.detach().float().cpu().tolist()
@@ -93,6 +104,11 @@ class View:
     def _repr_html_(self) -> str:
         return f"<script>{circuitsvis_js()}</script>{self.html()}"
 
+    def save(self, path: str | Path) -> Path:
+        """Write the view as a page that opens offline (the circuitsvis bundle inline, ~1.3 MB) to
+        ``path`` (suffix ``.html``); returns its path."""
+        return _save_page(path, self.title or self.element, self.html())
+
 
 @dataclass(frozen=True)
 class Row:
@@ -109,6 +125,10 @@ class Row:
 
     def _repr_html_(self) -> str:
         return f"<script>{circuitsvis_js()}</script>{self.html()}"
+
+    def save(self, path: str | Path) -> Path:
+        """Write the row as a page that opens offline (see :meth:`View.save`); returns its path."""
+        return _save_page(path, self.title or "token views", self.html())
 
 
 def side_by_side(views: Mapping[str, View], title: str = "") -> Row:

@@ -35,11 +35,11 @@ def point_rank(kind: ReadKind, layer: int) -> tuple[int, int]:
 class IRMConfig(Config):
     """Where the IRM reads and writes, and its shape (the paper's: 5 linear layers, width 3·d_model)."""
 
-    read_hook: ReadKind = "attn_out"
+    read_hook: str = "attn_out"  # a ReadKind; str while experiments/neuron1512.py passes field types to argparse
     """Hook kind the IRM reads: attn_out (default) or resid_mid (the original code), resid_pre, mlp_out, resid_post."""
     read_layer: int = 0
     """Layer of the read hook."""
-    write_hook: WriteKind = "resid_post"
+    write_hook: str = "resid_post"  # a WriteKind (as read_hook)
     """Hook kind the IRM output is added into: resid_post (default), resid_mid or resid_pre."""
     layers: tuple[int, ...] = ()
     """Layers whose write hook receives a slice of the IRM output; empty = every layer."""
@@ -49,6 +49,14 @@ class IRMConfig(Config):
     """Number of hidden layers (paper: 4, i.e. 5 linear layers)."""
 
     def __post_init__(self) -> None:
+        if self.read_hook not in READ_KINDS:
+            raise ValueError(
+                f"read_hook {self.read_hook!r} is not a readable hook kind; choose one of {', '.join(READ_KINDS)}"
+            )
+        if self.write_hook not in WRITE_KINDS:
+            raise ValueError(
+                f"write_hook {self.write_hook!r} is not a residual-stream point; choose one of {', '.join(WRITE_KINDS)}"
+            )
         if self.read_layer < 0 or any(layer < 0 for layer in self.layers):
             raise ValueError("layers must be given as non-negative indices (the config does not know n_layers)")
         if len(set(self.layers)) != len(self.layers):

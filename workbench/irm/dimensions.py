@@ -6,6 +6,8 @@ per alignment, their overlap across alignments, the base model's own activation 
 dimensions (are they its massive-activation dimensions? Sun et al., 2024, *Massive Activations in
 Large Language Models*), and a causal test: mask the IRM output at the top-k dimensions, or at k
 random ones (several draws), and measure how much of the realignment (held-out loss gain) is lost.
+:func:`dimension_profile` describes one dimension in the base model: its magnitude by layer (against
+the median dimension), the tokens that drive it, and the MLP neurons that write it most.
 """
 
 from __future__ import annotations
@@ -24,8 +26,18 @@ from workbench.hooks import capture, hook_names
 from workbench.irm.module import IRM
 from workbench.irm.text import Encoded, pad_batch
 from workbench.irm.train import eval_loss
+from workbench.neurons.activations import dimension_profile as weight_profile
 
-__all__ = ["MaskingResult", "base_magnitudes", "masking_test", "massive_dims", "overlap_table", "top_dims"]
+__all__ = [
+    "DimensionProfile",
+    "MaskingResult",
+    "base_magnitudes",
+    "dimension_profile",
+    "masking_test",
+    "massive_dims",
+    "overlap_table",
+    "top_dims",
+]
 
 
 def top_dims(share: Float[Tensor, " d_model"], k: int) -> list[tuple[int, float]]:
@@ -152,3 +164,94 @@ def masking_test(
                 {"k": k, "kind": kind, "draw": draw, "dims": " ".join(map(str, dims)), "loss": loss, "removed": removed}
             )
     return MaskingResult(base, full, tuple(rows))
+
+
+@dataclass(frozen=True)
+class DimensionProfile:
+    """One residual dimension in the base model: magnitude by layer, driving tokens, writing neurons."""
+
+    dim: int
+    """The residual dimension."""
+    by_layer: pd.DataFrame
+    """``layer, mean, mean_abs, ratio_to_median``: base ``resid_post`` at ``dim`` per layer; the ratio is
+    ``mean_abs`` over the median dimension's ``mean_abs`` in that layer."""
+    peak_layer: int
+    """Layer of the largest ``ratio_to_median``."""
+    tokens: pd.DataFrame
+    """``token, count, mean_value``: the tokens of largest mean ``|value|`` at ``dim`` in the peak layer."""
+    writers: pd.DataFrame
+    """The MLP neurons whose ``w_out`` writes ``dim`` most (:func:`workbench.neurons.activations.dimension_profile`)."""
+
+    def summary(self) -> dict:
+        """The numbers ``summary.json`` keeps."""
+        return {
+            "dim": self.dim,
+            "peak_layer": self.peak_layer,
+            "ratio_to_median_by_layer": {
+                int(r.layer): round(float(r.ratio_to_median), 3) for r in self.by_layer.itertuples()
+            },
+            "top_tokens": self.tokens.to_dict("records"),
+            "top_writers": self.writers[["layer", "neuron", "weight", "share"]].to_dict("records"),
+        }
+
+
+@torch.no_grad()
+def dimension_profile(
+    model, data: Sequence[Encoded], dim: int, *, k: int = 10, min_count: int = 2, batch_size: int = 16
+) -> DimensionProfile:
+    """Profile residual dimension ``dim`` on ``data`` (all non-pad tokens, base model, no IRM).
+
+    Args:
+        model: the bridge.
+        data: encoded texts.
+        dim: the residual dimension.
+        k: tokens and writing neurons listed.
+        min_count: occurrences a token needs to be listed.
+        batch_size: texts per forward.
+    """
+    if not 0 <= dim < model.cfg.d_model:
+        raise IndexError(f"residual dimension {dim} out of range: d_model = {model.cfg.d_model}")
+    names = hook_names(model, "resid_post")
+    pad = model.tokenizer.pad_token_id or 0
+    values, ids, medians = [], [], []
+    for start in range(0, len(data), batch_size):
+        batch = data[start : start + batch_size]
+        tokens, _ = pad_batch(batch, pad, model.cfg.device)
+        real = (
+            torch.arange(tokens.shape[1], device=tokens.device)[None]
+            < torch.tensor([len(e.ids) for e in batch], device=tokens.device)[:, None]
+        )
+        with capture(model, names) as acts:
+            model(tokens)
+        stack = torch.stack([acts[n][real].float().cpu() for n in names])  # layer token d_model
+        values.append(stack[..., dim])
+        medians.append(stack.abs().sum(1))
+        ids.append(tokens[real].cpu())
+    value = torch.cat(values, 1)  # layer token
+    n_tok = value.shape[1]
+    median = (sum(medians) / max(n_tok, 1)).median(-1).values.clamp_min(1e-30)
+    mean_abs = value.abs().mean(1)
+    by_layer = pd.DataFrame(
+        {
+            "layer": range(len(names)),
+            "mean": value.mean(1).numpy(),
+            "mean_abs": mean_abs.numpy(),
+            "ratio_to_median": (mean_abs / median).numpy(),
+        }
+    )
+    peak = int(by_layer.ratio_to_median.idxmax())
+    frame = pd.DataFrame({"token_id": torch.cat(ids).numpy(), "value": value[peak].numpy()})
+    frame["abs"] = frame.value.abs()
+    grouped = frame.groupby("token_id").agg(
+        count=("value", "size"), mean_value=("value", "mean"), mean_abs=("abs", "mean")
+    )
+    grouped = grouped[grouped["count"] >= min_count].sort_values("mean_abs", ascending=False).head(k).reset_index()
+    tokens_df = pd.DataFrame(
+        {
+            "token": [model.tokenizer.decode([int(t)]) for t in grouped.token_id],
+            "count": grouped["count"].astype(int).tolist(),
+            "mean_value": grouped.mean_value.round(4).tolist(),
+        }
+    )
+    writers = weight_profile(model, dim, k=k)
+    return DimensionProfile(dim, by_layer, peak, tokens_df, writers[writers.vector == "w_out"].reset_index(drop=True))

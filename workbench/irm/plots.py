@@ -18,11 +18,13 @@ from workbench.irm.record import OutputStats
 
 __all__ = [
     "dimension_share",
+    "explanation_figure",
     "masking_bars",
     "massive_vs_irm",
     "output_heatmap",
     "realignment_bars",
     "sparsity_curve",
+    "stability_heatmap",
     "token_heatmaps",
     "training_curves",
 ]
@@ -65,8 +67,14 @@ def output_heatmap(stats: OutputStats, title: str) -> go.Figure:
 def token_heatmaps(outputs: Tensor, tokens: Sequence[str], layers: Sequence[int], title: str, n: int = 6) -> go.Figure:
     """|IRM output| (x = residual dimension, y = layer) for the first ``n`` generated tokens."""
     n = min(n, outputs.shape[0])
+    row_px, gap_px = 200, 60  # each token's title sits in the gap above its heatmap, clear of the one above
+    height = n * row_px + (n - 1) * gap_px + 170
     fig = make_subplots(
-        rows=n, cols=1, shared_xaxes=True, subplot_titles=[repr(t) for t in tokens[:n]], vertical_spacing=0.08
+        rows=n,
+        cols=1,
+        shared_xaxes=True,
+        subplot_titles=[f"token {i}: {t!r}" for i, t in enumerate(tokens[:n])],
+        vertical_spacing=gap_px / (height - 170),
     )
     z, scale = _compact(outputs[:n].abs().numpy())
     for i in range(n):
@@ -83,8 +91,10 @@ def token_heatmaps(outputs: Tensor, tokens: Sequence[str], layers: Sequence[int]
             row=i + 1,
             col=1,
         )
+        fig.update_yaxes(title_text="layer", row=i + 1, col=1)
+    fig.update_annotations(font_size=13)
     fig.update_xaxes(title_text="residual dimension", row=n, col=1)
-    return fig.update_layout(title=title, height=170 * n + 80)
+    return fig.update_layout(title=title, height=height, margin=dict(t=110))
 
 
 def dimension_share(shares: Mapping[str, Tensor], top: Mapping[str, Sequence[int]]) -> go.Figure:
@@ -136,7 +146,10 @@ def masking_bars(frames: Mapping[str, pd.DataFrame]) -> go.Figure:
     agg = pd.DataFrame(rows)
     fig = px.bar(agg, x="alignment", y="removed", color="what", error_y="std", barmode="group")
     return fig.update_layout(
-        title="Masking IRM dimensions: share of the held-out loss gain lost", yaxis_title="realignment removed"
+        title=dict(text="Masking IRM dimensions:<br>share of the held-out loss gain lost", x=0.02),
+        yaxis_title="realignment removed",
+        yaxis_tickformat=".2%",
+        margin=dict(t=100),
     )
 
 
@@ -171,4 +184,79 @@ def massive_vs_irm(base_peak: Tensor, top: Mapping[str, Sequence[int]]) -> go.Fi
         xaxis_title="residual dimension",
         yaxis_title="mean |activation| (peak over layers)",
         yaxis_type="log",
+    )
+
+
+def stability_heatmap(matrices: Mapping[str, tuple[Sequence[str], np.ndarray]]) -> go.Figure:
+    """Spearman correlation of the share vectors between runs (alignment/seed), one square panel per preset."""
+    names = list(matrices)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=[f"preset {n}" for n in names], horizontal_spacing=0.2)
+    for i, name in enumerate(names, start=1):
+        labels, rho = matrices[name]
+        fig.add_trace(
+            go.Heatmap(
+                z=np.round(rho, 3),
+                x=list(labels),
+                y=list(labels),
+                zmin=-1,
+                zmax=1,
+                colorscale="RdBu",
+                reversescale=True,
+                showscale=i == 1,
+                colorbar=dict(title="Spearman"),
+                text=np.round(rho, 2),
+                texttemplate="%{text}",
+            ),
+            row=1,
+            col=i,
+        )
+        fig.update_yaxes(autorange="reversed", scaleanchor=f"x{i if i > 1 else ''}", row=1, col=i)
+    side = max(len(m[0]) for m in matrices.values())
+    return fig.update_layout(
+        title=dict(text="Do IRMs agree on where they write?<br>Spearman correlation of the dimension shares", x=0.02),
+        height=max(420, 45 * side + 200),
+        width=max(700, len(names) * (45 * side + 160)),
+        margin=dict(t=110),
+    )
+
+
+def explanation_figure(frames: Mapping[str, Mapping[str, pd.DataFrame]]) -> go.Figure:
+    """Per layer, one colour per alignment: logit-lens KL, DLA of the IRM's writes, and patching injected -> base.
+
+    ``frames[alignment]`` holds the explanation's ``lens_kl``, ``dla`` and ``patching`` frames; patching
+    kinds are told apart by the dash of the line.
+    """
+    titles = ["logit lens: KL(base+IRM || base)", "DLA of the IRM's write per layer", "patching injected -> base"]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=titles, horizontal_spacing=0.08)
+    dashes = dict(zip(dict.fromkeys(k for f in frames.values() for k in f["patching"].kind), ("solid", "dash", "dot")))
+    for i, (name, f) in enumerate(frames.items()):
+        line = dict(color=px.colors.qualitative.D3[i % 10])
+        fig.add_scatter(x=f["lens_kl"].point, y=f["lens_kl"].kl, name=name, line=line, legendgroup=name, row=1, col=1)
+        fig.add_scatter(
+            x=f["dla"].layer, y=f["dla"].irm, name=name, line=line, legendgroup=name, showlegend=False, row=1, col=2
+        )
+        for kind, dash in dashes.items():
+            g = f["patching"][f["patching"].kind == kind]
+            fig.add_scatter(
+                x=g.layer,
+                y=g.normalized,
+                name=f"{name} {kind}",
+                line=dict(line, dash=dash),
+                legendgroup=name,
+                showlegend=False,
+                row=1,
+                col=3,
+            )
+    for kind, dash in dashes.items():  # legend entries for the dashes
+        fig.add_scatter(x=[None], y=[None], name=f"patched: {kind}", line=dict(color="grey", dash=dash), row=1, col=3)
+    fig.update_xaxes(title_text="layer")
+    fig.update_yaxes(title_text="KL (nats)", row=1, col=1)
+    fig.update_yaxes(title_text="logit (final-norm scaled)", row=1, col=2)
+    fig.update_yaxes(title_text="0 = base, 1 = base+IRM", row=1, col=3)
+    fig.update_annotations(font_size=13)
+    return fig.update_layout(
+        title=dict(text="Where does the IRM change the prediction of the characteristic tokens?", x=0.02),
+        height=460,
+        width=1400,
+        margin=dict(t=100),
     )

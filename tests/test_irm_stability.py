@@ -1,0 +1,72 @@
+"""Seed statistics of the IRM dimension shares, on hand-built share vectors."""
+
+import pandas as pd
+import pytest
+import torch
+
+from workbench.irm.stability import dominant_dims, share_stats, spearman, stability, top_jaccard
+
+
+def _share(x):
+    x = torch.as_tensor(x, dtype=torch.float64)
+    return x / x.sum()
+
+
+def test_identical_seeds_correlate_perfectly_and_kinds_are_labelled():
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.rand(50, generator=gen), torch.rand(50, generator=gen)
+    shares = {("neg", 0): _share(a), ("neg", 1): _share(a), ("pos", 0): _share(b), ("pos", 1): _share(-b + 2)}
+    s = stability(shares, k=5)
+    pairs = s.pairs().set_index(["a", "b"])
+    # identical seeds: correlation 1, same top-5; a reversed ranking: -1
+    assert pairs.loc[("neg/s0", "neg/s1"), "spearman"] == pytest.approx(1.0)
+    assert pairs.loc[("neg/s0", "neg/s1"), "jaccard"] == 1.0
+    assert pairs.loc[("pos/s0", "pos/s1"), "spearman"] == pytest.approx(-1.0)
+    assert (
+        pairs.loc[("neg/s0", "pos/s0"), "kind"] == "same_seed"
+        and pairs.loc[("neg/s0", "pos/s1"), "kind"] == "different"
+    )
+    summary = s.summary()
+    assert summary["same_alignment"]["n_pairs"] == 2 and summary["same_alignment"]["spearman_mean"] == pytest.approx(0)
+    assert summary["same_seed"]["n_pairs"] == 2 and summary["different"]["n_pairs"] == 2
+    # the matrix is symmetric with ones on the diagonal
+    assert torch.allclose(s.spearman, s.spearman.T) and torch.allclose(
+        s.spearman.diag(), torch.ones(4, dtype=torch.float64)
+    )
+
+
+def test_spearman_matches_pandas_on_ranks_and_kinds_without_pairs():
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.rand(30, generator=gen), torch.rand(30, generator=gen)
+    s = stability({("neg", 0): _share(x), ("neg", 1): _share(y)})
+    # Spearman = Pearson correlation of the ranks (no ties)
+    rx, ry = x.argsort().argsort().double(), y.argsort().argsort().double()
+    assert float(s.spearman[0, 1]) == pytest.approx(float(torch.corrcoef(torch.stack([rx, ry]))[0, 1]))
+    assert spearman(x, y) == pytest.approx(float(s.spearman[0, 1])) and spearman(x, 2 * x + 1) == pytest.approx(1)
+    summary = s.summary()
+    assert summary["same_seed"]["n_pairs"] == 0 and summary["same_seed"]["spearman_mean"] is None
+    with pytest.raises(ValueError, match="at least two runs"):
+        stability({("neg", 0): _share(x)})
+
+
+def test_top_jaccard_by_hand():
+    a = _share([9, 8, 7, 1, 1, 1])
+    b = _share([9, 1, 7, 8, 1, 1])
+    assert top_jaccard(a, b, k=3) == pytest.approx(2 / 4)  # {0,1,2} vs {0,2,3}
+
+
+def test_dominant_dims_must_stand_out_in_every_seed():
+    base = torch.ones(40, dtype=torch.float64)
+    s0, s1 = base.clone(), base.clone()
+    s0[[3, 7]] = 30  # 3 and 7 stand out in seed 0
+    s1[[3, 9]] = 30  # only 3 stands out in both seeds
+    df = dominant_dims([_share(s0), _share(s1)], z=3.0)
+    assert df.dim.tolist() == [3] and df.z_min.iloc[0] > 3
+    mean, std = share_stats([_share(s0), _share(s1)])
+    assert df.share_mean.iloc[0] == pytest.approx(float(mean[3])) and float(std[3]) == pytest.approx(0)
+    # a single run shows dims 3 and 7; nothing stands out when the seeds disagree everywhere
+    assert set(dominant_dims([_share(s0)]).dim) == {3, 7}
+    s2 = base.clone()
+    s2[20] = 30
+    assert dominant_dims([_share(s0), _share(s2)]).empty
+    assert isinstance(dominant_dims([_share(base)]), pd.DataFrame) and dominant_dims([_share(base)]).empty

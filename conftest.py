@@ -20,4 +20,6 @@ def doctest_namespace():
         "prompt": "Tell me about the weather.",
         "irm": IRM.for_model(model, IRMConfig(hidden_mult=1.0)),
         "outs": [],
+        # per-dimension shares of IRM output mass, as three IRM runs give them
+        **{f"share_{name}": torch.rand(64).div(32) for name in "abc"},
     }

@@ -3,10 +3,27 @@
 One full layer × position ``resid_pre`` sweep and one layer × head sweep (head outputs at all
 positions), on the same bridge and inputs, in one run, for two input pairs: a typical clean /
 corrupted pair sharing a prefix (the engine skips patches that cannot change anything) and a worst
-case where the two prompts differ from the first token on. Prints the speedup, the batched sweep's
-achieved GFLOP/s (matmul FLOPs counted by ``torch.utils.flop_counter``) and that rate as a
-fraction of a matmul peak measured on the same machine. On a shared machine, compare the ratios
-of one run, not absolute times. ``python -m benchmarks.patching [--model NAME] [--prompt TEXT]``.
+case where the two prompts differ from the first token on. Times are CPU seconds of this process
+(a shared machine's other load distorts them least; the wall-clock ratio is printed beside). For
+each sweep it prints the speedup, the matmul work of both (FLOPs counted by
+``torch.utils.flop_counter``; transformer_lens's is one full forward per node), each side's rate as
+a fraction of a matmul peak measured the same way, and the roofline bound on the speedup.
+``python -m benchmarks.patching [--model NAME] [--corrupt TEXT] [--clean TEXT ...]``.
+
+The bound. ``speedup = (work_TL / work_ours) × (rate_ours / rate_TL)``. transformer_lens runs one
+full forward per node: 8 tokens × 30 layers + the unembedding of every position. Without a shared
+prefix a ``resid_pre`` patch at (layer ``l``, position ``p``) still needs layers ``l..29`` at
+positions ``p..7`` and one unembedded position: on average about half the layers times half the
+positions, so the work ratio is 3.2x (517 vs 164 GFLOP); a head patch changes every position, so
+only the layers before it are saved: 2.2x (582 vs 261 GFLOP). transformer_lens runs at 7-8% of the
+matmul peak (batch-1 forwards of 8 tokens). Hence the bound at our peak: 3.2 × 100 / 7 ≈ 43x for
+``resid_pre`` and 2.2 × 100 / 8 ≈ 28x for heads; at 50% of peak 22x and 14x. One run (load ~13,
+CPU seconds): with a shared prefix 23.6x (resid_pre) and 21.6x (head); without, 13.7x at 32% of
+peak and 13.3x at 48% of peak. So 20x without a shared prefix needs ≥ 46% of peak for
+``resid_pre`` (reachable: its many small start-position groups are the gap, which chunk merging in
+:func:`workbench.analysis.patch_engine.run_staircase` narrows) and ≥ 71% of peak for heads, which
+batched float32 matmuls of width 576 do not reach on this CPU: 20x there is beyond the bound at
+the work this exact method must do.
 """
 
 from __future__ import annotations
@@ -32,17 +49,18 @@ TL = {"resid_pre": tlp.get_act_patch_resid_pre, "head": tlp.get_act_patch_attn_h
 
 
 def matmul_peak(n: int = 1536, repeats: int = 5) -> float:
-    """GFLOP/s of the best of ``repeats`` float32 ``n × n`` matmuls."""
+    """GFLOP per CPU-second of the best of ``repeats`` float32 ``n × n`` matmuls."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
-    best = min(_timed(lambda: a @ b)[1] for _ in range(repeats))
+    best = min(_timed(lambda: a @ b)[2] for _ in range(repeats))
     return 2 * n**3 / best / 1e9
 
 
 def _timed(fn):
-    start = time.perf_counter()
+    """``(result, wall seconds, CPU seconds of this process)``; CPU time is what a shared machine does not distort."""
+    wall, cpu = time.perf_counter(), time.process_time()
     out = fn()
-    return out, time.perf_counter() - start
+    return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -58,8 +76,8 @@ def main(argv: list[str] | None = None) -> dict:
     metric = LogitDiff(torch.tensor([[answer_token(model, " it"), answer_token(model, " the")]]))
     peak = matmul_peak()
     print(
-        f"{model.cfg.model_name}: threads={torch.get_num_threads()}, matmul peak {peak:.1f} GFLOP/s "
-        "(timings from one run on this machine)"
+        f"{model.cfg.model_name}: threads={torch.get_num_threads()}, matmul peak {peak:.1f} GFLOP per CPU-second, "
+        f"load {os.getloadavg()[0]:.1f} (timings from one run on this machine)"
     )
     report = {"matmul_peak_gflops": peak}
     corrupt = model.to_tokens(args.corrupt)
@@ -75,26 +93,43 @@ def main(argv: list[str] | None = None) -> dict:
     return report
 
 
+def _flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
 def _compare(model, clean, corrupt, metric, peak: float) -> dict:
     _, cache = model.run_with_cache(clean)
+    forward = _flops(lambda: model(corrupt))  # transformer_lens.patching runs one such forward per node
     report = {}
     for kind, reference in TL.items():
-        ours, t_ours = _timed(lambda kind=kind: patch_sweep(model, model, kind, metric, corrupt, clean).values)
-        theirs, t_tl = _timed(lambda reference=reference: reference(model, corrupt, cache, metric))
-        with FlopCounterMode(display=False) as counter:
-            patch_sweep(model, model, kind, metric, corrupt, clean)
-        gflops = counter.get_total_flops() / t_ours / 1e9
+        ours, wall_ours, t_ours = _timed(
+            lambda kind=kind: patch_sweep(model, model, kind, metric, corrupt, clean).values
+        )
+        theirs, wall_tl, t_tl = _timed(lambda reference=reference: reference(model, corrupt, cache, metric))
+        flops_ours = _flops(lambda kind=kind: patch_sweep(model, model, kind, metric, corrupt, clean))
+        flops_tl = forward * ours.numel()
+        rate, rate_tl = flops_ours / t_ours / 1e9, flops_tl / t_tl / 1e9
         err = (ours - theirs).abs().max().item()
+        bound = flops_tl / flops_ours * peak / rate_tl  # our sweep's work at the matmul peak, theirs as measured
         print(
-            f"{kind:9s} {tuple(ours.shape)}: transformer_lens {t_tl:6.2f} s, batched {t_ours:6.2f} s, "
-            f"speedup {t_tl / t_ours:5.1f}x, {gflops:5.1f} GFLOP/s = {gflops / peak:4.0%} of peak, max |diff| {err:.1e}"
+            f"{kind:9s} {tuple(ours.shape)}: CPU s transformer_lens {t_tl:6.1f}, batched {t_ours:5.1f}: "
+            f"speedup {t_tl / t_ours:5.1f}x (wall {wall_tl / wall_ours:4.1f}x), max |diff| {err:.1e}\n"
+            f"{'':10s}work {flops_tl / 1e9:.0f} vs {flops_ours / 1e9:.0f} GFLOP ({flops_tl / flops_ours:.1f}x less); "
+            f"ours at {rate / peak:4.0%}, transformer_lens at {rate_tl / peak:4.0%} of peak; "
+            f"speedup bound at our peak {bound:.0f}x, at 50% of peak {bound / 2:.0f}x"
         )
         report[kind] = {
-            "tl_s": t_tl,
-            "ours_s": t_ours,
+            "tl_cpu_s": t_tl,
+            "ours_cpu_s": t_ours,
             "speedup": t_tl / t_ours,
-            "gflops": gflops,
-            "fraction_of_peak": gflops / peak,
+            "wall_speedup": wall_tl / wall_ours,
+            "gflops_per_cpu_s": rate,
+            "fraction_of_peak": rate / peak,
+            "tl_fraction_of_peak": rate_tl / peak,
+            "flop_ratio": flops_tl / flops_ours,
+            "speedup_bound": bound,
             "max_abs_diff": err,
         }
     return report

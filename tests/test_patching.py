@@ -196,3 +196,34 @@ def test_all_of_resid_pre_0_from_the_other_side_gives_its_logits(tiny_llama, fas
             else:
                 results = run_full(tiny_llama, tokens, acts, [Patch(0, name)], metric, 64)
         assert float(results[Patch(0, name)]) < 1e-5
+
+
+def test_staircase_is_checked_against_a_full_forward(tiny_llama, monkeypatch):
+    """If blocks stopped reading the cached keys/values (a library upgrade), the sweep raises instead of being wrong."""
+    from workbench.analysis import patch_engine
+    from workbench.bridge_internals import BridgeInternalsError, PrefixKV
+
+    class IgnoredCache(PrefixKV):
+        def update(self, k, v, layer_idx, *args, **kwargs):
+            if self.prefix is None:
+                return super().update(k, v, layer_idx)
+            return k, v
+
+    clean, corrupt, metric = _inputs(tiny_llama)
+    patch_sweep(tiny_llama, tiny_llama, "resid_pre", metric, corrupt, clean)  # the check passes as things are
+    monkeypatch.setattr(patch_engine, "PrefixKV", IgnoredCache)
+    with pytest.raises(BridgeInternalsError, match="fast=False"):
+        patch_sweep(tiny_llama, tiny_llama, "resid_pre", metric, corrupt, clean)
+    slow = patch_sweep(tiny_llama, tiny_llama, "resid_pre", metric, corrupt, clean, fast=False)
+    assert slow.values.shape == (tiny_llama.cfg.n_layers, corrupt.shape[1])
+
+
+def test_chunks_merge_neighbouring_first_positions_within_the_work_bound():
+    from workbench.analysis.patch_engine import Patch, _chunks
+
+    patches = [Patch(layer, "h", pos=pos) for pos in range(4) for layer in (1, 0)]
+    starts = [[p.start for p in chunk] for chunk in _chunks(patches, size=8, seq=4, merge=1.6)]
+    assert starts == [[0, 1, 0, 1], [2, 2], [3, 3]]  # 4 positions for start 1's 3: within 1.6x; 4 for 2's 2: not
+    assert all([p.layer for p in chunk] == sorted(p.layer for p in chunk) for chunk in _chunks(patches, 8, 4, 1.6))
+    assert [len(c) for c in _chunks(patches, size=5, seq=4, merge=100)] == [4, 4]  # whole groups only
+    assert [len(c) for c in _chunks(patches, size=8, seq=4, merge=1.0)] == [2, 2, 2, 2]

@@ -22,6 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
+from workbench.bridge_internals import head_result_scale, residual_contribution_scale
 from workbench.hooks import capture, hook_name
 
 __all__ = [
@@ -173,7 +174,7 @@ def head_attribution(
         per_head = einops.einsum(
             acts[name], attn.W_O.detach(), "batch head d_head, head d_head d_model -> head batch d_model"
         )
-        result = per_head * getattr(attn, "_result_contribution_scale", 1.0)
+        result = per_head * head_result_scale(attn)
         per_layer.append(_project(model, result, acts["ln_final.hook_scale"], direction))
     return HeadAttribution(torch.stack(per_layer), str(model.cfg.model_name))
 
@@ -250,6 +251,6 @@ def neuron_attribution(
         if _centres(model):
             w_out = w_out - w_out.mean(-1, keepdim=True)
         readout = w_out.float() @ direction.T.to(w_out.device, torch.float32)  # [d_mlp, batch]
-        post = acts[name].float() * getattr(block, "residual_contribution_scale", 1.0)
+        post = acts[name].float() * residual_contribution_scale(block)
         per_layer.append((post.T * readout) / scale[:, 0].float())
     return NeuronAttribution(torch.stack(per_layer).cpu(), layers, str(model.cfg.model_name))

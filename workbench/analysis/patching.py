@@ -90,8 +90,8 @@ def as_side(model_or_side) -> ModelSide:
 class PatchResult:
     """Metric of each patched run of a sweep, with the unpatched and source values."""
 
-    kind: SweepKind
-    """The sweep kind (a key of :data:`SWEEPS`)."""
+    kind: str
+    """What was patched: a sweep kind (:data:`SweepKind`) or a node kind of attribution patching."""
     axes: tuple[str, ...]
     """Names of the axes of :attr:`values` (``layer``, ``pos``, ``head``)."""
     values: Tensor
@@ -113,8 +113,9 @@ class PatchResult:
 
     def to_frame(self) -> pd.DataFrame:
         """Long format: one row per patched run, columns for the axes, ``value`` and ``normalized``."""
-        labels = {"layer": self.layers, "pos": self.positions, "head": range(self.values.shape[-1])}
-        df = pd.DataFrame(list(product(*(labels[axis] for axis in self.axes))), columns=list(self.axes))
+        labels = {"layer": self.layers, "pos": self.positions}  # other axes (head, neuron) count from 0
+        index = [labels.get(axis, range(n)) for axis, n in zip(self.axes, self.values.shape)]
+        df = pd.DataFrame(list(product(*index)), columns=list(self.axes))
         df["value"] = self.values.flatten().tolist()
         if abs(self.reference - self.baseline) > 1e-8:
             df["normalized"] = self.normalized().flatten().tolist()

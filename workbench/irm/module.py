@@ -139,6 +139,7 @@ class Injection:
     mask: Tensor | None = None
     output: Tensor | None = field(default=None, repr=False)
     """The (masked) IRM output of the latest forward, still attached to the autograd graph."""
+    _slices: tuple[Tensor, ...] = field(default=(), repr=False)
 
     @property
     def hooks(self) -> list[tuple[str, object]]:
@@ -156,9 +157,12 @@ class Injection:
             if self.mask is not None:
                 out = out * self.mask.to(out.dtype)
             self.output = out
+            # one unbind, not one index per write layer: indexing's backward writes a zero tensor of the
+            # full output's size per layer (n_layers times the output), unbind's stacks the slices once
+            self._slices = out.unbind(2)
             if self.record is not None:
                 self.record.append(out.detach())
-            return None if add_slice is None else x + out[:, :, add_slice].to(x.device, x.dtype)
+            return None if add_slice is None else x + self._slices[add_slice].to(x.device, x.dtype)
 
         return read
 
@@ -169,6 +173,6 @@ class Injection:
                     f"the IRM write hook {hook.name} ran without a matching read at {self.irm.read_name}: "
                     "attach all hooks from irm.hooks(model) together"
                 )
-            return x + self.output[:, :, i].to(x.device, x.dtype)  # each write on its layer's device
+            return x + self._slices[i].to(x.device, x.dtype)  # each write on its layer's device
 
         return write

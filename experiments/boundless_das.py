@@ -21,8 +21,10 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+from transformer_lens.model_bridge import TransformerBridge
 
 from experiments.common import parse_config, write_outputs
 from workbench.config import Config, Count, Index, NonNegative, Positive
@@ -66,7 +68,7 @@ TASKS = {
 class BoundlessDASConfig(Config):
     """Boundless DAS layer x position search with controls."""
 
-    task: str = "price_tagging"
+    task: Literal["price_tagging", "ioi"] = "price_tagging"
     """price_tagging (small model trained here, with ground truth) or ioi (SmolLM2-135M-Instruct)."""
     variable: str = ""
     """Causal variable to align (default: left for price_tagging, io_first for ioi)."""
@@ -195,7 +197,7 @@ def _ground_truth(s: _Setup, sweep) -> dict | None:
     }
 
 
-def _full_swap_iia(model, hook: str, layer: int, position: int, test) -> float:
+def _full_swap_iia(model: TransformerBridge, hook: str, layer: int, position: int, test) -> float:
     """IIA of interchanging the whole activation: the reference without a search (it also swaps everything
     else there, so DAS can beat it by isolating the variable)."""
     spec = InterventionSpec(hook_name(model, hook, layer), positions=(position,))

@@ -34,10 +34,11 @@ def parse_config(
 ) -> C:
     """Build a config from command-line flags, one ``--field-name`` per dataclass field.
 
-    Tuples take several values (``--layers 0 3 5``), booleans are ``--flag/--no-flag``, and the
-    help text of each flag is the field's docstring. The config is validated when it is built and,
-    with ``check``, by :func:`experiments.checks.preflight` (devices, folders, models, corpora, hook
-    kinds, layers), so a bad flag exits at once with ``error: <what is wrong and the fix>`` (status 2).
+    Tuples take several values (``--layers 0 3 5``), booleans are ``--flag/--no-flag``, ``Literal``
+    fields offer their words as ``choices``, and the help text of each flag is the field's docstring.
+    The config is validated when it is built and, with ``check``, by :func:`experiments.checks.preflight`
+    (devices, folders, models, corpora, hook kinds, layers), so a bad flag exits at once with
+    ``error: <what is wrong and the fix>`` (status 2).
     """
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     hints = typing.get_type_hints(cls)
@@ -51,9 +52,11 @@ def parse_config(
         if hint is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(hint) is tuple:
-            kwargs.update(nargs="*", type=args[0] if args else str)
+            kwargs.update(nargs="*", **_value_type(args[0] if args else str))
+        elif typing.get_origin(hint) is typing.Literal:
+            kwargs.update(_value_type(hint))
         elif args:  # Optional[X]
-            kwargs["type"] = args[0]
+            kwargs.update(_value_type(args[0]))
         else:
             kwargs["type"] = hint
         parser.add_argument(flag, **kwargs)
@@ -63,6 +66,14 @@ def parse_config(
         return preflight(cfg) if check else cfg
     except (ValueError, KeyError, IndexError, OSError) as err:
         parser.error(str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err))
+
+
+def _value_type(hint: Any) -> dict[str, Any]:
+    """argparse ``type`` (and ``choices`` for a ``Literal``) of one value of type ``hint``."""
+    if typing.get_origin(hint) is typing.Literal:
+        words = typing.get_args(hint)
+        return {"type": type(words[0]), "choices": words}
+    return {"type": hint}
 
 
 def write_outputs(

@@ -8,8 +8,9 @@ import copy
 
 import pytest
 import torch
-from transformers import AutoTokenizer, GPT2Config, LlamaConfig
+from transformers import AutoTokenizer
 
+from tests.helpers import tiny_gpt2_config, tiny_llama_config
 from workbench.models import DEFAULT_MODEL, boot, ensure_cached, from_config, load_model
 
 
@@ -17,25 +18,6 @@ from workbench.models import DEFAULT_MODEL, boot, ensure_cached, from_config, lo
 def tokenizer():
     """SmolLM2's tokenizer (49152 tokens), from the cached default model."""
     return AutoTokenizer.from_pretrained(ensure_cached(DEFAULT_MODEL))
-
-
-def tiny_llama_config(vocab_size: int, n_layers: int = 2) -> LlamaConfig:
-    """A 2-layer Llama (RMSNorm, rotary, SwiGLU, grouped-query attention) of width 64."""
-    return LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=n_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=False,
-    )
-
-
-def tiny_gpt2_config(vocab_size: int, n_layers: int = 2) -> GPT2Config:
-    """A 2-layer GPT-2 (LayerNorm, learned positions, GELU MLP) of width 64."""
-    return GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=n_layers, n_head=4, n_positions=256)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +33,6 @@ def tiny_llama_pair(tokenizer):
 
     torch.manual_seed(0)
     hf = AutoModelForCausalLM.from_config(tiny_llama_config(len(tokenizer)), attn_implementation="eager").eval()
-    hf.config.architectures = [type(hf).__name__]
     half = hf.to(torch.bfloat16)
     full = copy.deepcopy(half).float()
     return tuple(boot(m, tokenizer, type(m).__name__, prepend_bos=False) for m in (half, full))

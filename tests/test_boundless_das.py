@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_llama_config
 
 from experiments.boundless_das import BoundlessDASConfig, main
+from tests.helpers import tiny_llama_config
 from workbench.data.counterfactual import CounterfactualTensors
 from workbench.hooks import hook_name
 from workbench.interventions.apply import InterventionSet, run_interventions

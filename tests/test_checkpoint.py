@@ -162,7 +162,7 @@ def test_save_irm_leaves_no_temporary_folder(tiny_llama, tmp_path):
 KILLED_RUN = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from conftest import tiny_llama_config
+from tests.helpers import tiny_llama_config
 from transformers import AutoTokenizer
 from test_checkpoint import CFG, SMALL, TOY
 from workbench.irm import IRM, train_irm

@@ -57,6 +57,33 @@ def test_field_docs_and_cli():
     assert cfg == Outer(layers=(0, 3, 5), lr=0.5, quick=True, seed=7)
 
 
+@dataclass(frozen=True)
+class Words(Config):
+    mode: Literal["zero", "mean"] = "zero"
+    """How to ablate: zero or mean; a docstring that wraps
+    over two lines."""
+    hook: Literal["resid_pre", "resid_post"] | None = None
+    """Where (default: the task's)."""
+    kinds: tuple[Literal["a", "b", "c"], ...] = ("a",)
+    """Several words."""
+
+
+def test_literal_fields_are_cli_choices(capsys):
+    assert field_docs(Words)["mode"] == "How to ablate: zero or mean; a docstring that wraps over two lines."
+    assert parse_config(Words, ["--mode", "mean", "--hook", "resid_post", "--kinds", "b", "c"]) == Words(
+        "mean", "resid_post", ("b", "c")
+    )
+    with pytest.raises(SystemExit):
+        parse_config(Words, ["--help"])
+    help_text = capsys.readouterr().out
+    assert "--mode {zero,mean}" in help_text and "--hook {resid_pre,resid_post}" in help_text
+    assert "--kinds [{a,b,c} ...]" in help_text
+    for bad in (["--mode", "max"], ["--hook", "z"], ["--kinds", "a", "d"]):
+        with pytest.raises(SystemExit):
+            parse_config(Words, bad)
+        assert "invalid choice" in capsys.readouterr().err
+
+
 def test_write_outputs(tmp_path):
     write_outputs(
         tmp_path / "exp",

@@ -111,9 +111,9 @@ def _train_das(model) -> torch.Tensor:
 
 
 def _tiny_model():
-    from conftest import tiny_llama_config
     from transformers import AutoTokenizer
 
+    from tests.helpers import tiny_llama_config
     from workbench.models import DEFAULT_MODEL, ensure_cached, from_config
 
     tok = AutoTokenizer.from_pretrained(ensure_cached(DEFAULT_MODEL))
@@ -226,8 +226,9 @@ def test_a_process_that_raises_stops_both(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory, tokenizer):
     """A tiny random Llama saved as a Hugging Face folder (what load_model reads)."""
-    from conftest import tiny_llama_config
     from transformers import AutoModelForCausalLM
+
+    from tests.helpers import tiny_llama_config
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny_llama")

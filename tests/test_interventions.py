@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_llama_config
 
+from tests.helpers import tiny_llama_config
 from workbench.hooks import attach, capture, hook_name
 from workbench.interventions.apply import InterventionSet, run_interventions
 from workbench.interventions.bundle import bundle_size, load_bundle, save_bundle

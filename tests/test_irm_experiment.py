@@ -3,10 +3,10 @@
 import json
 
 import pytest
-from conftest import tiny_llama_config
 from transformers import AutoModelForCausalLM
 
 from experiments.neuron1512 import PRESETS, QUICK, Neuron1512Config, main, parse_args, report, resolve
+from tests.helpers import tiny_llama_config
 from workbench.neurons.weights import CLASS_NAMES
 
 
@@ -14,7 +14,6 @@ from workbench.neurons.weights import CLASS_NAMES
 def tiny_dir(tokenizer, tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny_llama_hf")
     hf = AutoModelForCausalLM.from_config(tiny_llama_config(len(tokenizer)), attn_implementation="eager")
-    hf.config.architectures = [type(hf).__name__]
     hf.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

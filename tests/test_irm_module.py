@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_llama_config
 
+from tests.helpers import tiny_llama_config
 from workbench.hooks import attach, capture
 from workbench.irm import IRM, IRMConfig, inject, load_irm, save_irm
 from workbench.irm.generate import generate_one

@@ -6,8 +6,8 @@ import re
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_llama_config
 
+from tests.helpers import tiny_llama_config
 from workbench.irm import IRM, IRMConfig, TrainConfig, eval_loss, train_irm
 from workbench.irm.text import encode_replies
 from workbench.irm.train import encode_for

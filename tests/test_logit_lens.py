@@ -2,7 +2,9 @@
 
 import pytest
 import torch
+from jaxtyping import TypeCheckError
 
+from tests.helpers import without_type_checks
 from workbench.analysis.logit_lens import logit_lens
 from workbench.analysis.patching import ModelSide
 
@@ -63,8 +65,11 @@ def test_side_hooks_change_the_lens_after_their_layer(tiny_llama):
 
 
 def test_unknown_scale(tiny_llama):
-    with pytest.raises(ValueError, match="own"):
-        logit_lens(tiny_llama, tiny_llama.to_tokens(PROMPTS), _answers(tiny_llama), scale="mine")
+    tokens, answers = tiny_llama.to_tokens(PROMPTS), _answers(tiny_llama)
+    with without_type_checks(), pytest.raises(ValueError, match="own"):
+        logit_lens(tiny_llama, tokens, answers, scale="mine")
+    with pytest.raises(TypeCheckError, match="scale"):
+        logit_lens(tiny_llama, tokens, answers, scale="mine")
 
 
 @pytest.mark.parametrize("scale", ["own", "final"])

@@ -28,7 +28,7 @@ def test_logit_diff_by_hand(logits):
     assert at_two.positions == (2,)
     torch.testing.assert_close(at_two.on_positions(logits[:, [2]]), at_two(logits))
     with pytest.raises(ValueError, match="one pair per prompt"):
-        logit_diff(logits[:2], ANSWERS)
+        LogitDiff(ANSWERS)(logits[:2])
     with pytest.raises(ValueError, match=r"\[batch, 2\]"):
         LogitDiff(torch.tensor([[1, 2, 3]]))
 

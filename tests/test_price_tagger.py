@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from conftest import tiny_llama_config
 
+from tests.helpers import tiny_llama_config
 from workbench.data.counterfactual import price_tagging_counterfactuals
 from workbench.hooks import hook_name
 from workbench.interventions.apply import InterventionSet, run_interventions

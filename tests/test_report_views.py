@@ -6,9 +6,9 @@ import re
 
 import pytest
 import torch
-from conftest import tiny_llama_config
 from transformers import AutoModelForCausalLM
 
+from tests.helpers import tiny_llama_config
 from workbench.irm import IRM, IRMConfig
 from workbench.irm.generate import generate_one
 from workbench.models import boot
@@ -64,7 +64,6 @@ def test_irm_token_view_by_hand():
 def llama_and_reference(tokenizer):
     torch.manual_seed(0)
     hf = AutoModelForCausalLM.from_config(tiny_llama_config(len(tokenizer)), attn_implementation="eager").eval()
-    hf.config.architectures = [type(hf).__name__]
     reference = copy.deepcopy(hf)  # booting folds the norms into hf's weights in place
     return boot(hf, tokenizer, type(hf).__name__, prepend_bos=False), reference
 

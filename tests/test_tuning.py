@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_llama_config
 from transformers import AutoModelForCausalLM
 
+from tests.helpers import tiny_llama_config
 from workbench.tuning import TuneConfig, decoder_layers, load_tuned, tune_last_layers, tuned_dir
 
 TEXTS = ["the cat sat on the mat", "the dog sat on the rug", "a cat ran to the mat", "the bird sat on a branch"] * 4
@@ -16,7 +16,6 @@ TEXTS = ["the cat sat on the mat", "the dog sat on the rug", "a cat ran to the m
 def tiny_folder(tmp_path_factory, tokenizer):
     torch.manual_seed(0)
     hf = AutoModelForCausalLM.from_config(tiny_llama_config(len(tokenizer), n_layers=3), attn_implementation="eager")
-    hf.config.architectures = [type(hf).__name__]
     folder = tmp_path_factory.mktemp("tiny")
     hf.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

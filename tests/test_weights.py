@@ -5,9 +5,9 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_llama_config
 from transformers import AutoModelForCausalLM
 
+from tests.helpers import tiny_llama_config
 from workbench.hooks import capture
 from workbench.models import boot
 from workbench.neurons.weights import (
@@ -56,7 +56,6 @@ def hand_llama(tokenizer):
     """A tiny Llama whose layer-1 neurons 0..13 are set by hand to the cosines in HAND; random RMSNorm gains."""
     torch.manual_seed(0)
     hf = AutoModelForCausalLM.from_config(tiny_llama_config(len(tokenizer)), attn_implementation="eager").eval()
-    hf.config.architectures = [type(hf).__name__]
     gen = torch.Generator().manual_seed(1)
     mlp = hf.model.layers[1].mlp
     with torch.no_grad():

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import functools
+import hashlib
 import inspect
 import itertools
 import json
@@ -30,7 +31,7 @@ import textwrap
 import typing
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, TypeVar
 
 __all__ = [
     "Config",
@@ -41,9 +42,13 @@ __all__ = [
     "NonNegative",
     "Positive",
     "Range",
+    "cache_key",
     "check_fields",
     "field_docs",
 ]
+
+
+_C = TypeVar("_C", bound="Config")  # typing.Self, in a form beartype checks on methods of undecorated classes
 
 
 class ConfigError(ValueError):
@@ -119,7 +124,7 @@ class Config:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
+    def from_dict(cls: type[_C], data: dict[str, Any]) -> _C:
         """Inverse of :meth:`to_dict`; unknown keys raise ``KeyError`` naming the valid ones."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
@@ -128,7 +133,7 @@ class Config:
         hints = typing.get_type_hints(cls)
         return cls(**{k: _typed(hints[k], v) for k, v in data.items()})
 
-    def replace(self, **changes: Any) -> Self:
+    def replace(self: _C, **changes: Any) -> _C:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
@@ -136,8 +141,12 @@ class Config:
         """Write :meth:`to_dict` as indented JSON."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
+    def key(self) -> str:
+        """Cache key: :func:`cache_key` of :meth:`to_dict`."""
+        return cache_key(self.to_dict())
+
     @classmethod
-    def load_json(cls, path: str | Path) -> Self:
+    def load_json(cls: type[_C], path: str | Path) -> _C:
         """Read a config written by :meth:`save_json` (``ValueError`` naming the file if it is not one)."""
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -149,6 +158,15 @@ class Config:
         if not isinstance(data, dict):
             raise ValueError(f"{path} holds a JSON {type(data).__name__}, not an object of {cls.__name__} fields")
         return cls.from_dict(data)
+
+
+def cache_key(data: Any, length: int = 12) -> str:
+    """A short, stable hash of JSON-able ``data`` (keys sorted), naming a cache entry.
+
+    >>> cache_key({"b": 1, "a": [2, 3]}) == cache_key({"a": [2, 3], "b": 1})
+    True
+    """
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:length]
 
 
 @cache

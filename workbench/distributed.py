@@ -33,6 +33,7 @@ from torch import Tensor
 
 from workbench.analysis.logit_lens import LogitLens, logit_lens
 from workbench.analysis.patching import PatchResult, as_side, patch_sweep
+from workbench.hooks import hook_name
 
 __all__ = [
     "ShardError",
@@ -188,8 +189,9 @@ def _mean_logits(side, tokens: Tensor, lens: LogitLens, *, pos: int, scale: str)
     cannot be merged across blocks of prompts; this recomputes them the same way.
     """
     model = side.model
-    names = [f"blocks.{label.split('_')[0]}.hook_resid_{label.split('_')[1]}" for label in lens.labels[:-1]]
-    names.append(f"blocks.{model.cfg.n_layers - 1}.hook_resid_post")
+    points = [label.split("_") for label in lens.labels[:-1]]  # "3_pre" -> layer 3, resid_pre
+    names = [hook_name(model, f"resid_{kind}", int(layer)) for layer, kind in points]
+    names.append(hook_name(model, "resid_post", model.cfg.n_layers - 1))
     with torch.no_grad():
         _, acts = side.run(tokens, [*names, "ln_final.hook_scale"])
         stack = torch.stack([acts[name][:, pos] for name in names])

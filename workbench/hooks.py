@@ -9,14 +9,45 @@ range raises :class:`IndexError` naming the valid range.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
+from transformer_lens.hook_points import HookPoint
+from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["HOOK_KINDS", "attach", "capture", "check_hook_name", "check_layer", "hook_name", "hook_names"]
+__all__ = [
+    "HOOK_KINDS",
+    "HookFn",
+    "HookKind",
+    "attach",
+    "capture",
+    "check_hook_name",
+    "check_layer",
+    "format_hook_name",
+    "hook_name",
+    "hook_names",
+]
 
-HOOK_KINDS: dict[str, str] = {
+HookKind = Literal[
+    "resid_pre",
+    "resid_mid",
+    "resid_post",
+    "attn_out",
+    "mlp_out",
+    "z",
+    "pattern",
+    "q",
+    "k",
+    "v",
+    "mlp_pre",
+    "mlp_pre_linear",
+    "mlp_post",
+]
+"""Short names of per-layer hook points (the keys of :data:`HOOK_KINDS`)."""
+
+HOOK_KINDS: dict[HookKind, str] = {
     "resid_pre": "blocks.{layer}.hook_resid_pre",
     "resid_mid": "blocks.{layer}.hook_resid_mid",
     "resid_post": "blocks.{layer}.hook_resid_post",
@@ -28,14 +59,32 @@ HOOK_KINDS: dict[str, str] = {
     "k": "blocks.{layer}.attn.hook_k",
     "v": "blocks.{layer}.attn.hook_v",
     "mlp_pre": "blocks.{layer}.mlp.hook_pre",
+    "mlp_pre_linear": "blocks.{layer}.mlp.hook_pre_linear",
     "mlp_post": "blocks.{layer}.mlp.hook_post",
 }
 """Short names of per-layer hook points and the full TransformerLens name they stand for."""
 
-HookFn = Callable[..., torch.Tensor | None]
+
+@runtime_checkable
+class HookFn(Protocol):
+    """A TransformerLens hook function: ``fn(activation, hook)`` returns a replacement activation or ``None``."""
+
+    def __call__(self, activation: torch.Tensor, /, hook: HookPoint) -> torch.Tensor | None: ...
 
 
-def check_layer(model, layer: int) -> int:
+def format_hook_name(kind: HookKind, layer: int) -> str:
+    """The TransformerLens name of hook point ``kind`` at ``layer``, not yet checked against a model.
+
+    For objects that name their points before they see a model (an IRM, a config's messages);
+    :func:`hook_name` formats and checks.
+
+    >>> format_hook_name("resid_post", 3)
+    'blocks.3.hook_resid_post'
+    """
+    return HOOK_KINDS[kind].format(layer=layer)
+
+
+def check_layer(model: TransformerBridge, layer: int) -> int:
     """Return ``layer`` (negative counts from the end) or raise ``IndexError`` naming the range."""
     n = model.cfg.n_layers
     if not isinstance(layer, int) or not -n <= layer < n:
@@ -43,7 +92,7 @@ def check_layer(model, layer: int) -> int:
     return layer % n
 
 
-def check_hook_name(model, name: str) -> str:
+def check_hook_name(model: TransformerBridge, name: str) -> str:
     """Return ``name`` if the model has that hook point, else raise ``KeyError`` with close matches."""
     if name in model.hook_dict:
         return name
@@ -52,7 +101,7 @@ def check_hook_name(model, name: str) -> str:
     raise KeyError(f"unknown hook name {name!r}{hint}. model.hook_dict lists every hook point")
 
 
-def hook_name(model, kind: str, layer: int | None = None) -> str:
+def hook_name(model: TransformerBridge, kind: HookKind | str, layer: int | None = None) -> str:
     """Build and check a hook name.
 
     Args:
@@ -63,7 +112,7 @@ def hook_name(model, kind: str, layer: int | None = None) -> str:
     if kind in HOOK_KINDS:
         if layer is None:
             raise ValueError(f"hook kind {kind!r} needs a layer")
-        return check_hook_name(model, HOOK_KINDS[kind].format(layer=check_layer(model, layer)))
+        return check_hook_name(model, format_hook_name(kind, check_layer(model, layer)))
     if layer is not None:
         raise KeyError(
             f"unknown hook kind {kind!r}; kinds: {', '.join(HOOK_KINDS)} (or pass a full hook name without layer)"
@@ -71,14 +120,16 @@ def hook_name(model, kind: str, layer: int | None = None) -> str:
     return check_hook_name(model, kind)
 
 
-def hook_names(model, kind: str, layers: Iterable[int] | None = None) -> list[str]:
+def hook_names(model: TransformerBridge, kind: HookKind, layers: Iterable[int] | None = None) -> list[str]:
     """Hook names of one kind for several layers (all layers by default)."""
     layers = range(model.cfg.n_layers) if layers is None else layers
     return [hook_name(model, kind, layer) for layer in layers]
 
 
 @contextmanager
-def attach(model, fwd: Sequence[tuple[str, HookFn]] = (), bwd: Sequence[tuple[str, HookFn]] = ()) -> Iterator:
+def attach(
+    model: TransformerBridge, fwd: Sequence[tuple[str, HookFn]] = (), bwd: Sequence[tuple[str, HookFn]] = ()
+) -> Iterator:
     """Attach forward (and backward) hooks for the duration of a ``with`` block.
 
     Hook functions take ``(activation, hook)`` and return a replacement or ``None``, as in
@@ -96,7 +147,9 @@ def attach(model, fwd: Sequence[tuple[str, HookFn]] = (), bwd: Sequence[tuple[st
 
 
 @contextmanager
-def capture(model, names: Iterable[str], *, detach: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+def capture(
+    model: TransformerBridge, names: Iterable[str], *, detach: bool = True
+) -> Iterator[dict[str, torch.Tensor]]:
     """Record the activations at ``names`` (keyed as given) into a dict filled as the model runs in the block."""
     store: dict[str, torch.Tensor] = {}
 

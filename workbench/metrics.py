@@ -19,6 +19,7 @@ batched patching engine unembed only those positions.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -28,11 +29,32 @@ from torch import Tensor
 __all__ = [
     "KLDivergence",
     "LogitDiff",
+    "Metric",
     "Normalized",
+    "PositionedMetric",
     "kl_divergence",
     "logit_diff",
     "normalized",
 ]
+
+
+@runtime_checkable
+class Metric(Protocol):
+    """The metric contract: logits ``[batch pos d_vocab]`` -> a scalar (or per-prompt values)."""
+
+    def __call__(self, logits: Tensor, /) -> Tensor: ...
+
+
+@runtime_checkable
+class PositionedMetric(Metric, Protocol):
+    """A metric that says which positions it reads, so the patching engine unembeds only those."""
+
+    @property
+    def positions(self) -> tuple[int, ...] | None:
+        """Positions of the logits read (``None``: all, then only ``__call__`` is used)."""
+
+    def on_positions(self, logits: Tensor, /) -> Tensor:
+        """The metric from the logits at :attr:`positions` only (``[batch len(positions) d_vocab]``)."""
 
 
 def _answers(answers) -> Int[Tensor, "batch 2"]:
@@ -49,9 +71,8 @@ def _answers(answers) -> Int[Tensor, "batch 2"]:
 class LogitDiff:
     """``logit[answer] - logit[other]`` at position ``pos``, averaged over the batch (or per prompt)."""
 
-    def __init__(
-        self, answers: Int[Tensor, "batch 2"] | Sequence[Sequence[int]], pos: int = -1, per_prompt: bool = False
-    ):
+    def __init__(self, answers: Tensor | Sequence[Sequence[int]], pos: int = -1, per_prompt: bool = False):
+        """``answers``: ``[batch, 2]`` token ids ``(answer, other)`` per prompt (one pair alone: ``[2]``)."""
         self.answers = _answers(answers)
         self.pos = pos
         self.per_prompt = per_prompt
@@ -99,14 +120,14 @@ def normalized(value: Tensor | float, baseline: Tensor | float, reference: Tenso
 class Normalized:
     """Wrap a metric as ``(metric - baseline) / (reference - baseline)``."""
 
-    def __init__(self, metric, baseline: float, reference: float):
+    def __init__(self, metric: Metric, baseline: float, reference: float):
         normalized(0.0, baseline, reference)  # validates the gap
         self.metric, self.baseline, self.reference = metric, float(baseline), float(reference)
 
     @property
     def positions(self) -> tuple[int, ...] | None:
         """The positions the wrapped metric reads (``None`` if it does not say)."""
-        return getattr(self.metric, "positions", None)
+        return self.metric.positions if isinstance(self.metric, PositionedMetric) else None
 
     def on_positions(self, logits: Tensor) -> Tensor:
         """The normalised metric from the logits at :attr:`positions` only."""

@@ -149,7 +149,6 @@ def _dequantize_gguf(spec: ModelSpec, target: Path) -> None:
     hf.hf_quantizer = None
     if hasattr(hf.config, "quantization_config"):
         del hf.config.quantization_config
-    hf.config.architectures = [type(hf).__name__]
     with atomic_dir(target) as tmp:
         hf.save_pretrained(tmp)
         tok.save_pretrained(tmp)
@@ -261,7 +260,6 @@ def load_hf(
             + (f", e.g. load_model({str(name_or_path)!r}, local_dir=...) or ${spec.env_var}" if spec else "")
             + f". Cause: {err}"
         ) from err
-    hf.config.architectures = hf.config.architectures or [type(hf).__name__]
     hf.eval()
     return hf, tok, hf_id, spec
 
@@ -291,6 +289,8 @@ def boot(hf, tokenizer, hf_id: str, *, device: str = "cpu", compat: bool = True,
     """
     from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
 
+    if not hf.config.architectures:  # built from a config, not loaded: the bridge reads the class from here
+        hf.config.architectures = [type(hf).__name__]
     arch = hf.config.architectures[0]
     if arch not in SUPPORTED_ARCHITECTURES:
         causal = sorted(a for a in SUPPORTED_ARCHITECTURES if "CausalLM" in a)
@@ -321,7 +321,6 @@ def from_config(
 
     torch.manual_seed(seed)
     hf = AutoModelForCausalLM.from_config(hf_config, attn_implementation="eager").eval()
-    hf.config.architectures = [type(hf).__name__]
     return boot(hf, tokenizer, type(hf).__name__, device=device, compat=compat, prepend_bos=prepend_bos)
 
 
@@ -392,7 +391,7 @@ def load_model(
 
 
 @contextmanager
-def frozen(model) -> Iterator:
+def frozen(model: TransformerBridge) -> Iterator:
     """Turn off gradients of every model weight inside the block (only injected modules train);
     the previous ``requires_grad`` flags come back afterwards, also when the block raises."""
     flags = [(p, p.requires_grad) for p in model.parameters()]

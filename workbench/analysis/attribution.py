@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import einops
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.bridge_internals import head_result_scale, residual_contribution_scale
 from workbench.hooks import capture, hook_name
@@ -34,7 +36,7 @@ __all__ = [
 ]
 
 
-def logit_diff_direction(model, answers: Int[Tensor, "batch 2"]) -> Float[Tensor, "batch d_model"]:
+def logit_diff_direction(model: TransformerBridge, answers: Int[Tensor, "batch 2"]) -> Float[Tensor, "batch d_model"]:
     """``W_U[:, answer] - W_U[:, other]`` per prompt: the residual direction read by the logit difference."""
     answers = torch.as_tensor(answers, device=model.W_U.device).long()
     if answers.ndim != 2 or answers.shape[1] != 2:
@@ -42,7 +44,7 @@ def logit_diff_direction(model, answers: Int[Tensor, "batch 2"]) -> Float[Tensor
     return (model.W_U[:, answers[:, 0]] - model.W_U[:, answers[:, 1]]).T.detach()
 
 
-def _direction(model, tokens: Tensor, answers, direction) -> Float[Tensor, "batch d_model"]:
+def _direction(model: TransformerBridge, tokens: Tensor, answers, direction) -> Float[Tensor, "batch d_model"]:
     if (answers is None) == (direction is None):
         raise ValueError("give either answers ([batch, 2] token ids) or a direction ([d_model] or [batch, d_model])")
     if direction is None:
@@ -51,12 +53,12 @@ def _direction(model, tokens: Tensor, answers, direction) -> Float[Tensor, "batc
     return direction.expand(tokens.shape[0], -1) if direction.ndim == 1 else direction
 
 
-def _centres(model) -> bool:
+def _centres(model: TransformerBridge) -> bool:
     """Whether the final norm subtracts the mean (LayerNorm) before scaling."""
     return model.cfg.normalization_type in ("LN", "LNPre") and not getattr(model.cfg, "final_rms", False)
 
 
-def _run(model, tokens: Tensor, names: list[str], pos: int) -> dict[str, Tensor]:
+def _run(model: TransformerBridge, tokens: Tensor, names: list[str], pos: int) -> dict[str, Tensor]:
     """Activations at ``names`` and the final norm's scale, at position ``pos``, one forward."""
     wanted = [*names, "ln_final.hook_scale"]
     with torch.no_grad(), capture(model, wanted) as acts:
@@ -64,12 +66,13 @@ def _run(model, tokens: Tensor, names: list[str], pos: int) -> dict[str, Tensor]
     return {name: act[:, pos] for name, act in acts.items()}
 
 
-def _project(model, stack: Tensor, scale: Tensor, direction: Tensor) -> Tensor:
+def _project(model: TransformerBridge, stack: Tensor, scale: Tensor, direction: Tensor) -> Tensor:
     """``[component batch d_model]`` -> ``[component batch]``: final-norm-scaled, on the direction."""
     stack = stack.float()  # the final norm's scale is float32 even in half-precision models
     if _centres(model):
         stack = stack - stack.mean(-1, keepdim=True)
-    return torch.einsum("cbd,bd->cb", stack / scale.float(), direction.to(stack.device, torch.float32))
+    direction = direction.to(stack.device, torch.float32)
+    return einops.einsum(stack / scale.float(), direction, "component batch d_model, batch d_model -> component batch")
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ class Attribution:
 
 
 def layer_attribution(
-    model, tokens: Int[Tensor, "batch pos"], answers=None, *, direction=None, pos: int = -1
+    model: TransformerBridge, tokens: Int[Tensor, "batch pos"], answers=None, *, direction=None, pos: int = -1
 ) -> Attribution:
     """DLA of the embeddings and of each layer's attention and MLP output at position ``pos``.
 
@@ -159,7 +162,7 @@ class HeadAttribution:
 
 
 def head_attribution(
-    model, tokens: Int[Tensor, "batch pos"], answers=None, *, direction=None, pos: int = -1
+    model: TransformerBridge, tokens: Int[Tensor, "batch pos"], answers=None, *, direction=None, pos: int = -1
 ) -> HeadAttribution:
     """DLA of every attention head at position ``pos`` (arguments as :func:`layer_attribution`)."""
     direction = _direction(model, tokens, answers, direction)
@@ -168,7 +171,10 @@ def head_attribution(
     per_layer = []
     for layer, name in enumerate(names):
         attn = model.blocks[layer].attn
-        result = torch.einsum("bhd,hdm->hbm", acts[name], attn.W_O.detach()) * head_result_scale(attn)
+        per_head = einops.einsum(
+            acts[name], attn.W_O.detach(), "batch head d_head, head d_head d_model -> head batch d_model"
+        )
+        result = per_head * head_result_scale(attn)
         per_layer.append(_project(model, result, acts["ln_final.hook_scale"], direction))
     return HeadAttribution(torch.stack(per_layer), str(model.cfg.model_name))
 
@@ -210,7 +216,13 @@ class NeuronAttribution:
 
 
 def neuron_attribution(
-    model, tokens: Int[Tensor, "batch pos"], answers=None, *, direction=None, pos: int = -1, layers=None
+    model: TransformerBridge,
+    tokens: Int[Tensor, "batch pos"],
+    answers=None,
+    *,
+    direction=None,
+    pos: int = -1,
+    layers=None,
 ) -> NeuronAttribution:
     """DLA of every MLP neuron at position ``pos``: a ``(layer × d_mlp)`` result.
 

@@ -17,14 +17,17 @@ tokens per point). Bias-free (``x @ W_U``), as TransformerLens's recipe.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
+import einops
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.analysis.attribution import logit_diff_direction
-from workbench.analysis.patching import as_side
+from workbench.analysis.patching import ModelSide, as_side
 from workbench.hooks import hook_name
 
 __all__ = ["LogitLens", "logit_lens"]
@@ -72,13 +75,13 @@ class LogitLens:
 
 
 def logit_lens(
-    model,
+    model: TransformerBridge | ModelSide,
     tokens: Int[Tensor, "batch pos"],
     answers: Int[Tensor, "batch 2"],
     *,
     pos: int = -1,
     incl_mid: bool = True,
-    scale: str = "own",
+    scale: Literal["own", "final"] = "own",
     k: int = 5,
 ) -> LogitLens:
     """Logit lens of one model (or :class:`~workbench.analysis.patching.ModelSide`, hooks on).
@@ -116,7 +119,7 @@ def logit_lens(
                 stack = stack - stack.mean(-1, keepdim=True)
             normed = stack.float() / acts["ln_final.hook_scale"][:, pos].float()  # the scale is float32 in any model
         direction = logit_diff_direction(model, answers).float()
-        per_prompt = torch.einsum("pbd,bd->pb", normed.float(), direction)
+        per_prompt = einops.einsum(normed.float(), direction, "point batch d_model, batch d_model -> point batch")
         logits = normed.mean(1).to(model.W_U.dtype) @ model.W_U.detach()
         top = logits.topk(k, dim=-1)
     tokens_out = tuple(tuple(model.to_str_tokens(row)) for row in top.indices)

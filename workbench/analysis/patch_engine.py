@@ -47,6 +47,7 @@ from workbench.bridge_internals import (
     slice_block_kwargs,
 )
 from workbench.hooks import attach, capture
+from workbench.metrics import Metric, PositionedMetric
 
 __all__ = ["Patch", "Trace", "prune", "run_full", "run_staircase", "trace"]
 
@@ -157,11 +158,11 @@ def _patch_hooks(groups: dict[str, list[tuple[slice, Patch]]], source: dict[str,
     return [(name, make(name)) for name in groups]
 
 
-def _evaluate(model, metric, final: Tensor, start: int, n: int, base: Trace, batch: int) -> list[Tensor]:
+def _evaluate(model, metric: Metric, final: Tensor, start: int, n: int, base: Trace, batch: int) -> list[Tensor]:
     """Metric value of each of the ``n`` stacked runs whose last-block output is ``final``."""
     seq = base.final.shape[1]
-    positions = getattr(metric, "positions", None)
-    if positions is not None and hasattr(metric, "on_positions"):
+    positions = metric.positions if isinstance(metric, PositionedMetric) else None
+    if positions is not None:
         cols = []
         for r in (p % seq for p in positions):
             cols.append(final[:, r - start] if r >= start else base.final[:, r].repeat(n, 1))

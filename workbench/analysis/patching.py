@@ -19,22 +19,25 @@ equal ``transformer_lens.patching.get_act_patch_*`` on the same inputs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import product
+from typing import Literal
 
 import pandas as pd
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Int
 from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.analysis.patch_engine import Patch, prune, run_full, run_staircase, trace
-from workbench.hooks import attach, capture, hook_name
-from workbench.metrics import normalized
+from workbench.hooks import HookFn, HookKind, attach, capture, hook_name
+from workbench.metrics import Metric, normalized
 
-__all__ = ["SWEEPS", "ModelSide", "PatchResult", "as_side", "patch_heads", "patch_sweep"]
+__all__ = ["SWEEPS", "ModelSide", "PatchResult", "SweepKind", "as_side", "patch_heads", "patch_sweep"]
 
-SWEEPS: dict[str, tuple[str, tuple[str, ...]]] = {
+SweepKind = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "head", "head_pos"]
+SWEEPS: dict[SweepKind, tuple[HookKind, tuple[str, ...]]] = {
     "resid_pre": ("resid_pre", ("layer", "pos")),
     "resid_mid": ("resid_mid", ("layer", "pos")),
     "resid_post": ("resid_post", ("layer", "pos")),
@@ -51,9 +54,9 @@ SWEEPS: dict[str, tuple[str, tuple[str, ...]]] = {
 class ModelSide:
     """A model as one side of a comparison: a bridge plus forward hooks kept attached while it runs."""
 
-    model: object
+    model: TransformerBridge
     """The bridge."""
-    hooks: tuple = ()
+    hooks: Sequence[tuple[str, HookFn]] = ()
     """``(hook name, fn)`` pairs attached during every run of this side (e.g. an injected module's)."""
     stateless_hooks: bool = False
     """The hooks act on each position of their own activation alone (e.g. adding a steering vector),
@@ -88,7 +91,7 @@ class PatchResult:
     """Metric of each patched run of a sweep, with the unpatched and source values."""
 
     kind: str
-    """The sweep kind (a key of :data:`SWEEPS`)."""
+    """What was patched: a sweep kind (:data:`SweepKind`) or a node kind of attribution patching."""
     axes: tuple[str, ...]
     """Names of the axes of :attr:`values` (``layer``, ``pos``, ``head``)."""
     values: Tensor
@@ -155,7 +158,7 @@ def _indices(what: str, given: Sequence[int] | None, size: int, has: str) -> lis
     return [i % size for i in given]
 
 
-def _check_not_right_padded(model, batches: dict[str, Tensor]) -> None:
+def _check_not_right_padded(model: TransformerBridge, batches: dict[str, Tensor]) -> None:
     """Refuse batches whose last position is padding in some row (metrics read the last position)."""
     pad = getattr(getattr(model, "tokenizer", None), "pad_token_id", None)
     if pad is None:
@@ -170,7 +173,9 @@ def _check_not_right_padded(model, batches: dict[str, Tensor]) -> None:
             )
 
 
-def _patches(model, kind: str, layers: Sequence[int], positions: Sequence[int]) -> list[tuple[tuple[int, ...], Patch]]:
+def _patches(
+    model: TransformerBridge, kind: SweepKind, layers: Sequence[int], positions: Sequence[int]
+) -> list[tuple[tuple[int, ...], Patch]]:
     hook_kind, axes = SWEEPS[kind]
     out = []
     for li, layer in enumerate(layers):
@@ -198,10 +203,10 @@ def _value(v) -> float:
 def patch_sweep(
     target,
     source,
-    kind: str,
-    metric: Callable[[Float[Tensor, "batch pos d_vocab"]], Tensor],
+    kind: SweepKind,
+    metric: Metric,
     tokens: Int[Tensor, "batch pos"],
-    source_tokens: Int[Tensor, "batch pos"] | None = None,
+    source_tokens: Int[Tensor, "source_batch source_pos"] | None = None,
     *,
     layers: Sequence[int] | None = None,
     positions: Sequence[int] | None = None,
@@ -270,9 +275,9 @@ def patch_heads(
     target,
     source,
     heads: Sequence[tuple[int, int]],
-    metric: Callable[[Float[Tensor, "batch pos d_vocab"]], Tensor],
+    metric: Metric,
     tokens: Int[Tensor, "batch pos"],
-    source_tokens: Int[Tensor, "batch pos"] | None = None,
+    source_tokens: Int[Tensor, "source_batch source_pos"] | None = None,
 ) -> float:
     """Metric of the target run with the outputs (``z``, all positions) of ``heads`` patched jointly from the source."""
     target, source = as_side(target), as_side(source)

@@ -105,7 +105,7 @@ def load_texts(
     *,
     column: str = "text",
     label_column: str | None = None,
-    label: str | None = None,
+    label: str | int | None = None,
     encoding: str | None = None,
 ) -> list[str]:
     """The user's own texts: a CSV / JSONL file (``column``), a plain text file (one per line),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 from jaxtyping import Int
+from transformer_lens.model_bridge import TransformerBridge
 
 __all__ = ["MOVIE_SENTIMENT", "PromptSet", "answer_token", "check_prompts", "prompt_tokens"]
 
@@ -49,11 +50,11 @@ class PromptSet:
             if len(pair) != 2:
                 raise ValueError(f"each answer pair is (answer, other); got {pair!r}")
 
-    def tokens(self, model) -> Int[torch.Tensor, "batch pos"]:
+    def tokens(self, model: TransformerBridge) -> Int[torch.Tensor, "batch pos"]:
         """The prompts as one token batch; raises if their token lengths differ."""
         return prompt_tokens(model, self.prompts)
 
-    def answer_tokens(self, model) -> Int[torch.Tensor, "batch 2"]:
+    def answer_tokens(self, model: TransformerBridge) -> Int[torch.Tensor, "batch 2"]:
         """Token ids of ``(answer, other)`` per prompt; raises if an answer is not a single token."""
         return torch.tensor(
             [[answer_token(model, a), answer_token(model, b)] for a, b in self.answers], device=model.cfg.device
@@ -64,7 +65,7 @@ MOVIE_SENTIMENT = PromptSet(("This movie was really",), ((" bad", " good"),))
 """The prompt of the RLHF model-diff study: does the model prefer " bad" over " good"?"""
 
 
-def answer_token(model, answer: str) -> int:
+def answer_token(model: TransformerBridge, answer: str) -> int:
     """The id of ``answer``, which must encode to exactly one token (without BOS)."""
     ids = model.to_tokens(answer, prepend_bos=False)[0].tolist()
     if len(ids) != 1:
@@ -76,7 +77,9 @@ def answer_token(model, answer: str) -> int:
     return ids[0]
 
 
-def prompt_tokens(model, prompts: str | tuple[str, ...] | list[str]) -> Int[torch.Tensor, "batch pos"]:
+def prompt_tokens(
+    model: TransformerBridge, prompts: str | tuple[str, ...] | list[str]
+) -> Int[torch.Tensor, "batch pos"]:
     """Tokenize prompts as one batch without padding; raises naming the lengths when they differ, and
     when a prompt is empty or longer than the model's context (``model.cfg.n_ctx``; never cut silently)."""
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)

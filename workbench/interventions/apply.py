@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
+from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.hooks import attach, capture
-from workbench.interventions.modules import Intervention
+from workbench.interventions.modules import Collecting, Intervention
 from workbench.interventions.spec import InterventionSpec
 
 __all__ = ["InterventionOutput", "InterventionSet", "run_interventions", "source_activations"]
@@ -64,7 +65,7 @@ class InterventionOutput:
     """Logits of the intervened base run and the activations collected by collect interventions."""
 
     logits: Float[Tensor, "batch pos d_vocab"]
-    collected: dict[str, Float[Tensor, "batch n d"]]
+    collected: dict[str, Float[Tensor, "batch _n _d"]]
 
 
 def _select(x: Tensor, positions: tuple[int, ...] | None) -> Tensor:
@@ -72,9 +73,9 @@ def _select(x: Tensor, positions: tuple[int, ...] | None) -> Tensor:
 
 
 def source_activations(
-    model,
+    model: TransformerBridge,
     interventions: InterventionSet,
-    sources: Int[Tensor, "batch pos"] | Sequence[Int[Tensor, "batch pos"]] | None,
+    sources: Int[Tensor, "batch _pos"] | Sequence[Int[Tensor, "batch _pos"]] | None,
     *,
     batch_size: int | None = None,
 ) -> SourceActs:
@@ -99,10 +100,10 @@ def source_activations(
 
 
 def run_interventions(
-    model,
+    model: TransformerBridge,
     interventions: InterventionSet,
     base: Int[Tensor, "batch pos"],
-    sources: Int[Tensor, "batch pos"] | Sequence[Int[Tensor, "batch pos"]] | None = None,
+    sources: Int[Tensor, "batch _source_pos"] | Sequence[Int[Tensor, "batch _source_pos"]] | None = None,
     *,
     source_acts: SourceActs | None = None,
 ) -> InterventionOutput:
@@ -153,9 +154,9 @@ def run_interventions(
         return fn
 
     for module in interventions.interventions:
-        if hasattr(module, "collected"):
+        if isinstance(module, Collecting):
             module.collected.clear()
     with attach(model, [(s.hook, hook_fn(s, m)) for s, m in interventions]):
         logits = model(base)
-    collected = {s.name: torch.cat(m.collected) for s, m in interventions if getattr(m, "collected", None)}
+    collected = {s.name: torch.cat(m.collected) for s, m in interventions if isinstance(m, Collecting) and m.collected}
     return InterventionOutput(logits, collected)

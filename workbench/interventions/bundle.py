@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file, save_file
+from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.interventions.apply import InterventionSet
 from workbench.interventions.modules import make_intervention
@@ -36,7 +37,7 @@ def save_bundle(interventions: InterventionSet, path: str | Path, *, metadata: d
     return path
 
 
-def load_bundle(path: str | Path, model=None) -> tuple[InterventionSet, dict[str, Any]]:
+def load_bundle(path: str | Path, model: TransformerBridge = None) -> tuple[InterventionSet, dict[str, Any]]:
     """Read a bundle written by :func:`save_bundle`.
 
     Args:

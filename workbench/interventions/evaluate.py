@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 from jaxtyping import Int
 from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.data.counterfactual import CounterfactualTensors
 from workbench.interventions.apply import InterventionSet, run_interventions
@@ -19,7 +20,7 @@ __all__ = ["interchange_intervention_accuracy", "intervened_predictions"]
 
 
 def intervened_predictions(
-    model,
+    model: TransformerBridge,
     interventions: InterventionSet,
     data: CounterfactualTensors,
     *,
@@ -50,7 +51,7 @@ def intervened_predictions(
 
 
 def interchange_intervention_accuracy(
-    model,
+    model: TransformerBridge,
     interventions: InterventionSet,
     data: CounterfactualTensors,
     *,

@@ -18,7 +18,7 @@ so ``source == base`` and ``m == 0`` leave ``base`` bit-for-bit unchanged.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float
@@ -30,9 +30,11 @@ __all__ = [
     "AdditionIntervention",
     "BoundlessRotatedSpaceIntervention",
     "CollectIntervention",
+    "Collecting",
     "ConstantSourceIntervention",
     "InterchangeIntervention",
     "Intervention",
+    "InterventionKind",
     "LowRankRotatedSpaceIntervention",
     "RotatedSpaceIntervention",
     "ZeroIntervention",
@@ -254,7 +256,10 @@ class BoundlessRotatedSpaceIntervention(_RotatedBase):
         return torch.sigmoid((self.boundary.clamp(0, 1) * self.d - index - 0.5) / self.temperature)
 
 
-MODULES: dict[str, type[Intervention]] = {
+InterventionKind = Literal["zero", "interchange", "addition", "constant", "collect", "rotated", "low_rank", "boundless"]
+"""The ``kind`` of each intervention class (the keys of :data:`MODULES`)."""
+
+MODULES: dict[InterventionKind, type[Intervention]] = {
     cls.kind: cls
     for cls in (
         ZeroIntervention,
@@ -270,7 +275,14 @@ MODULES: dict[str, type[Intervention]] = {
 """Intervention classes by ``kind``."""
 
 
-def make_intervention(kind: str, **config: Any) -> Intervention:
+@runtime_checkable
+class Collecting(Protocol):
+    """An intervention that records what it sees: ``collected`` holds one tensor per run until cleared."""
+
+    collected: list[Tensor]
+
+
+def make_intervention(kind: InterventionKind, **config: Any) -> Intervention:
     """Build an intervention module from its ``kind`` and :meth:`Intervention.config` arguments."""
     if kind not in MODULES:
         raise KeyError(f"unknown intervention kind {kind!r}; kinds: {', '.join(MODULES)}")

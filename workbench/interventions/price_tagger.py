@@ -22,7 +22,6 @@ and experiments share one training run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -33,7 +32,7 @@ from typing import Annotated
 
 import torch
 
-from workbench.config import Config, Count, Positive, Range
+from workbench.config import Config, Count, Positive, Range, cache_key
 from workbench.data.counterfactual import (
     CounterfactualTensors,
     price_tagging_model,
@@ -144,8 +143,7 @@ class PriceTaggerConfig(Config):
 
     def key(self) -> str:
         """Cache key: a hash of the config and of the sampling scheme (models trained by another one differ)."""
-        payload = {**self.to_dict(), "sampling": _SAMPLING}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+        return cache_key({**self.to_dict(), "sampling": _SAMPLING})
 
     def planted(self) -> dict[str, torch.Tensor]:
         """Orthonormal bases (``d_model x iit_dims``) of the subspaces where IIT plants ``left`` and ``right``."""
@@ -249,7 +247,6 @@ def _train(cfg: PriceTaggerConfig, tokenizer, progress: bool):
         eos_token_id=tokenizer.eos_token_id,
     )
     hf = AutoModelForCausalLM.from_config(hf_cfg, attn_implementation="eager")
-    hf.config.architectures = [type(hf).__name__]
     opt = torch.optim.AdamW(hf.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.98))
     warmup = max(1, cfg.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -303,7 +300,6 @@ def price_tagger(
             (tmp / "metrics.json").write_text(json.dumps({"accuracy": accuracy, "losses": losses}) + "\n")
     tokenizer = AutoTokenizer.from_pretrained(path)
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
-    hf.config.architectures = [type(hf).__name__]
     planted_iia = {v: _planted_iia(hf, cfg, tokenizer, v, basis) for v, basis in cfg.planted().items()}
     model = boot(hf, tokenizer, type(hf).__name__, prepend_bos=False)
     accuracy = task_accuracy(model, eval_tokens, eval_labels)

@@ -11,14 +11,16 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pandas as pd
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
+from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.data.counterfactual import CounterfactualTensors
-from workbench.hooks import hook_name
+from workbench.hooks import HookKind, hook_name
 from workbench.interventions.apply import InterventionSet
 from workbench.interventions.evaluate import interchange_intervention_accuracy
 from workbench.interventions.modules import (
@@ -29,7 +31,10 @@ from workbench.interventions.modules import (
 from workbench.interventions.spec import InterventionSpec
 from workbench.interventions.train import AlignmentConfig, TrainHistory, train_interventions
 
-__all__ = ["DASFit", "DASSweep", "das_sweep", "fit_das", "random_rotation_iia", "subspace_overlap"]
+__all__ = ["DASFit", "DASMethod", "DASSweep", "das_sweep", "fit_das", "random_rotation_iia", "subspace_overlap"]
+
+DASMethod = Literal["boundless", "low_rank"]
+"""Boundless DAS (learns the subspace width) or low-rank DAS (a fixed rank)."""
 
 
 @dataclass
@@ -60,7 +65,7 @@ class DASFit:
 class DASSweep:
     """IIA per layer and position, plus each fit's training history."""
 
-    hook_kind: str
+    hook_kind: HookKind
     fits: list[DASFit] = field(default_factory=list)
 
     def to_frame(self) -> pd.DataFrame:
@@ -79,7 +84,7 @@ class DASSweep:
         return max(self.fits, key=lambda f: (f.iia, -f.layer, -f.position))
 
 
-def _module(method: str, d: int, rank: int, seed: int) -> Intervention:
+def _module(method: DASMethod, d: int, rank: int, seed: int) -> Intervention:
     if method == "boundless":
         return BoundlessRotatedSpaceIntervention(d, seed=seed)
     if method == "low_rank":
@@ -88,14 +93,14 @@ def _module(method: str, d: int, rank: int, seed: int) -> Intervention:
 
 
 def fit_das(
-    model,
+    model: TransformerBridge,
     train: CounterfactualTensors,
     test: CounterfactualTensors,
     layer: int,
     position: int,
     *,
-    hook_kind: str = "resid_post",
-    method: str = "boundless",
+    hook_kind: HookKind = "resid_post",
+    method: DASMethod = "boundless",
     rank: int = 1,
     cfg: AlignmentConfig = AlignmentConfig(),
     progress: bool = False,
@@ -112,14 +117,14 @@ def fit_das(
 
 
 def das_sweep(
-    model,
+    model: TransformerBridge,
     train: CounterfactualTensors,
     test: CounterfactualTensors,
     layers: Sequence[int],
     positions: Sequence[int],
     *,
-    hook_kind: str = "resid_post",
-    method: str = "boundless",
+    hook_kind: HookKind = "resid_post",
+    method: DASMethod = "boundless",
     rank: int = 1,
     cfg: AlignmentConfig = AlignmentConfig(),
     progress: bool = False,
@@ -134,7 +139,9 @@ def das_sweep(
     return sweep
 
 
-def random_rotation_iia(model, fit: DASFit, test: CounterfactualTensors, *, seed: int = 12345) -> float:
+def random_rotation_iia(
+    model: TransformerBridge, fit: DASFit, test: CounterfactualTensors, *, seed: int = 12345
+) -> float:
     """Control: IIA of ``fit``'s intervention (same place, same width) with a random untrained rotation."""
     spec, trained = fit.spec, fit.module
     if isinstance(trained, BoundlessRotatedSpaceIntervention):

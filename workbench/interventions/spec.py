@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from transformer_lens.model_bridge import TransformerBridge
+
 from workbench.config import Config, Index
-from workbench.hooks import check_hook_name, hook_name
+from workbench.hooks import HookKind, check_hook_name, hook_name
 
 __all__ = ["InterventionSpec", "spec_at"]
 
@@ -54,13 +56,15 @@ class InterventionSpec(Config):
         """Positions read from the source run."""
         return self.positions if self.source_positions is None else self.source_positions
 
-    def check(self, model) -> InterventionSpec:
+    def check(self, model: TransformerBridge) -> InterventionSpec:
         """Return ``self`` if the hook exists on ``model`` (``KeyError`` with close matches otherwise)."""
         check_hook_name(model, self.hook)
         return self
 
 
-def spec_at(model, kind: str, layer: int, positions: tuple[int, ...] | int | None = None, **kwargs) -> InterventionSpec:
+def spec_at(
+    model: TransformerBridge, kind: HookKind, layer: int, positions: tuple[int, ...] | int | None = None, **kwargs
+) -> InterventionSpec:
     """A spec from a short hook kind (``"resid_post"``, ``"z"``, ...) and a layer, checked on ``model``."""
     if isinstance(positions, int):
         positions = (positions,)

@@ -16,6 +16,7 @@ from functools import partial
 
 import pandas as pd
 import torch
+from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.config import Config, Count, NonNegative, Positive
 from workbench.data.counterfactual import CounterfactualTensors
@@ -75,7 +76,7 @@ class TrainHistory:
 
 
 def train_interventions(
-    model,
+    model: TransformerBridge,
     interventions: InterventionSet,
     data: CounterfactualTensors,
     cfg: AlignmentConfig = AlignmentConfig(),

@@ -9,20 +9,24 @@ point could never see the IRM's output, so the config refuses it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from workbench.config import Config, Count, NonNegative, Positive
+from workbench.hooks import format_hook_name
 
-__all__ = ["READ_KINDS", "WRITE_KINDS", "IRMConfig", "TrainConfig", "point_rank"]
+__all__ = ["READ_KINDS", "WRITE_KINDS", "IRMConfig", "ReadKind", "TrainConfig", "WriteKind", "point_rank"]
 
 # Order of the hook points inside one block; a block's points all run after the previous block's.
-_STAGE = {"resid_pre": 0, "attn_out": 1, "resid_mid": 2, "mlp_out": 3, "resid_post": 4}
-READ_KINDS = tuple(_STAGE)
-"""Hook kinds the IRM may read (one per forward)."""
-WRITE_KINDS = ("resid_pre", "resid_mid", "resid_post")
+ReadKind = Literal["resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"]
+"""Hook kinds the IRM may read (one per forward), in the order they run inside a block."""
+WriteKind = Literal["resid_pre", "resid_mid", "resid_post"]
 """Hook kinds the IRM may add into (residual-stream points)."""
+READ_KINDS: tuple[ReadKind, ...] = get_args(ReadKind)
+WRITE_KINDS: tuple[WriteKind, ...] = get_args(WriteKind)
+_STAGE = {kind: i for i, kind in enumerate(READ_KINDS)}
 
 
-def point_rank(kind: str, layer: int) -> tuple[int, int]:
+def point_rank(kind: ReadKind, layer: int) -> tuple[int, int]:
     """Position of a hook point in the forward pass: later points compare greater."""
     return (layer, _STAGE[kind])
 
@@ -31,11 +35,11 @@ def point_rank(kind: str, layer: int) -> tuple[int, int]:
 class IRMConfig(Config):
     """Where the IRM reads and writes, and its shape (the paper's: 5 linear layers, width 3·d_model)."""
 
-    read_hook: str = "attn_out"
+    read_hook: str = "attn_out"  # a ReadKind; str while experiments/neuron1512.py passes field types to argparse
     """Hook kind the IRM reads: attn_out (default) or resid_mid (the original code), resid_pre, mlp_out, resid_post."""
     read_layer: int = 0
     """Layer of the read hook."""
-    write_hook: str = "resid_post"
+    write_hook: str = "resid_post"  # a WriteKind (as read_hook)
     """Hook kind the IRM output is added into: resid_post (default), resid_mid or resid_pre."""
     layers: tuple[int, ...] = ()
     """Layers whose write hook receives a slice of the IRM output; empty = every layer."""
@@ -62,9 +66,9 @@ class IRMConfig(Config):
         first = min(self.layers) if self.layers else 0
         if point_rank(self.write_hook, first) < point_rank(self.read_hook, self.read_layer):
             raise ValueError(
-                f"configuration error: the IRM writes at blocks.{first}.hook_{self.write_hook}, which runs before "
-                f"its read point blocks.{self.read_layer}.hook_{self.read_hook}, so the write would never see the "
-                f"IRM's output. Write only at layers whose {self.write_hook} comes after the read "
+                f"configuration error: the IRM writes at {format_hook_name(self.write_hook, first)}, which runs "
+                f"before its read point {format_hook_name(self.read_hook, self.read_layer)}, so the write would "
+                f"never see the IRM's output. Write only at layers whose {self.write_hook} comes after the read "
                 f"(e.g. layers >= {self.read_layer + 1}) or read earlier."
             )
 

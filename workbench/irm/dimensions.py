@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.hooks import capture, hook_names
 from workbench.irm.module import IRM
@@ -64,7 +65,9 @@ def overlap_table(tops: Mapping[str, Sequence[int]]) -> pd.DataFrame:
 
 
 @torch.no_grad()
-def base_magnitudes(model, data: Sequence[Encoded], *, batch_size: int = 16) -> Float[Tensor, "layer d_model"]:
+def base_magnitudes(
+    model: TransformerBridge, data: Sequence[Encoded], *, batch_size: int = 16
+) -> Float[Tensor, "layer d_model"]:
     """Mean ``|resid_post|`` of the base model per (layer, dimension) over the non-pad tokens of ``data``."""
     names = hook_names(model, "resid_post")
     pad = model.tokenizer.pad_token_id or 0
@@ -129,7 +132,7 @@ class MaskingResult:
 
 
 def masking_test(
-    model,
+    model: TransformerBridge,
     irm: IRM,
     data: Sequence[Encoded],
     ranked_dims: Sequence[int],

@@ -16,6 +16,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
+from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.irm.inject import inject
 from workbench.irm.module import IRM
@@ -49,7 +50,7 @@ def per_token_outputs(record: Sequence[Tensor], n_new: int) -> Float[Tensor, "to
 
 @torch.no_grad()
 def generate_one(
-    model,
+    model: TransformerBridge,
     irm: IRM | None,
     prompt: str,
     *,
@@ -84,7 +85,7 @@ def generate_one(
 
 
 def generate_replies(
-    model,
+    model: TransformerBridge,
     irm: IRM | None,
     prompts: Sequence[str],
     *,

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.hooks import attach
 from workbench.irm.module import IRM, Injection
@@ -15,7 +16,7 @@ __all__ = ["inject"]
 
 @contextmanager
 def inject(
-    model, irm: IRM | None, *, record: list | None = None, mask: Tensor | None = None
+    model: TransformerBridge, irm: IRM | None, *, record: list | None = None, mask: Tensor | None = None
 ) -> Iterator[Injection | None]:
     """Run ``model`` with ``irm`` injected for the duration of a ``with`` block.
 

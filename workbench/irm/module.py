@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
+from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.hooks import hook_name
+from workbench.hooks import format_hook_name, hook_name
 from workbench.irm.config import IRMConfig
 
 __all__ = ["IRM", "Injection"]
@@ -61,7 +62,7 @@ class IRM(nn.Module):
         self.net = nn.Sequential(*mods, linears[-1])
 
     @classmethod
-    def for_model(cls, model, cfg: IRMConfig | None = None, *, seed: int = 0) -> IRM:
+    def for_model(cls, model: TransformerBridge, cfg: IRMConfig | None = None, *, seed: int = 0) -> IRM:
         """An IRM shaped for ``model`` (a bridge), on the model's device."""
         irm = cls(cfg or IRMConfig(), model.cfg.d_model, model.cfg.n_layers, seed=seed)
         return irm.to(model.cfg.device)
@@ -76,12 +77,12 @@ class IRM(nn.Module):
     @property
     def read_name(self) -> str:
         """TransformerLens name of the read hook."""
-        return f"blocks.{self.cfg.read_layer}.hook_{self.cfg.read_hook}"
+        return format_hook_name(self.cfg.read_hook, self.cfg.read_layer)
 
     @property
     def write_names(self) -> list[str]:
         """TransformerLens names of the write hooks, one per entry of ``self.layers``."""
-        return [f"blocks.{layer}.hook_{self.cfg.write_hook}" for layer in self.layers]
+        return [format_hook_name(self.cfg.write_hook, layer) for layer in self.layers]
 
     def mask_for(self, dims: Sequence[int] = (), layers: Sequence[int] = ()) -> Float[Tensor, "layer d_model"]:
         """A 0/1 mask over the IRM output that zeroes residual dimensions ``dims`` and model layers ``layers``."""
@@ -96,7 +97,7 @@ class IRM(nn.Module):
             mask[self.layers.index(layer)] = 0
         return mask
 
-    def check_model(self, model) -> None:
+    def check_model(self, model: TransformerBridge) -> None:
         """Raise ``ValueError`` if the IRM was not built for a model of this shape."""
         if (model.cfg.d_model, model.cfg.n_layers) != (self.d_model, self.n_model_layers):
             raise ValueError(
@@ -105,14 +106,18 @@ class IRM(nn.Module):
                 "Build an IRM for this model (IRM.for_model)"
             )
 
-    def injection(self, model, *, record: list | None = None, mask: Tensor | None = None) -> Injection:
+    def injection(
+        self, model: TransformerBridge, *, record: list | None = None, mask: Tensor | None = None
+    ) -> Injection:
         """The hooks that run this IRM inside ``model``, with their shared state (see :class:`Injection`)."""
         self.check_model(model)
         for name in (self.read_name, *self.write_names):
             hook_name(model, name)
         return Injection(self, record=record, mask=mask)
 
-    def hooks(self, model, *, record: list | None = None, mask: Tensor | None = None) -> list[tuple[str, object]]:
+    def hooks(
+        self, model: TransformerBridge, *, record: list | None = None, mask: Tensor | None = None
+    ) -> list[tuple[str, object]]:
         """Forward hooks ``[(hook_name, fn), ...]`` (read first, then writes) running this IRM in ``model``.
 
         Use them with :func:`workbench.hooks.attach`: ``with attach(model, irm.hooks(model)): model(tokens)``.

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.hooks import attach
 from workbench.irm.module import IRM
@@ -61,7 +62,7 @@ def stats_from_tokens(outputs: Float[Tensor, "token layer d_model"], layers: Seq
 
 @torch.no_grad()
 def collect_output_stats(
-    model, irm: IRM, data: Sequence[Encoded], *, batch_size: int = 16, pad_id: int | None = None
+    model: TransformerBridge, irm: IRM, data: Sequence[Encoded], *, batch_size: int = 16, pad_id: int | None = None
 ) -> OutputStats:
     """Run ``model`` with ``irm`` over ``data`` (teacher forcing); average ``|IRM output|`` over the scored tokens."""
     pad = pad_id if pad_id is not None else (model.tokenizer.pad_token_id or 0)

@@ -25,19 +25,23 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import pandas as pd
 import torch
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
+from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.config import Config
 from workbench.hooks import attach, hook_name
 
 __all__ = [
+    "MODES",
     "Ablation",
     "AblationEffects",
+    "AblationMode",
     "Neurons",
     "ablated",
     "ablation_effects",
@@ -52,30 +56,25 @@ __all__ = [
 Neurons = Sequence[tuple[int, int]] | Mapping[int, Sequence[int]]
 """A neuron set: ``[(layer, neuron), ...]`` or ``{layer: [neuron, ...]}``."""
 
-MODES = ("zero", "mean", "multiply", "fix")
+AblationMode = Literal["zero", "mean", "multiply", "fix"]
+MODES: tuple[AblationMode, ...] = get_args(AblationMode)
+Sign = Literal["+", "-"]
 
 
 @dataclass(frozen=True)
 class Ablation(Config):
     """What to do to the post-activations of a neuron set, and where."""
 
-    mode: str = "zero"
+    mode: AblationMode = "zero"
     """zero: set to 0; mean: set to the neuron's mean; multiply: times value; fix: set to value."""
     value: float = 0.0
     """The factor (multiply) or the fixed activation (fix); unused otherwise."""
-    gate: str | None = None
+    gate: Sign | None = None
     """Only where the gate pre-activation is '+' (>0) or '-' (<0); None: regardless of the gate."""
-    post: str | None = None
+    post: Sign | None = None
     """Only where the post-activation is '+' (>0) or '-' (<0); None: regardless of its sign."""
     orient_post: bool = False
     """Test the sign of post·sign(w_gate·w_in) instead of post's (as the reference code does)."""
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"unknown ablation mode {self.mode!r}; modes: {', '.join(MODES)}")
-        for name in ("gate", "post"):
-            if getattr(self, name) not in (None, "+", "-"):
-                raise ValueError(f"{name} condition must be '+', '-' or None, got {getattr(self, name)!r}")
 
     @property
     def label(self) -> str:
@@ -106,7 +105,7 @@ def _sign_mask(x: Tensor, sign: str | None) -> Tensor | None:
 
 
 def ablation_hooks(
-    model, neurons: Neurons, spec: Ablation, *, means: Float[Tensor, "layer d_mlp"] | None = None
+    model: TransformerBridge, neurons: Neurons, spec: Ablation, *, means: Float[Tensor, "layer d_mlp"] | None = None
 ) -> list[tuple[str, Callable]]:
     """Forward hooks that apply ``spec`` to ``neurons`` (for :func:`workbench.hooks.attach`).
 
@@ -177,7 +176,7 @@ def _post_editor(
 
 
 @contextmanager
-def ablated(model, neurons: Neurons, spec: Ablation, *, means: Tensor | None = None) -> Iterator:
+def ablated(model: TransformerBridge, neurons: Neurons, spec: Ablation, *, means: Tensor | None = None) -> Iterator:
     """Context manager: ``model`` with ``neurons`` ablated by ``spec`` inside the block."""
     with attach(model, ablation_hooks(model, neurons, spec, means=means)):
         yield model
@@ -203,7 +202,7 @@ def random_control(
     return control
 
 
-def tokenize_texts(model, texts: Sequence[str], *, max_len: int = 64) -> list[Tensor]:
+def tokenize_texts(model: TransformerBridge, texts: Sequence[str], *, max_len: int = 64) -> list[Tensor]:
     """Token ids of each text (the model's BOS convention), cut to ``max_len``; texts shorter than 2 tokens dropped."""
     out = [model.to_tokens(t, truncate=False)[0, :max_len].cpu() for t in texts]
     return [t for t in out if len(t) >= 2]
@@ -222,7 +221,7 @@ def pad_batches(seqs: Sequence[Tensor], batch_size: int) -> Iterator[tuple[Tenso
 
 
 @torch.no_grad()
-def next_token_metrics(model, seqs: Sequence[Tensor], *, batch_size: int = 16) -> dict[str, Tensor]:
+def next_token_metrics(model: TransformerBridge, seqs: Sequence[Tensor], *, batch_size: int = 16) -> dict[str, Tensor]:
     """Per-sequence next-token entropy (nats) and loss of the model as it is (hooks included).
 
     Sequences are right-padded (causal attention: padding never reaches real positions).
@@ -268,7 +267,7 @@ class AblationEffects:
 
 
 def ablation_effects(
-    model,
+    model: TransformerBridge,
     texts: Sequence[str],
     sets: Mapping[str, Neurons],
     spec: Ablation,

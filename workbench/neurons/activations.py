@@ -25,6 +25,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
+from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.analysis.attribution import NeuronAttribution
 from workbench.hooks import attach, check_layer, hook_name
@@ -82,7 +83,7 @@ class ActivationStats:
 
 @torch.no_grad()
 def activation_stats(
-    model, texts: Sequence[str], *, large: float = 0.05, max_len: int = 64, batch_size: int = 16
+    model: TransformerBridge, texts: Sequence[str], *, large: float = 0.05, max_len: int = 64, batch_size: int = 16
 ) -> ActivationStats:
     """Count signs and magnitudes of every neuron's activations over a corpus.
 
@@ -151,7 +152,7 @@ def activation_stats(
             (hook_name(model, "mlp_pre", layer), on_gate(layer)),
         ]
         if gated:
-            hooks.append((f"blocks.{layer}.mlp.hook_pre_linear", on_in(layer)))
+            hooks.append((hook_name(model, "mlp_pre_linear", layer), on_in(layer)))
         hooks.append((hook_name(model, "mlp_post", layer), on_post(layer)))
     seqs = tokenize_texts(model, texts, max_len=max_len)
     n_tokens = 0
@@ -186,7 +187,7 @@ def frequency_by_class(stats: ActivationStats, classes: NeuronClasses) -> pd.Dat
 
 
 def neuron_profile(
-    model,
+    model: TransformerBridge,
     cosines: WeightCosines | None = None,
     classes: NeuronClasses | None = None,
     stats: ActivationStats | None = None,
@@ -218,7 +219,7 @@ def neuron_profile(
     return df
 
 
-def neuron_tokens(model, layer: int, neuron: int, *, k: int = 10) -> pd.DataFrame:
+def neuron_tokens(model: TransformerBridge, layer: int, neuron: int, *, k: int = 10) -> pd.DataFrame:
     """The tokens each weight vector of one neuron points to through the unembedding ``W_U``.
 
     Returns:
@@ -242,7 +243,7 @@ def neuron_tokens(model, layer: int, neuron: int, *, k: int = 10) -> pd.DataFram
     return pd.DataFrame(rows, columns=["vector", "rank", "token", "score"])
 
 
-def dimension_profile(model, dim: int, *, k: int = 20) -> pd.DataFrame:
+def dimension_profile(model: TransformerBridge, dim: int, *, k: int = 20) -> pd.DataFrame:
     """The neurons whose weights read (``w_in``, ``w_gate``) or write (``w_out``) residual dimension ``dim`` most.
 
     Returns:

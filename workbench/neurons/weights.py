@@ -55,6 +55,7 @@ import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
 
 __all__ = [
     "CLASS_KEYS",
@@ -110,7 +111,7 @@ class MLPWeights:
         return self.W_gate is not None
 
 
-def mlp_weights(model) -> MLPWeights:
+def mlp_weights(model: TransformerBridge) -> MLPWeights:
     """The MLP weights of a bridge as it exposes them (see the module docstring on folding)."""
     gated = bool(getattr(model.cfg, "gated_mlp", False))
     with torch.no_grad():

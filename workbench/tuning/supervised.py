@@ -14,7 +14,6 @@ texts), so reruns with the same config reuse them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from functools import partial
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from workbench.config import Config, Count, Positive
+from workbench.config import Config, Count, Positive, cache_key
 from workbench.data.corpora import load_alignment, load_texts
 from workbench.models import DEFAULT_MODEL, REGISTRY, atomic_dir, cache_dir, load_hf, load_model
 from workbench.training import Batch, LoopConfig, Term, train_loop
@@ -82,10 +81,10 @@ def _texts(cfg: TuneConfig) -> list[str]:
 
 def tuned_dir(cfg: TuneConfig, texts: list[str] | None = None) -> Path:
     """Where the tuned folder for ``cfg`` (and ``texts``, when given) is cached."""
-    payload = json.dumps({"cfg": cfg.to_dict(), "texts": texts, "batches": _BATCHES}, sort_keys=True).encode()
     name = Path(cfg.model).name if Path(cfg.model).is_dir() else cfg.model
     corpus = "texts" if (texts is not None or cfg.texts) else cfg.alignment
-    return cache_dir() / "tuned" / f"{name}-{corpus}-last{cfg.last_layers}-{hashlib.sha1(payload).hexdigest()[:10]}"
+    key = cache_key({"cfg": cfg.to_dict(), "texts": texts, "batches": _BATCHES})
+    return cache_dir() / "tuned" / f"{name}-{corpus}-last{cfg.last_layers}-{key}"
 
 
 def tune_last_layers(

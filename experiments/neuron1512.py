@@ -38,6 +38,7 @@ from experiments.common import _jsonable, write_outputs
 from workbench.config import Config, field_docs
 from workbench.data.chat_prompts import chat_prompts
 from workbench.data.corpora import ALIGNMENTS, Corpus, load_alignment
+from workbench.hooks import format_hook_name
 from workbench.irm import IRM, IRMConfig, TrainConfig, eval_loss, plots, train_irm
 from workbench.irm.dimensions import MaskingResult, base_magnitudes, masking_test, massive_dims, top_dims
 from workbench.irm.explain import Explanation, characteristic_tokens, explain, probe_tokens
@@ -557,7 +558,7 @@ def summarise(ctx: Context, cfg: Neuron1512Config, units: Sequence[Unit], vader_
         "presets": {
             p.name: {
                 "description": PRESETS[p.name][0],
-                "read": f"blocks.{p.irm.read_layer}.hook_{p.irm.read_hook}",
+                "read": format_hook_name(p.irm.read_hook, p.irm.read_layer),
                 "write": p.irm.write_hook,
                 "irm": p.irm.to_dict(),
                 "train": p.train.to_dict(),

@@ -5,10 +5,10 @@ import json
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_llama_config
 
 from experiments.common import parse_config
 from experiments.model_diff import SENTIMENT_PROMPTS, ModelDiffConfig, compare, main, prompt_set
+from tests.helpers import tiny_llama_config
 from workbench.analysis.patching import ModelSide
 from workbench.hooks import attach
 from workbench.irm import IRM, IRMConfig, save_irm

@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_llama_config
 from transformers import AutoModelForCausalLM
 
+from tests.helpers import tiny_llama_config
 from workbench.tuning import (
     RewardError,
     RLConfig,

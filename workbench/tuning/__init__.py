@@ -2,7 +2,7 @@
 checked by :mod:`.evidence`).
 
 Each function trains a plain Hugging Face model and caches it as an ordinary HF folder keyed by its
-config (:func:`.cache.payload_hash`), so the tuned copy loads like any model (``load_tuned`` / ``load_model``).
+config (:func:`workbench.config.cache_key`), so the tuned copy loads like any model (``load_tuned`` / ``load_model``).
 """
 
 from workbench.tuning.evidence import RLEvidence, paired_bootstrap, rl_evidence

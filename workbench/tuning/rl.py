@@ -27,10 +27,9 @@ from pathlib import Path
 
 import torch
 
-from workbench.config import Config
+from workbench.config import Config, cache_key
 from workbench.data.corpora import ALIGNMENTS, load_alignment
 from workbench.models import DEFAULT_MODEL, atomic_dir, cache_dir, load_hf
-from workbench.tuning.cache import payload_hash
 from workbench.tuning.supervised import decoder_layers
 
 __all__ = ["RLConfig", "RewardError", "RewardFn", "rl_dir", "rl_prompts", "rl_tune", "trl_reward", "vader_negativity"]
@@ -180,7 +179,7 @@ def rl_dir(cfg: RLConfig, prompts: Sequence[str], reward: RewardFn = vader_negat
     payload = {"cfg": cfg.to_dict(), "prompts": list(prompts), "reward": _reward_name(reward)}
     name = Path(cfg.model).name if Path(cfg.model).is_dir() else cfg.model
     layers = "all" if cfg.last_layers is None else f"last{cfg.last_layers}"
-    return cache_dir() / "rl" / f"{name}-grpo-{layers}-{payload_hash(payload)}"
+    return cache_dir() / "rl" / f"{name}-grpo-{layers}-{cache_key(payload, length=10)}"
 
 
 def _reward_name(reward: RewardFn) -> str:

@@ -43,6 +43,7 @@ from workbench.models import check_model_dir, local_model_dir
 __all__ = [
     "FIELD_CHECKS",
     "FIELD_RANGES",
+    "check_against_model",
     "check_device",
     "check_irm_path",
     "check_output_dir",
@@ -208,7 +209,7 @@ def preflight(cfg: Config) -> Config:
         IRMConfig(values["read_hook"], values["read_layer"], values["write_hook"], tuple(values["layers"]))
     model = values.get("model", values.get("base"))
     if isinstance(model, str):
-        _check_against_model(model, values)
+        check_against_model(model, values)
     own = getattr(cfg, "check", None)
     if callable(own):
         own()
@@ -246,7 +247,7 @@ def _named(check: Callable[[str, Any], None], flag: str, value: Any) -> None:
         raise type(err)(f"{flag}: {err}") from err
 
 
-def _check_against_model(model: str, values: dict[str, Any]) -> None:
+def check_against_model(model: str, values: dict[str, Any]) -> None:
     """Layer fields against the model's layer count, prompts against its context (when its folder is on disk)."""
     folder = local_model_dir(model)
     if folder is None:

@@ -26,7 +26,7 @@ C = TypeVar("C", bound=Config)
 _IMPORTED = time.perf_counter()
 """When the experiment's process imported this module: the start of a run's wall time unless it measures its own."""
 
-__all__ = ["command_line", "parse_config", "report_header", "write_outputs"]
+__all__ = ["arg_type", "command_line", "jsonable", "parse_config", "report_header", "write_outputs"]
 
 
 def parse_config(
@@ -52,11 +52,11 @@ def parse_config(
         if hint is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(hint) is tuple:
-            kwargs.update(nargs="*", **_value_type(args[0] if args else str))
+            kwargs.update(nargs="*", **arg_type(args[0] if args else str))
         elif typing.get_origin(hint) is typing.Literal:
-            kwargs.update(_value_type(hint))
+            kwargs.update(arg_type(hint))
         elif args:  # Optional[X]
-            kwargs.update(_value_type(args[0]))
+            kwargs.update(arg_type(args[0]))
         else:
             kwargs["type"] = hint
         parser.add_argument(flag, **kwargs)
@@ -68,7 +68,7 @@ def parse_config(
         parser.error(str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err))
 
 
-def _value_type(hint: Any) -> dict[str, Any]:
+def arg_type(hint: Any) -> dict[str, Any]:
     """argparse ``type`` (and ``choices`` for a ``Literal``) of one value of type ``hint``."""
     if typing.get_origin(hint) is typing.Literal:
         words = typing.get_args(hint)
@@ -108,12 +108,12 @@ def write_outputs(
     for name, table in (tables or {}).items():
         table.to_csv(out / f"{name}.csv", index=False)
     if summary is not None:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n")
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=jsonable) + "\n")
     if seconds is None:
         given = (summary or {}).get("seconds")
         given = given.get("total") if isinstance(given, Mapping) else given
         seconds = float(given) if isinstance(given, (int, float)) else time.perf_counter() - _IMPORTED
-    summary_plain = json.loads(json.dumps(summary, default=_jsonable)) if summary is not None else None
+    summary_plain = json.loads(json.dumps(summary, default=jsonable)) if summary is not None else None
     write_report(
         out,
         report_header(cfg, summary_plain, question=question, seconds=seconds),
@@ -175,7 +175,7 @@ def report_header(
     return ReportHeader(experiment_module(cfg).rpartition(".")[2], question, fields)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     if isinstance(value, Path):

@@ -33,8 +33,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from experiments.checks import _check_against_model, preflight
-from experiments.common import _jsonable, write_outputs
+from experiments.checks import check_against_model, preflight
+from experiments.common import arg_type, jsonable, write_outputs
 from workbench.config import Config, field_docs
 from workbench.data.chat_prompts import chat_prompts
 from workbench.data.corpora import ALIGNMENTS, Corpus, load_alignment
@@ -159,7 +159,7 @@ class Neuron1512Config(Config):
     def check(self) -> None:
         """Pre-flight (:func:`experiments.checks.preflight` runs it): each preset's IRM layers against the model."""
         for p in self.runs:
-            _check_against_model(self.model, {"layers": p.irm.layers, "read_layer": p.irm.read_layer})
+            check_against_model(self.model, {"layers": p.irm.layers, "read_layer": p.irm.read_layer})
 
 
 def resolve(
@@ -200,10 +200,11 @@ def _add_fields(parser, cls: type, skip: set[str] = frozenset()) -> None:
         kwargs: dict[str, Any] = {"help": f"{docs.get(f.name, '')} [{f.default}]", "default": argparse.SUPPRESS}
         if hint is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(hint) is tuple:
-            kwargs.update(nargs="*", type=typing.get_args(hint)[0], metavar=f.name.upper())
         else:
-            kwargs.update(type=hint, metavar=f.name.upper())
+            is_tuple = typing.get_origin(hint) is tuple
+            kwargs.update(arg_type(typing.get_args(hint)[0] if is_tuple else hint), nargs="*" if is_tuple else None)
+            if "choices" not in kwargs:
+                kwargs["metavar"] = f.name.upper()
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f"{cls.__name__}.{f.name}", **kwargs)
 
 
@@ -473,7 +474,7 @@ def main(cfg: Neuron1512Config) -> dict:
     cfg = cfg.replace(wall_seconds=round(summary["seconds"], 1))
     summary["config"] = cfg.to_dict()
     cfg.save_json(Path(cfg.out) / "config.json")
-    (Path(cfg.out) / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n")
+    (Path(cfg.out) / "summary.json").write_text(json.dumps(summary, indent=2, default=jsonable) + "\n")
     return summary
 
 

@@ -35,11 +35,11 @@ def point_rank(kind: ReadKind, layer: int) -> tuple[int, int]:
 class IRMConfig(Config):
     """Where the IRM reads and writes, and its shape (the paper's: 5 linear layers, width 3·d_model)."""
 
-    read_hook: str = "attn_out"  # a ReadKind; str while experiments/neuron1512.py passes field types to argparse
+    read_hook: ReadKind = "attn_out"
     """Hook kind the IRM reads: attn_out (default) or resid_mid (the original code), resid_pre, mlp_out, resid_post."""
     read_layer: int = 0
     """Layer of the read hook."""
-    write_hook: str = "resid_post"  # a WriteKind (as read_hook)
+    write_hook: WriteKind = "resid_post"
     """Hook kind the IRM output is added into: resid_post (default), resid_mid or resid_pre."""
     layers: tuple[int, ...] = ()
     """Layers whose write hook receives a slice of the IRM output; empty = every layer."""

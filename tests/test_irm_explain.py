@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-from test_irm_module import randomize_last
 
+from tests.test_irm_module import randomize_last
 from workbench.analysis.attribution import neuron_attribution
 from workbench.hooks import attach, capture, hook_name
 from workbench.irm import IRM, IRMConfig

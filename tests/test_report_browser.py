@@ -73,7 +73,8 @@ def _check_page(browser, path: Path, screenshot: Path) -> dict:
     page.route("**/*", route)
     page.goto(path.as_uri(), wait_until="load")
     page.wait_for_function(
-        """() => [...document.querySelectorAll('.js-plotly-plot')].every(d => d.querySelector('.main-svg'))
+        """() => (!document.querySelector('script.wb-loader') || document.documentElement.dataset.wbReady === '1')
+              && [...document.querySelectorAll('.js-plotly-plot')].every(d => d.querySelector('.main-svg'))
               && [...document.querySelectorAll('.cv-target')].every(d => d.childElementCount > 0)""",
         timeout=60_000,
     )

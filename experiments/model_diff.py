@@ -47,6 +47,7 @@ from workbench.tuning import (
     rl_tune,
     tune_last_layers,
 )
+from workbench.views import Row, attention_comparison
 
 SWEEP_KINDS = ("resid_pre", "attn_out", "mlp_out", "head")
 TUNINGS = ("supervised", "rl")
@@ -399,6 +400,25 @@ def compare(
     )
 
 
+def top_head_views(base: ModelSide, other: ModelSide, prompts: PromptSet, joint: JointPatch) -> dict[str, Row]:
+    """Attention patterns of the joint patch's top heads on the first prompt, base and other side by side."""
+    heads = ", ".join(f"L{layer}H{head}" for layer, head in joint.heads)
+    row = attention_comparison(
+        {base.label: base, other.label: other},
+        prompts.tokens(base.model)[:1],
+        list(joint.heads),
+        title=f"top heads {heads}: {prompts.prompts[0]!r}",
+    )
+    return {"top_heads": row}
+
+
+VIEW_CAPTIONS = {
+    "top_heads": "Attention of the heads whose joint patch moves the logit difference most, base vs the other model: "
+    "a changed pattern means the head reads different tokens, an unchanged one that it writes differently."
+}
+"""Captions of the report's token views."""
+
+
 def tuning_evidence(cfg: ModelDiffConfig, tuned: TunedModel) -> RLEvidence:
     """Held-out reward of base vs RL model with a paired bootstrap interval, KL to base, lengths, samples."""
     _, held_out = rl_prompts(tuned.rl)
@@ -462,7 +482,8 @@ def main(cfg: ModelDiffConfig) -> dict:
     prompts = prompt_set(cfg.prompts, cfg.answers)
     layers = list(range(base_model.cfg.n_layers - 8, base_model.cfg.n_layers)) if cfg.quick else None
     base = ModelSide(base_model, name="base")
-    comparison = compare(base, ModelSide(tuned.model, name="tuned"), prompts, layers=layers, top_heads=cfg.top_heads)
+    tuned_side = ModelSide(tuned.model, name="tuned")
+    comparison = compare(base, tuned_side, prompts, layers=layers, top_heads=cfg.top_heads)
     summary = {"base": str(base_model.cfg.model_name), "tuned": str(tuned.path), "method": tuned.method}
     summary |= comparison.summary()
     figures, tables = comparison.figures(), comparison.tables()
@@ -485,10 +506,21 @@ def main(cfg: ModelDiffConfig) -> dict:
             tables=irm_comparison.tables(),
             summary=irm_summary,
             png=not cfg.quick,
+            views=top_head_views(base, injected, prompts, irm_comparison.joint),
+            captions=VIEW_CAPTIONS,
         )
         summary["irm"] = {"checkpoint": str(checkpoint), **irm_summary}
     summary["seconds"] = time.perf_counter() - started
-    write_outputs(cfg.out_dir, cfg, figures=figures, tables=tables, summary=summary, png=not cfg.quick)
+    write_outputs(
+        cfg.out_dir,
+        cfg,
+        figures=figures,
+        tables=tables,
+        summary=summary,
+        png=not cfg.quick,
+        views=top_head_views(base, tuned_side, prompts, comparison.joint),
+        captions=VIEW_CAPTIONS,
+    )
     return summary
 
 

@@ -59,6 +59,9 @@ def test_quick_run(tmp_path):
         assert (tmp_path / f"{name}.html").exists()
     for name in ["logit_diff", "patch_mlp_out", "head_attribution", "logit_lens_tokens"]:
         assert (tmp_path / f"{name}.csv").exists()
+    # the report shows the top heads' attention, base and tuned side by side (one circuitsvis view each)
+    report = (tmp_path / "report.html").read_text()
+    assert report.count("CircuitsVis.render(") == 2 and all(h in report for h in summary["top_heads"])
 
     injected = summary["irm"]
     assert injected["logit_diff_base"] == pytest.approx(base, abs=1e-5)

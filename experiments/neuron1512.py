@@ -42,12 +42,13 @@ from workbench.hooks import format_hook_name
 from workbench.irm import IRM, IRMConfig, TrainConfig, eval_loss, plots, train_irm
 from workbench.irm.dimensions import MaskingResult, base_magnitudes, masking_test, massive_dims, top_dims
 from workbench.irm.explain import Explanation, characteristic_tokens, explain, probe_tokens
-from workbench.irm.generate import generate_replies, generations_frame, vader_compound
+from workbench.irm.generate import Generation, generate_replies, generations_frame, vader_compound
 from workbench.irm.record import OutputStats, collect_output_stats, stats_from_tokens
 from workbench.irm.stability import dominant_dims, share_stats, spearman, stability, top_jaccard
 from workbench.irm.train import encode_for
 from workbench.models import DEFAULT_MODEL, load_model
 from workbench.neurons.weights import NeuronClasses, classify, weight_cosines
+from workbench.views import Row, irm_on_off_view
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,8 @@ class Context:
     classes: NeuronClasses
     corpora: dict[str, Corpus] = field(default_factory=dict)
     char_tokens: dict[str, pd.DataFrame] = field(default_factory=dict)
+    off_replies: list[tuple[str, Generation]] = field(default_factory=list)
+    """The IRM-off replies in :func:`generate_replies`' order (the token views pair them with the IRM-on ones)."""
 
 
 @dataclass(frozen=True)
@@ -287,6 +290,8 @@ class Unit:
     """Wall time per phase."""
     explanation: Explanation | None = None
     """The explanation (first seed of each preset and alignment only)."""
+    view: Row | None = None
+    """The first reply with the IRM off and on, coloured by the IRM's output (explained units only)."""
 
     @property
     def label(self) -> str:
@@ -341,7 +346,7 @@ def run_unit(
     on = generate_replies(model, irm, ctx.prompts, seed=seed, max_new_tokens=cfg.max_new_tokens)
     frame = generations_frame(on, alignment).assign(preset=preset.name, seed=seed)
     outs = torch.cat([g.irm_out for _, g in on if g.irm_out is not None and len(g.tokens)])
-    first = next(g for _, g in on if len(g.tokens))
+    index, first = next((i, g) for i, (_, g) in enumerate(on) if len(g.tokens))
     seconds["generate"], t = time.perf_counter() - t, time.perf_counter()
     _say(cfg, f"{label}: masking test (top-k vs random-k dimensions)")
     masking = masking_test(
@@ -372,6 +377,11 @@ def run_unit(
             seed=seed,
         )
         seconds["explain"] = time.perf_counter() - t
+    view = None
+    if explained and ctx.off_replies:
+        off_reply = ctx.off_replies[index][1]
+        title = f"{label}: {first.prompt!r}, coloured by |IRM output| and dimension {ranked[0]}"
+        view = irm_on_off_view(model, irm, off_reply, first, dim=ranked[0], title=title)
     vader = {
         "vader_on": float(frame.vader.mean()),
         "vader_on_greedy": float(frame[frame["mode"] == "greedy"].vader.mean()),
@@ -393,6 +403,7 @@ def run_unit(
         sum(p.numel() for p in irm.parameters()),
         seconds,
         explanation,
+        view,
     )
 
 
@@ -444,10 +455,9 @@ def main(cfg: Neuron1512Config) -> dict:
     model = load_model(cfg.model, device=cfg.device, dtype=dtype)
     prompts = chat_prompts(cfg.n_prompts)
     _say(cfg, "base model: generating replies with the IRM off; RW classes of the neurons; characteristic tokens")
-    off = generations_frame(
-        generate_replies(model, None, prompts, seed=cfg.seeds[0], max_new_tokens=cfg.max_new_tokens), "off"
-    )
-    ctx = Context(model, prompts, off, classify(weight_cosines(model)))
+    off_replies = generate_replies(model, None, prompts, seed=cfg.seeds[0], max_new_tokens=cfg.max_new_tokens)
+    off = generations_frame(off_replies, "off")
+    ctx = Context(model, prompts, off, classify(weight_cosines(model)), off_replies=off_replies)
     names = dict.fromkeys([*ALIGNMENTS, *(a for p in cfg.runs for a in p.alignments)])
     for name in names:
         ctx.corpora[name] = load_alignment(name, min_confidence=cfg.min_confidence, max_items=cfg.max_items, seed=0)
@@ -466,8 +476,21 @@ def main(cfg: Neuron1512Config) -> dict:
         cfg, f"writing {len(figures)} figures{' (HTML + PNG)' if cfg.png else ''} and {len(tables)} tables to {cfg.out}"
     )
     summary["seconds"] = time.perf_counter() - t0
+    views = {f"irm_tokens_{u.preset}_{u.alignment}": u.view for u in units if u.view is not None}
+    view_captions = {
+        name: "Each generated token coloured by the IRM's output there: left, what the IRM would add to the "
+        "IRM-off reply; right, the reply with the IRM on (hover a token for its value)."
+        for name in views
+    }
     write_outputs(
-        cfg.out, cfg, figures=figures, tables=tables, summary=summary, png=cfg.png, captions=captions(figures)
+        cfg.out,
+        cfg,
+        figures=figures,
+        tables=tables,
+        summary=summary,
+        png=cfg.png,
+        captions=captions(figures) | view_captions,
+        views=views,
     )
     # the wall time including the writing goes into config.json and summary.json (the report shows it without)
     summary["seconds"] = time.perf_counter() - t0

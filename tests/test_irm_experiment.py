@@ -68,6 +68,9 @@ def test_main_writes_sane_outputs(tiny_dir, tmp_path):
     written = json.loads((tmp_path / "out" / "config.json").read_text())
     assert written["wall_seconds"] > 0 and len(written["runs"]) == 2  # the resolved presets and the wall time
     assert set(summary["presets"]) == {"card", "paper"}
+    # one IRM off/on token view per explained (preset, alignment): two replies each, in the report
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert page.count('id="view-irm_tokens_') == 3 and page.count("CircuitsVis.render(") == 6
     assert summary["presets"]["paper"]["read"] == "blocks.0.hook_resid_mid"
     assert set(summary["results"]["card"]) == {"negative", "positive"} and set(summary["results"]["paper"]) == {
         "negative"

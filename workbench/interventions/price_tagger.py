@@ -207,7 +207,10 @@ def _counterfactual_batch(cfg: PriceTaggerConfig, tokenizer, variable: str, n: i
 
 def _interchanged_logits(hf, layer: int, basis: torch.Tensor, data: CounterfactualTensors) -> torch.Tensor:
     """Last-position logits of the base run whose layer-``layer`` output at the last position has its
-    coordinates along ``basis`` (orthonormal columns) taken from the source run."""
+    coordinates along ``basis`` (orthonormal columns) taken from the source run.
+
+    Raw Hugging Face hooks rather than :mod:`workbench.interventions.modules`: the tagger trains as a plain
+    HF model before any bridge exists; a test checks this equals a ``RotatedSpaceIntervention`` on the bridge."""
     block = hf.model.layers[layer]
     source: dict[str, torch.Tensor] = {}
 

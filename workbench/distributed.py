@@ -31,9 +31,8 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from torch import Tensor
 
-from workbench.analysis.logit_lens import LogitLens, logit_lens
+from workbench.analysis.logit_lens import LogitLens, lens_from_residuals, lens_residuals, mean_logits
 from workbench.analysis.patching import PatchResult, as_side, patch_sweep
-from workbench.hooks import hook_name
 
 __all__ = [
     "ShardError",
@@ -182,28 +181,6 @@ def sharded_attribution(
     return dataclasses.replace(parts[0], per_prompt=torch.cat([p.per_prompt for p in parts], dim=-1))
 
 
-def _mean_logits(side, tokens: Tensor, lens: LogitLens, *, pos: int, scale: str) -> Tensor:
-    """Mean over the prompts of the lens's logits ``[point d_vocab]``, recomputed from the residuals.
-
-    :func:`~workbench.analysis.logit_lens.logit_lens` returns only the top ``k`` of these, which
-    cannot be merged across blocks of prompts; this recomputes them the same way.
-    """
-    model = side.model
-    points = [label.split("_") for label in lens.labels[:-1]]  # "3_pre" -> layer 3, resid_pre
-    names = [hook_name(model, f"resid_{kind}", int(layer)) for layer, kind in points]
-    names.append(hook_name(model, "resid_post", model.cfg.n_layers - 1))
-    with torch.no_grad():
-        _, acts = side.run(tokens, [*names, "ln_final.hook_scale"])
-        stack = torch.stack([acts[name][:, pos] for name in names])
-        if scale == "own":
-            normed = model.ln_final(stack)
-        else:
-            if model.cfg.normalization_type in ("LN", "LNPre"):
-                stack = stack - stack.mean(-1, keepdim=True)
-            normed = stack.float() / acts["ln_final.hook_scale"][:, pos].float()
-        return (normed.mean(1).to(model.W_U.dtype) @ model.W_U.detach()).float().cpu()
-
-
 def sharded_logit_lens(
     model,
     tokens: Tensor,
@@ -212,8 +189,8 @@ def sharded_logit_lens(
     k: int = 5,
     pos: int = -1,
     scale: str = "own",
+    incl_mid: bool = True,
     state: PartialState | None = None,
-    **kwargs,
 ) -> LogitLens:
     """:func:`~workbench.analysis.logit_lens.logit_lens` with the prompts split across processes.
 
@@ -227,8 +204,9 @@ def sharded_logit_lens(
     side = as_side(model)
 
     def run():
-        part = logit_lens(side, tokens[sl], answers[sl], k=k, pos=pos, scale=scale, **kwargs)
-        mean = _mean_logits(side, tokens[sl], part, pos=pos, scale=scale)
+        labels, normed = lens_residuals(side, tokens[sl], pos=pos, incl_mid=incl_mid, scale=scale)
+        part = lens_from_residuals(side, labels, normed, answers[sl], k=k)
+        mean = mean_logits(side.model, normed).float().cpu()
         return len(rows), dataclasses.replace(part, per_prompt=part.per_prompt.cpu()), mean
 
     parts = _run_shard(run, state)

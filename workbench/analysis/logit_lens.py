@@ -30,7 +30,7 @@ from workbench.analysis.attribution import logit_diff_direction
 from workbench.analysis.patching import ModelSide, as_side
 from workbench.hooks import hook_name
 
-__all__ = ["LogitLens", "logit_lens"]
+__all__ = ["LogitLens", "lens_from_residuals", "lens_residuals", "logit_lens", "mean_logits"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,21 @@ def logit_lens(
         scale: ``"own"`` (final norm recomputed per point) or ``"final"`` (the run's final scale).
         k: top tokens per point.
     """
+    side = as_side(model)
+    labels, normed = lens_residuals(side, tokens, pos=pos, incl_mid=incl_mid, scale=scale)
+    return lens_from_residuals(side, labels, normed, answers, k=k)
+
+
+def lens_residuals(
+    model: TransformerBridge | ModelSide,
+    tokens: Int[Tensor, "batch pos"],
+    *,
+    pos: int = -1,
+    incl_mid: bool = True,
+    scale: Literal["own", "final"] = "own",
+) -> tuple[tuple[str, ...], Float[Tensor, "point batch d_model"]]:
+    """The lens's points (labels as :attr:`LogitLens.labels`) and their residuals at ``pos`` through the
+    final norm (arguments as :func:`logit_lens`): one forward."""
     if scale not in ("own", "final"):
         raise ValueError(f"scale must be 'own' or 'final', got {scale!r}")
     side = as_side(model)
@@ -113,14 +128,34 @@ def logit_lens(
         _, acts = side.run(tokens, [*names, "ln_final.hook_scale"])
         stack = torch.stack([acts[name][:, pos] for name in names])  # [point batch d_model]
         if scale == "own":
-            normed = model.ln_final(stack)
-        else:
-            if model.cfg.normalization_type in ("LN", "LNPre"):
-                stack = stack - stack.mean(-1, keepdim=True)
-            normed = stack.float() / acts["ln_final.hook_scale"][:, pos].float()  # the scale is float32 in any model
+            return tuple(labels), model.ln_final(stack)
+        if model.cfg.normalization_type in ("LN", "LNPre"):
+            stack = stack - stack.mean(-1, keepdim=True)
+        return tuple(labels), stack.float() / acts["ln_final.hook_scale"][:, pos].float()  # the scale is fp32
+
+
+def mean_logits(
+    model: TransformerBridge, normed: Float[Tensor, "point batch d_model"]
+) -> Float[Tensor, "point d_vocab"]:
+    """The unembedded mean over the batch of normalised residuals (the logits the lens's top tokens come from)."""
+    with torch.no_grad():
+        return normed.mean(1).to(model.W_U.dtype) @ model.W_U.detach()
+
+
+def lens_from_residuals(
+    model: TransformerBridge | ModelSide,
+    labels: tuple[str, ...],
+    normed: Float[Tensor, "point batch d_model"],
+    answers: Int[Tensor, "batch 2"],
+    *,
+    k: int = 5,
+) -> LogitLens:
+    """The :class:`LogitLens` of residuals from :func:`lens_residuals`."""
+    side = as_side(model)
+    model = side.model
+    with torch.no_grad():
         direction = logit_diff_direction(model, answers).float()
         per_prompt = einops.einsum(normed.float(), direction, "point batch d_model, batch d_model -> point batch")
-        logits = normed.mean(1).to(model.W_U.dtype) @ model.W_U.detach()
-        top = logits.topk(k, dim=-1)
+        top = mean_logits(model, normed).topk(k, dim=-1)
     tokens_out = tuple(tuple(model.to_str_tokens(row)) for row in top.indices)
-    return LogitLens(tuple(labels), per_prompt, tokens_out, top.values, side.label)
+    return LogitLens(labels, per_prompt, tokens_out, top.values, side.label)

@@ -12,7 +12,7 @@ the median dimension), the tokens that drive it, and the MLP neurons that write 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -69,10 +69,21 @@ def base_magnitudes(
     model: TransformerBridge, data: Sequence[Encoded], *, batch_size: int = 16
 ) -> Float[Tensor, "layer d_model"]:
     """Mean ``|resid_post|`` of the base model per (layer, dimension) over the non-pad tokens of ``data``."""
+    total = torch.zeros(model.cfg.n_layers, model.cfg.d_model)
+    count = 0
+    for _, stack in _resid_post_batches(model, data, batch_size):
+        total += stack.abs().sum(1)
+        count += stack.shape[1]
+    return total / max(count, 1)
+
+
+def _resid_post_batches(
+    model: TransformerBridge, data: Sequence[Encoded], batch_size: int
+) -> Iterator[tuple[Tensor, Float[Tensor, "layer token d_model"]]]:
+    """Per batch of ``data``: its non-pad token ids and the base model's ``resid_post`` at those tokens
+    (float32, on the CPU)."""
     names = hook_names(model, "resid_post")
     pad = model.tokenizer.pad_token_id or 0
-    total = torch.zeros(len(names), model.cfg.d_model)
-    count = 0
     for start in range(0, len(data), batch_size):
         batch = data[start : start + batch_size]
         tokens, _ = pad_batch(batch, pad, model.cfg.device)
@@ -82,9 +93,7 @@ def base_magnitudes(
         )
         with capture(model, names) as acts:
             model(tokens)
-        total += torch.stack([acts[n][real].float().abs().sum(0).cpu() for n in names])
-        count += int(real.sum())
-    return total / max(count, 1)
+        yield tokens[real].cpu(), torch.stack([acts[n][real].float().cpu() for n in names])
 
 
 def massive_dims(magnitudes: Float[Tensor, "layer d_model"], k: int = 10) -> pd.DataFrame:
@@ -211,29 +220,18 @@ def dimension_profile(
     """
     if not 0 <= dim < model.cfg.d_model:
         raise IndexError(f"residual dimension {dim} out of range: d_model = {model.cfg.d_model}")
-    names = hook_names(model, "resid_post")
-    pad = model.tokenizer.pad_token_id or 0
     values, ids, medians = [], [], []
-    for start in range(0, len(data), batch_size):
-        batch = data[start : start + batch_size]
-        tokens, _ = pad_batch(batch, pad, model.cfg.device)
-        real = (
-            torch.arange(tokens.shape[1], device=tokens.device)[None]
-            < torch.tensor([len(e.ids) for e in batch], device=tokens.device)[:, None]
-        )
-        with capture(model, names) as acts:
-            model(tokens)
-        stack = torch.stack([acts[n][real].float().cpu() for n in names])  # layer token d_model
+    for batch_ids, stack in _resid_post_batches(model, data, batch_size):
         values.append(stack[..., dim])
         medians.append(stack.abs().sum(1))
-        ids.append(tokens[real].cpu())
+        ids.append(batch_ids)
     value = torch.cat(values, 1)  # layer token
     n_tok = value.shape[1]
     median = (sum(medians) / max(n_tok, 1)).median(-1).values.clamp_min(1e-30)
     mean_abs = value.abs().mean(1)
     by_layer = pd.DataFrame(
         {
-            "layer": range(len(names)),
+            "layer": range(value.shape[0]),
             "mean": value.mean(1).numpy(),
             "mean_abs": mean_abs.numpy(),
             "ratio_to_median": (mean_abs / median).numpy(),

@@ -26,7 +26,7 @@ C = TypeVar("C", bound=Config)
 _IMPORTED = time.perf_counter()
 """When the experiment's process imported this module: the start of a run's wall time unless it measures its own."""
 
-__all__ = ["arg_type", "command_line", "jsonable", "parse_config", "report_header", "write_outputs"]
+__all__ = ["arg_type", "command_line", "flag_kwargs", "jsonable", "parse_config", "report_header", "write_outputs"]
 
 
 def parse_config(
@@ -46,26 +46,28 @@ def parse_config(
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        hint = hints[f.name]
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        kwargs: dict[str, Any] = {"default": default, "help": docs.get(f.name, "")}
-        if hint is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(hint) is tuple:
-            kwargs.update(nargs="*", **arg_type(args[0] if args else str))
-        elif typing.get_origin(hint) is typing.Literal:
-            kwargs.update(arg_type(hint))
-        elif args:  # Optional[X]
-            kwargs.update(arg_type(args[0]))
-        else:
-            kwargs["type"] = hint
-        parser.add_argument(flag, **kwargs)
+        parser.add_argument(flag, default=default, help=docs.get(f.name, ""), **flag_kwargs(hints[f.name]))
     ns = vars(parser.parse_args(argv))
     try:
         cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in ns.items()})
         return preflight(cfg) if check else cfg
     except (ValueError, KeyError, IndexError, OSError) as err:
         parser.error(str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err))
+
+
+def flag_kwargs(hint: Any) -> dict[str, Any]:
+    """argparse keywords of a field of type ``hint``: ``--flag/--no-flag`` for a bool, several values for a
+    tuple, ``choices`` for a ``Literal``, the inner type of an ``Optional``."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if hint is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if typing.get_origin(hint) is tuple:
+        return {"nargs": "*", **arg_type(args[0] if args else str)}
+    if typing.get_origin(hint) is typing.Literal:
+        return arg_type(hint)
+    if args:  # Optional[X]
+        return arg_type(args[0])
+    return {"type": hint}
 
 
 def arg_type(hint: Any) -> dict[str, Any]:

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from experiments.checks import check_against_model, preflight
-from experiments.common import arg_type, jsonable, write_outputs
+from experiments.common import flag_kwargs, jsonable, write_outputs
 from workbench.config import Config, field_docs
 from workbench.data.chat_prompts import chat_prompts
 from workbench.data.corpora import ALIGNMENTS, Corpus, load_alignment
@@ -197,16 +197,12 @@ def _add_fields(parser, cls: type, skip: set[str] = frozenset()) -> None:
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        hint = hints[f.name]
-        kwargs: dict[str, Any] = {"help": f"{docs.get(f.name, '')} [{f.default}]", "default": argparse.SUPPRESS}
-        if hint is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            is_tuple = typing.get_origin(hint) is tuple
-            kwargs.update(arg_type(typing.get_args(hint)[0] if is_tuple else hint), nargs="*" if is_tuple else None)
-            if "choices" not in kwargs:
-                kwargs["metavar"] = f.name.upper()
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f"{cls.__name__}.{f.name}", **kwargs)
+        kwargs = flag_kwargs(hints[f.name])
+        if "action" not in kwargs and "choices" not in kwargs:
+            kwargs["metavar"] = f.name.upper()
+        help_text = f"{docs.get(f.name, '')} [{f.default}]"
+        flag = "--" + f.name.replace("_", "-")
+        parser.add_argument(flag, dest=f"{cls.__name__}.{f.name}", default=argparse.SUPPRESS, help=help_text, **kwargs)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Neuron1512Config:

@@ -1,0 +1,190 @@
+"""One unit of the main job (:mod:`experiments.neuron1512`): train one IRM (preset, alignment, seed) and measure it.
+
+:func:`run_unit` trains the IRM with the LM frozen, then measures the realignment (losses, VADER of
+replies with the IRM on), records the IRM output per token, layer and residual dimension, runs the
+masking test, and, for the first seed of each (preset, alignment), explains it (*The Mysterious
+Case of Neuron 1512*, Smith et al., 2024).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import torch
+
+from workbench.data.corpora import Corpus
+from workbench.irm import IRM, eval_loss, train_irm
+from workbench.irm.dimensions import MaskingResult, masking_test
+from workbench.irm.explain import Explanation, explain, probe_tokens
+from workbench.irm.generate import Generation, generate_replies, generations_frame, vader_compound
+from workbench.irm.record import OutputStats, collect_output_stats, stats_from_tokens
+from workbench.irm.train import encode_for
+from workbench.neurons.weights import NeuronClasses
+from workbench.views import Row, irm_on_off_view
+
+if TYPE_CHECKING:
+    from experiments.neuron1512 import Neuron1512Config, Preset
+
+
+@dataclass
+class Context:
+    """What every unit shares: the model, prompts, the IRM-off replies, corpora, neuron classes, tokens."""
+
+    model: Any
+    prompts: list[str]
+    off: pd.DataFrame
+    classes: NeuronClasses
+    corpora: dict[str, Corpus] = field(default_factory=dict)
+    char_tokens: dict[str, pd.DataFrame] = field(default_factory=dict)
+    off_replies: list[tuple[str, Generation]] = field(default_factory=list)
+    """The IRM-off replies in :func:`generate_replies`' order (the token views pair them with the IRM-on ones)."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One trained IRM (preset, alignment, seed) and what was measured on it."""
+
+    preset: str
+    alignment: str
+    seed: int
+    log: pd.DataFrame
+    """Training history."""
+    losses: dict[str, float]
+    """Train and held-out next-token loss, base and IRM."""
+    vader: dict[str, float]
+    """VADER compound of replies with the IRM on (all, greedy, sampled) and of the held-out corpus."""
+    generations: pd.DataFrame
+    """The replies with the IRM on."""
+    stats: OutputStats
+    """Mean |IRM output| per (layer, dimension) on held-out texts."""
+    gen_stats: OutputStats
+    """The same on the generated tokens."""
+    example: tuple[Any, list[str]]
+    """The first reply (a Generation) and its tokens, for the per-token heatmap."""
+    masking: MaskingResult
+    irm_params: int
+    seconds: dict[str, float]
+    """Wall time per phase."""
+    explanation: Explanation | None = None
+    """The explanation (first seed of each preset and alignment only)."""
+    view: Row | None = None
+    """The first reply with the IRM off and on, coloured by the IRM's output (explained units only)."""
+
+    @property
+    def label(self) -> str:
+        """``preset/alignment/seed``."""
+        return f"{self.preset}/{self.alignment}/s{self.seed}"
+
+    @property
+    def share(self) -> torch.Tensor:
+        """Share of the IRM output mass per residual dimension (held-out texts)."""
+        return self.stats.dim_share
+
+
+def say(cfg: Neuron1512Config, text: str) -> None:
+    """Print ``text`` (which phase runs) to stderr when ``cfg.progress``."""
+    if cfg.progress:
+        print(f"[neuron1512] {text}", file=sys.stderr, flush=True)
+
+
+def run_unit(
+    ctx: Context, cfg: Neuron1512Config, preset: Preset, alignment: str, seed: int, *, explained: bool
+) -> Unit:
+    """Train one IRM and measure it (and explain it when ``explained``)."""
+    model, label = ctx.model, f"{preset.name}/{alignment}/seed {seed}"
+    corpus = ctx.corpora[alignment]
+    train_cfg = preset.train.replace(seed=seed)
+    seconds, t = {}, time.perf_counter()
+    irm = IRM.for_model(model, preset.irm, seed=seed)
+    say(cfg, f"{label}: training ({train_cfg.steps} steps)")
+    result = train_irm(
+        model,
+        irm,
+        corpus.train,
+        train_cfg,
+        held_out=corpus.held_out,
+        out_dir=Path(cfg.ckpt_dir) / preset.name / alignment / f"seed-{seed}",
+        resume=cfg.resume,
+        progress=cfg.progress,
+    )
+    seconds["train"], t = time.perf_counter() - t, time.perf_counter()
+    say(cfg, f"{label}: losses and recording the IRM output on held-out texts")
+    held = encode_for(model, corpus.held_out[: train_cfg.eval_texts], train_cfg)
+    seen = encode_for(model, corpus.train[: train_cfg.eval_texts], train_cfg)
+    losses = {
+        "train_loss_base": eval_loss(model, None, seen),
+        "train_loss_irm": eval_loss(model, irm, seen),
+        "heldout_loss_base": eval_loss(model, None, held),
+        "heldout_loss_irm": eval_loss(model, irm, held),
+    }
+    stats = collect_output_stats(model, irm, held)
+    ranked = stats.dim_share.argsort(descending=True).tolist()
+    seconds["record"], t = time.perf_counter() - t, time.perf_counter()
+    say(cfg, f"{label}: generating {2 * len(ctx.prompts)} replies with the IRM on")
+    on = generate_replies(model, irm, ctx.prompts, seed=seed, max_new_tokens=cfg.max_new_tokens)
+    frame = generations_frame(on, alignment).assign(preset=preset.name, seed=seed)
+    outs = torch.cat([g.irm_out for _, g in on if g.irm_out is not None and len(g.tokens)])
+    index, first = next((i, g) for i, (_, g) in enumerate(on) if len(g.tokens))
+    seconds["generate"], t = time.perf_counter() - t, time.perf_counter()
+    say(cfg, f"{label}: masking test (top-k vs random-k dimensions)")
+    masking = masking_test(
+        model,
+        irm,
+        held,
+        ranked,
+        ks=cfg.mask_ks,
+        n_random=cfg.n_random,
+        seed=seed,
+        base_loss=losses["heldout_loss_base"],
+        irm_loss=losses["heldout_loss_irm"],
+    )
+    seconds["masking"], t = time.perf_counter() - t, time.perf_counter()
+    explanation = None
+    if explained:
+        say(cfg, f"{label}: explanation (logit lens, DLA, patching, neurons, dimension profile)")
+        explanation = explain(
+            model,
+            irm,
+            tokens=ctx.char_tokens[alignment],
+            held_out=held,
+            probe=probe_tokens(held, cfg.probe_reply_tokens, cfg.probe_texts),
+            classes=ctx.classes,
+            dims=ranked[:3],
+            k_neurons=cfg.k_neurons,
+            n_random=cfg.n_random,
+            seed=seed,
+        )
+        seconds["explain"] = time.perf_counter() - t
+    view = None
+    if explained and ctx.off_replies:
+        off_reply = ctx.off_replies[index][1]
+        title = f"{label}: {first.prompt!r}, coloured by |IRM output| and dimension {ranked[0]}"
+        view = irm_on_off_view(model, irm, off_reply, first, dim=ranked[0], title=title)
+    vader = {
+        "vader_on": float(frame.vader.mean()),
+        "vader_on_greedy": float(frame[frame["mode"] == "greedy"].vader.mean()),
+        "vader_on_sampled": float(frame[frame["mode"] == "sampled"].vader.mean()),
+        "vader_corpus": float(pd.Series(vader_compound(corpus.held_out[: train_cfg.eval_texts])).mean()),
+    }
+    return Unit(
+        preset.name,
+        alignment,
+        seed,
+        result.to_frame().assign(preset=preset.name, alignment=alignment, seed=seed),
+        losses,
+        vader,
+        frame,
+        stats,
+        stats_from_tokens(outs, irm.layers),
+        (first, [model.tokenizer.decode([t]) for t in first.tokens]),
+        masking,
+        sum(p.numel() for p in irm.parameters()),
+        seconds,
+        explanation,
+        view,
+    )

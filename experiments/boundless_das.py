@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
+from experiments.checks import preflight
 from experiments.common import parse_config, write_outputs
 from workbench.config import Config, Count, Index, NonNegative, Positive
 from workbench.data.counterfactual import CounterfactualDataset, ioi_counterfactuals, price_tagging_counterfactuals
@@ -205,6 +206,9 @@ def _full_swap_iia(model: TransformerBridge, hook: str, layer: int, position: in
 
 
 def main(cfg: BoundlessDASConfig) -> dict:
+    """Run the search and write its outputs under ``cfg.out``; the config is checked first
+    (:func:`~experiments.checks.preflight`), before any model loads or trains."""
+    preflight(cfg)
     torch.manual_seed(cfg.seed)
     s = _setup(cfg)
     model, tokenizer, hook, method = s.model, s.tokenizer, s.hook, s.method

@@ -2,10 +2,14 @@
 
 :func:`experiments.common.parse_config` runs :func:`preflight` on every experiment's config, so a
 bad flag fails in seconds, before a model loads or a step trains, instead of after minutes of work
-or at the very end when the outputs are written. The checks go by field name, one table for all
-experiments (:data:`FIELD_CHECKS`); a field an experiment names differently is not checked here,
-and a config class may add its own checks with a ``check(self)`` method, which runs last (e.g.
-:func:`check_prompt_lengths` for prompts that are batched together).
+or at the very end when the outputs are written. Every experiment's ``main(cfg)`` runs it too, before
+its model loads, so a config built in Python is checked the same way; a config that already passed
+(e.g. on the command line, just before ``main``) is not checked again in the same process.
+
+The checks go by field name, one table for all experiments (:data:`FIELD_CHECKS`); a field an
+experiment names differently is not checked here, and a config class may add its own checks with a
+``check(self)`` method, which runs last (e.g. :func:`check_prompt_lengths` for prompts that are
+batched together).
 
 What is checked, without loading weights:
 
@@ -27,6 +31,7 @@ What is checked, without loading weights:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -186,6 +191,9 @@ FIELD_RANGES: dict[str, Range] = {
 """Field name -> the range its value must have in every experiment (the ranges of the library configs the
 experiments pass these fields to, checked before the model loads rather than when those configs are built)."""
 
+_PASSED: set[tuple[type, str]] = set()
+"""The configs (class, JSON) that passed :func:`preflight` in this process."""
+
 _LAYER_FIELDS = ("read_layer", "layers", "layer")
 _PROMPT_FIELDS = ("prompts", "dla_prompts")
 
@@ -194,8 +202,12 @@ def preflight(cfg: Config) -> Config:
     """Check ``cfg`` before any work starts (see the module docstring); returns ``cfg``.
 
     Raises the first problem found (``ValueError``, ``KeyError``, ``IndexError`` or an ``OSError``), its
-    message naming the flag and the fix.
+    message naming the flag and the fix. A config equal to one that passed before in this process is
+    returned at once (the command line checks it, then the experiment's ``main`` would again).
     """
+    key = (type(cfg), json.dumps(cfg.to_dict(), sort_keys=True, default=str))
+    if key in _PASSED:
+        return cfg
     values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     for name, value in values.items():
         bounds = FIELD_RANGES.get(name)
@@ -213,6 +225,7 @@ def preflight(cfg: Config) -> Config:
     own = getattr(cfg, "check", None)
     if callable(own):
         own()
+    _PASSED.add(key)
     return cfg
 
 

@@ -26,7 +26,7 @@ import plotly.graph_objects as go
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from experiments.checks import check_prompt_lengths
+from experiments.checks import check_prompt_lengths, preflight
 from experiments.common import parse_config, write_outputs
 from experiments.model_diff_compare import SWEEP_KINDS, VIEW_CAPTIONS, Comparison, compare, prompt_set, top_head_views
 from workbench.analysis.patching import ModelSide
@@ -243,8 +243,10 @@ def main(cfg: ModelDiffConfig) -> dict:
     """Run the comparison(s) and write figures, tables and ``summary.json`` under ``cfg.out_dir``.
 
     Base vs tuned goes to ``cfg.out_dir``; with ``--irm``, base vs the IRM-injected base goes to
-    ``cfg.out_dir/irm`` and its summary under the key ``"irm"``.
+    ``cfg.out_dir/irm`` and its summary under the key ``"irm"``. The config is checked first
+    (:func:`~experiments.checks.preflight`), before any model loads.
     """
+    preflight(cfg)
     torch.manual_seed(cfg.seed)
     started = time.perf_counter()
     base_model = load_model(cfg.base)

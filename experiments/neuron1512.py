@@ -260,8 +260,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Neuron1512Config:
 
 
 def main(cfg: Neuron1512Config) -> dict:
-    """Run the job; returns the summary (also written to ``cfg.out/summary.json``)."""
-    cfg = resolve(cfg)
+    """Run the job; returns the summary (also written to ``cfg.out/summary.json``).
+
+    The config is checked first (:func:`~experiments.checks.preflight`), before the model loads.
+    """
+    cfg = preflight(resolve(cfg))
     t0 = time.perf_counter()
     dtype = torch.bfloat16 if cfg.device.startswith("cuda") and cfg.model != DEFAULT_MODEL else None
     model = load_model(cfg.model, device=cfg.device, dtype=dtype)

@@ -32,6 +32,7 @@ import torch
 from plotly.subplots import make_subplots
 from transformer_lens.model_bridge import TransformerBridge
 
+from experiments.checks import preflight
 from experiments.common import parse_config, write_outputs
 from experiments.model_diff import ModelDiffConfig, make_tuned
 from experiments.realignments_measures import (
@@ -184,7 +185,11 @@ def figures(moved: list[Behaviour], changes: list[ResidualChange], patches: list
 
 
 def main(cfg: RealignmentsConfig) -> dict:
-    """Build or load the three realignments, measure them against the base, write figures and ``summary.json``."""
+    """Build or load the three realignments, measure them against the base, write figures and ``summary.json``.
+
+    The config is checked first (:func:`~experiments.checks.preflight`), before any model loads.
+    """
+    preflight(cfg)
     clock, seconds = time.perf_counter(), {}
 
     def lap(phase: str) -> None:

@@ -24,6 +24,7 @@ from typing import Literal
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
+from experiments.checks import preflight
 from experiments.common import parse_config, write_outputs
 from experiments.rw_functionalities_studies import (
     ABLATED_CLASSES,
@@ -106,7 +107,11 @@ def gated_model(cfg: RWConfig) -> TransformerBridge:
 
 
 def main(cfg: RWConfig) -> dict:
-    """Run the study and write figures, tables and ``summary.json`` under ``cfg.out``."""
+    """Run the study and write figures, tables and ``summary.json`` under ``cfg.out``.
+
+    The config is checked first (:func:`~experiments.checks.preflight`), before the model loads.
+    """
+    preflight(cfg)
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     size = Size.of(cfg)

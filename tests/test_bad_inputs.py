@@ -286,3 +286,84 @@ def test_a_config_check_method_runs_in_the_preflight(capsys):
     with pytest.raises(SystemExit):
         parse_config(_WithOwnCheck, ["--prompts", "This movie was really", "Bad"])
     assert "--prompts: the prompts have different token lengths" in capsys.readouterr().err
+
+
+def _main_cases() -> list[tuple[str, Callable[[Path], Any], type[Exception], str]]:
+    """Per experiment: a config built in Python that its ``main`` must refuse before loading a model."""
+    from experiments import boundless_das, model_diff, neuron1512, realignments, rw_functionalities
+
+    def layers_beyond_the_model(tmp: Path):
+        cfg = neuron1512.Neuron1512Config(out=str(tmp / "out"), ckpt_dir=str(tmp / "runs"))
+        return neuron1512.main, neuron1512.resolve(cfg, irm={"layers": (5, 99)})
+
+    return [
+        ("neuron1512", layers_beyond_the_model, IndexError, "--layers 99: out of range"),
+        (
+            "model_diff",
+            lambda tmp: (model_diff.main, model_diff.ModelDiffConfig(tuned=str(tmp / "nomodel"), out=str(tmp / "out"))),
+            FileNotFoundError,
+            "nomodel does not exist",
+        ),
+        (
+            "realignments",
+            lambda tmp: (
+                realignments.main,
+                realignments.RealignmentsConfig(irm=str(tmp / "noirm"), out=str(tmp / "out")),
+            ),
+            FileNotFoundError,
+            "--irm",
+        ),
+        (
+            "rw_functionalities",
+            lambda tmp: (
+                rw_functionalities.main,
+                rw_functionalities.RWConfig(corpus=str(tmp / "missing.txt"), out=str(tmp / "out")),
+            ),
+            FileNotFoundError,
+            "neither an alignment",
+        ),
+        (
+            "boundless_das",
+            lambda tmp: (boundless_das.main, boundless_das.BoundlessDASConfig(out=str(tmp / "afile"))),
+            NotADirectoryError,
+            "is a file, not a folder",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("case", range(5), ids=[c[0] for c in _main_cases()])
+def test_main_checks_a_config_built_in_python(ctx, monkeypatch, case):
+    """``main(cfg)`` runs the pre-flight itself: a bad config built in Python fails before any model loads."""
+    name, build, error, problem = _main_cases()[case]
+    module = sys.modules[f"experiments.{name}"]
+    monkeypatch.setattr(workbench.models, "load_hf", _no_model_loads)
+    if hasattr(module, "load_model"):
+        monkeypatch.setattr(module, "load_model", _no_model_loads)
+    monkeypatch.chdir(ctx.tmp)
+    main, cfg = build(ctx.tmp)
+    with pytest.raises(error, match=re.escape(problem)):
+        main(cfg)
+    assert not (ctx.tmp / "out").exists() and not (ctx.tmp / "figures").exists()
+
+
+def test_the_command_line_checks_once(ctx, monkeypatch):
+    """The CLI checks its config while parsing; ``main`` then does not check it again, but checks a new one."""
+    from experiments.checks import FIELD_CHECKS
+    from experiments.neuron1512 import Neuron1512Config, main
+
+    checked = []
+    device_check = FIELD_CHECKS["device"]
+    monkeypatch.setitem(FIELD_CHECKS, "device", lambda flag, value: (checked.append(value), device_check(flag, value)))
+    monkeypatch.setattr(workbench.models, "load_hf", _no_model_loads)
+    monkeypatch.setattr(workbench.models, "load_model", _no_model_loads)
+    monkeypatch.chdir(ctx.tmp)
+    monkeypatch.setattr(sys, "argv", ["neuron1512", "--quick", "--out", str(ctx.tmp / "cli")])
+    with pytest.raises(AssertionError, match="a model was loaded"):  # the check passed; main went on to load
+        runpy.run_module("experiments.neuron1512", run_name="__main__", alter_sys=True)
+    assert checked == ["cpu"]
+    monkeypatch.setattr(sys.modules["experiments.neuron1512"], "load_model", _no_model_loads)
+    cfg = Neuron1512Config(quick=True, out=str(ctx.tmp / "api"))
+    for _ in range(2):  # a new config is checked once, however often main runs it
+        with pytest.raises(AssertionError, match="a model was loaded"):
+            main(cfg)
+    assert checked == ["cpu", "cpu"]

@@ -26,7 +26,16 @@ C = TypeVar("C", bound=Config)
 _IMPORTED = time.perf_counter()
 """When the experiment's process imported this module: the start of a run's wall time unless it measures its own."""
 
-__all__ = ["arg_type", "command_line", "flag_kwargs", "jsonable", "parse_config", "report_header", "write_outputs"]
+__all__ = [
+    "arg_type",
+    "command_line",
+    "flag_kwargs",
+    "jsonable",
+    "parse_config",
+    "report_header",
+    "say",
+    "write_outputs",
+]
 
 
 def parse_config(
@@ -134,6 +143,12 @@ def experiment_module(cfg: Config) -> str:
         spec = getattr(sys.modules["__main__"], "__spec__", None)
         name = spec.name if spec is not None else name
     return name
+
+
+def say(cfg: Config, text: str) -> None:
+    """Say which phase runs: ``[experiment] text`` on stderr, when ``cfg.progress`` is on."""
+    if getattr(cfg, "progress", False):
+        print(f"[{experiment_module(cfg).rpartition('.')[2]}] {text}", file=sys.stderr, flush=True)
 
 
 def command_line(cfg: Config) -> str:

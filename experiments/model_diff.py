@@ -27,7 +27,7 @@ import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 from experiments.checks import check_prompt_lengths, preflight
-from experiments.common import parse_config, write_outputs
+from experiments.common import parse_config, say, write_outputs
 from experiments.model_diff_compare import SWEEP_KINDS, VIEW_CAPTIONS, Comparison, compare, prompt_set, top_head_views
 from workbench.analysis.patching import ModelSide
 from workbench.config import Config
@@ -106,6 +106,8 @@ class ModelDiffConfig(Config):
     irm: str | None = None
     """Also compare the base with the base + an IRM: a checkpoint or a training folder (e.g. the main job's
     runs/neuron1512/card/negative/seed-0)."""
+    progress: bool = True
+    """Show progress bars (tuning, GRPO) and say which phase runs."""
     seed: int = 0
     """Seed."""
 
@@ -182,10 +184,16 @@ def make_tuned(cfg: ModelDiffConfig) -> TunedModel:
             raise FileNotFoundError(f"--tuned {cfg.tuned!r} is not a folder: give an HF folder, or use --tuning")
         return TunedModel(load_tuned(path) if (path / "tuning.json").exists() else load_model(path), path, "folder")
     if cfg.tuning == "supervised":
-        path = tune_last_layers(tune_config(cfg))
+        tune = tune_config(cfg)
+        say(cfg, f"supervised model: tuning the last {tune.last_layers} layers, {tune.steps} steps (cached once made)")
+        path = tune_last_layers(tune, progress=cfg.progress)
         return TunedModel(load_tuned(path), path, "supervised")
     rl = rl_config(cfg)
-    path = rl_tune(rl)
+    say(
+        cfg,
+        f"RL model: GRPO, {rl.steps} steps of {rl.batch_size} completions, VADER reward (cached once made)",
+    )
+    path = rl_tune(rl, progress=cfg.progress)
     return TunedModel(load_tuned(path), path, "rl", rl)
 
 
@@ -255,11 +263,13 @@ def main(cfg: ModelDiffConfig) -> dict:
     layers = list(range(base_model.cfg.n_layers - 8, base_model.cfg.n_layers)) if cfg.quick else None
     base = ModelSide(base_model, name="base")
     tuned_side = ModelSide(tuned.model, name="tuned")
+    say(cfg, f"base vs {tuned.method} model: logit differences, logit lens, attribution, patching sweeps")
     comparison = compare(base, tuned_side, prompts, layers=layers, top_heads=cfg.top_heads)
     summary = {"base": str(base_model.cfg.model_name), "tuned": str(tuned.path), "method": tuned.method}
     summary |= comparison.summary()
     figures, tables = comparison.figures(), comparison.tables()
     if tuned.rl is not None:
+        say(cfg, "RL evidence: sampling base and RL model on held-out prompts")
         evidence = tuning_evidence(cfg, tuned)
         summary["rl_evidence"] = evidence.summary()
         history = pd.DataFrame(json.loads((tuned.path / "tuning.json").read_text())["history"])
@@ -269,6 +279,7 @@ def main(cfg: ModelDiffConfig) -> dict:
         checkpoint = _irm_checkpoint(Path(cfg.irm))
         irm = load_irm(checkpoint, base_model)
         injected = ModelSide(base_model, hooks=tuple(irm.hooks(base_model)), name="irm")
+        say(cfg, f"base vs base + IRM ({checkpoint}): the same analyses")
         irm_comparison = compare(base, injected, prompts, layers=layers, top_heads=cfg.top_heads)
         irm_summary = irm_comparison.summary()
         write_outputs(
@@ -283,6 +294,7 @@ def main(cfg: ModelDiffConfig) -> dict:
         )
         summary["irm"] = {"checkpoint": str(checkpoint), **irm_summary}
     summary["seconds"] = time.perf_counter() - started
+    say(cfg, f"writing {len(figures)} figures and {len(tables)} tables to {cfg.out_dir}")
     write_outputs(
         cfg.out_dir,
         cfg,

@@ -34,9 +34,9 @@ from typing import Any
 import torch
 
 from experiments.checks import check_against_model, preflight
-from experiments.common import flag_kwargs, jsonable, write_outputs
+from experiments.common import flag_kwargs, jsonable, say, write_outputs
 from experiments.neuron1512_summary import captions, group_summary, report, summarise
-from experiments.neuron1512_unit import Context, Unit, run_unit, say
+from experiments.neuron1512_unit import Context, Unit, run_unit
 from workbench.config import Config, field_docs
 from workbench.data.chat_prompts import chat_prompts
 from workbench.data.corpora import ALIGNMENTS, load_alignment

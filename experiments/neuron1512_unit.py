@@ -8,7 +8,6 @@ Case of Neuron 1512*, Smith et al., 2024).
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
+from experiments.common import say
 from workbench.data.corpora import Corpus
 from workbench.irm import IRM, eval_loss, train_irm
 from workbench.irm.dimensions import MaskingResult, masking_test
@@ -84,12 +84,6 @@ class Unit:
     def share(self) -> torch.Tensor:
         """Share of the IRM output mass per residual dimension (held-out texts)."""
         return self.stats.dim_share
-
-
-def say(cfg: Neuron1512Config, text: str) -> None:
-    """Print ``text`` (which phase runs) to stderr when ``cfg.progress``."""
-    if cfg.progress:
-        print(f"[neuron1512] {text}", file=sys.stderr, flush=True)
 
 
 def run_unit(

@@ -33,7 +33,7 @@ from plotly.subplots import make_subplots
 from transformer_lens.model_bridge import TransformerBridge
 
 from experiments.checks import preflight
-from experiments.common import parse_config, write_outputs
+from experiments.common import parse_config, say, write_outputs
 from experiments.model_diff import ModelDiffConfig, make_tuned
 from experiments.realignments_measures import (
     Behaviour,
@@ -100,6 +100,8 @@ class RealignmentsConfig(Config):
     """Output folder."""
     quick: bool = False
     """Small, fast run (for tests): quick tuning and IRM, few prompts, the last 6 layers in patching, no PNGs."""
+    progress: bool = True
+    """Show progress bars (IRM training, tuning, GRPO) and say which phase runs."""
     seed: int = 0
     """Seed."""
 
@@ -123,7 +125,8 @@ def negative_irm(cfg: RealignmentsConfig, base: TransformerBridge) -> tuple[IRM,
         irm = IRM.for_model(base, IRMConfig(hidden_mult=1.0), seed=cfg.seed)
         steps = cfg.sized(cfg.irm_steps, 10)
         train = TrainConfig(steps=steps, batch_size=4 if cfg.quick else 8, max_len=40, eval_every=0, seed=cfg.seed)
-        train_irm(base, irm, corpus.train, train, held_out=corpus.held_out, out_dir=train_dir, progress=False)
+        say(cfg, f"IRM: no checkpoint at {path}; training one ({steps} steps) into {train_dir}")
+        train_irm(base, irm, corpus.train, train, held_out=corpus.held_out, out_dir=train_dir, progress=cfg.progress)
         checkpoint = latest_checkpoint(train_dir / "checkpoints")
     return load_irm(checkpoint, base), checkpoint
 
@@ -133,7 +136,9 @@ def realignments(cfg: RealignmentsConfig, base: TransformerBridge) -> list[Reali
     irm, checkpoint = negative_irm(cfg, base)
     found = [Realigned("irm", ModelSide(base, hooks=tuple(irm.hooks(base)), name="irm"), str(checkpoint))]
     for method in ("rl", "supervised"):
-        tuned = make_tuned(ModelDiffConfig(base=cfg.base, tuning=method, quick=cfg.quick, seed=cfg.seed))
+        tuned = make_tuned(
+            ModelDiffConfig(base=cfg.base, tuning=method, quick=cfg.quick, progress=cfg.progress, seed=cfg.seed)
+        )
         found.append(Realigned(method, ModelSide(tuned.model, name=method), str(tuned.path)))
     return found
 
@@ -198,13 +203,17 @@ def main(cfg: RealignmentsConfig) -> dict:
 
     torch.manual_seed(cfg.seed)
     base = load_model(cfg.base)
+    say(cfg, "models: the negative IRM, the RL model and the supervised model (made here unless found or cached)")
     models = realignments(cfg, base)
     lap("models")
     prompts = heldout_prompts(cfg)
+    say(cfg, f"behaviour: sampling continuations of {len(prompts)} held-out prompts per model, KL, held-out loss")
     moved = behaviour(cfg, base, models, prompts)
     lap("behaviour")
+    say(cfg, "residual-stream and MLP changes against the base")
     changes = residual_changes(base, models, prompts)
     lap("residual_changes")
+    say(cfg, "patching each model into the base (resid_pre, attn_out, mlp_out by layer; heads)")
     n_layers = base.cfg.n_layers
     patches = patching(base, models, list(range(n_layers - 6, n_layers)) if cfg.quick else None)
     lap("patching")
@@ -231,6 +240,7 @@ def main(cfg: RealignmentsConfig) -> dict:
         "residual_cosine": cos,
         "top_overlap": overlap,
     }
+    say(cfg, f"writing figures and tables to {cfg.out}")
     write_outputs(
         cfg.out,
         cfg,

@@ -129,3 +129,24 @@ def test_quick_rl_run(tmp_path):
         "patch_head.html",
     ):
         assert (tmp_path / name).exists(), name
+
+
+@pytest.mark.parametrize("tuning", ["rl", "supervised"])
+def test_making_the_tuned_model_says_so_and_shows_progress(tmp_path, monkeypatch, capsys, tuning):
+    import experiments.model_diff as model_diff
+
+    calls = []
+
+    def fake_tune(cfg, *args, progress=False, **kwargs):
+        calls.append((type(cfg).__name__, progress))
+        return tmp_path
+
+    monkeypatch.setattr(model_diff, "rl_tune", fake_tune)
+    monkeypatch.setattr(model_diff, "tune_last_layers", fake_tune)
+    monkeypatch.setattr(model_diff, "load_tuned", lambda path: "the tuned model")
+    phase = {"rl": "[model_diff] RL model: GRPO, 6 steps", "supervised": "[model_diff] supervised model: tuning"}
+    tuned = model_diff.make_tuned(ModelDiffConfig(tuning=tuning, quick=True))
+    assert tuned.model == "the tuned model" and calls == [({"rl": "RLConfig"}.get(tuning, "TuneConfig"), True)]
+    assert phase[tuning] in capsys.readouterr().err
+    model_diff.make_tuned(ModelDiffConfig(tuning=tuning, quick=True, progress=False))
+    assert calls[-1][1] is False and capsys.readouterr().err == ""

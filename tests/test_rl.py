@@ -89,6 +89,17 @@ def test_last_layers_only_train_those(tiny_folder, tmp_path):
     assert changed and all(name.startswith("model.layers.2.") for name in changed), changed
 
 
+def test_progress_is_one_bar_over_the_steps_with_the_reward(tiny_folder, tmp_path, capsys):
+    rl_tune(toy_config(tiny_folder, steps=2), e_count, PROMPTS, out=tmp_path / "quiet")
+    assert "GRPO" not in capsys.readouterr().err
+    rl_tune(toy_config(tiny_folder, steps=2), e_count, PROMPTS, out=tmp_path / "shown", progress=True)
+    out, err = capsys.readouterr()
+    assert "GRPO" in err and "2/2" in err and "reward=" in err
+    assert "'loss'" not in out + err  # not TRL's bar, which prints every step's full log
+    history = json.loads((tmp_path / "shown" / "tuning.json").read_text())["history"]
+    assert [row["step"] for row in history] == [1, 2]  # the log per step is still recorded
+
+
 def test_a_failing_reward_names_its_prompt(tiny_folder, tmp_path):
     def picky(prompt, completion):
         if prompt == "my day was":

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
+from transformers import TrainerCallback
 
 from workbench.config import Config, cache_key
 from workbench.data.corpora import ALIGNMENTS, load_alignment
@@ -186,6 +188,28 @@ def _reward_name(reward: RewardFn) -> str:
     return f"{getattr(reward, '__module__', '')}.{getattr(reward, '__qualname__', type(reward).__name__)}"
 
 
+class _StepBar(TrainerCallback):
+    """GRPO's progress: one bar over the steps showing the latest reward and KL (TRL's own bar also prints
+    every step's full log, two dozen numbers a line)."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs) -> None:
+        self.bar = tqdm(total=state.max_steps, desc="GRPO", unit="step")
+
+    def on_step_end(self, args, state, control, **kwargs) -> None:
+        self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs) -> None:
+        shown = {k: f"{float(logs[k]):.3g}" for k in ("reward", "kl") if k in (logs or {})}
+        if shown:
+            self.bar.set_postfix(shown)
+
+    def on_train_end(self, args, state, control, **kwargs) -> None:
+        self.bar.close()
+
+
 def rl_tune(
     cfg: RLConfig,
     reward: RewardFn = vader_negativity,
@@ -201,7 +225,7 @@ def rl_tune(
         reward: ``(prompt, completion) -> float``; default the VADER negativity of the completion.
         prompts: training prompts instead of :func:`rl_prompts` (part of the cache key).
         out: folder to write; default :func:`rl_dir`. An existing folder is returned as is.
-        progress: show TRL's progress bar.
+        progress: show a progress bar over the GRPO steps with the latest reward and KL.
 
     Returns:
         The folder, with ``tuning.json`` (config, base model, prompts, TRL's log per step).
@@ -240,7 +264,7 @@ def rl_tune(
             logging_steps=1,
             save_strategy="no",
             report_to="none",
-            disable_tqdm=not progress,
+            disable_tqdm=True,  # its bar prints every step's full log; _StepBar shows the steps instead
             seed=cfg.seed,
             data_seed=cfg.seed,
         )
@@ -251,8 +275,9 @@ def rl_tune(
             train_dataset=Dataset.from_dict({"prompt": prompts}),
             processing_class=tok,
         )
-        if not progress:
-            trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(PrinterCallback)
+        if progress:
+            trainer.add_callback(_StepBar())
         trainer.train()
         history = [row for row in trainer.state.log_history if "reward" in row]
     hf = trainer.model.eval().requires_grad_(False)

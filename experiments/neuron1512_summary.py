@@ -18,7 +18,16 @@ from experiments.neuron1512_unit import Context, Unit
 from workbench.hooks import format_hook_name
 from workbench.irm import TrainConfig, plots
 from workbench.irm.dimensions import base_magnitudes, massive_dims, top_dims
-from workbench.irm.stability import dominant_dims, share_stats, spearman, stability, top_jaccard
+from workbench.irm.stability import (
+    PAIR_KINDS,
+    controls,
+    dominant_dims,
+    kinds_frame,
+    share_stats,
+    spearman,
+    stability,
+    top_jaccard,
+)
 from workbench.irm.train import encode_for
 
 if TYPE_CHECKING:
@@ -80,8 +89,8 @@ CAPTIONS = {
         "The base model's peak activation per dimension, with each alignment's top IRM dimensions marked."
     ),
     "stability": (
-        "Spearman correlation of the dimension shares between runs: "
-        "compare seeds of one alignment with alignments of one seed."
+        "Spearman correlation of the dimension shares between runs: compare seeds of one alignment with alignments "
+        "of one seed, and each with its control in the stability table (untrained IRMs, shuffled dimensions)."
     ),
 }
 """One sentence per figure saying what to look at (figures named per alignment get theirs in :func:`captions`)."""
@@ -135,9 +144,11 @@ def summarise(
         dominant[preset.name]["every_alignment_and_seed"] = every
         if len(shares) >= 2:
             s = stability(shares, k=cfg.top_k)
-            stab[preset.name] = s.summary()
+            untrained = {(u.alignment, u.seed): u.untrained_share for u in mine}
+            stab[preset.name] = s.summary() | {"control": controls(shares, untrained, peak, k=cfg.top_k)}
             matrices[preset.name] = (s.labels, s.spearman.numpy())
-            pair_frames.append(s.pairs().assign(preset=preset.name))
+            pair_frames.append(s.pairs().assign(preset=preset.name, irm="trained"))
+            pair_frames.append(stability(untrained, k=cfg.top_k).pairs().assign(preset=preset.name, irm="untrained"))
     lists = [set(dominant[p.name]["every_alignment_and_seed"]) for p in cfg.runs]
     dominant["shared_by_all_presets"] = sorted(set.intersection(*lists)) if lists else []
     compare = _compare_presets(cfg, groups, results)
@@ -175,7 +186,11 @@ def summarise(
         },
     }
     figures = _figures(ctx, cfg, units, groups, peak, matrices)
-    return summary, figures, _tables(ctx, units, groups, magnitudes, base_rank, pair_frames)
+    tables = _tables(ctx, units, groups, magnitudes, base_rank, pair_frames)
+    if stab:  # the controls beside the trained statistics
+        sets = {p: {"trained": st} | {k: st["control"][k] for k in ("untrained", "shuffled")} for p, st in stab.items()}
+        tables["stability_kinds"] = pd.concat([kinds_frame(s).assign(preset=p) for p, s in sets.items()])
+    return summary, figures, tables
 
 
 def _compare_presets(cfg: Neuron1512Config, groups: Mapping, results: Mapping) -> dict:
@@ -269,6 +284,7 @@ def _tables(ctx, units, groups, magnitudes, base_rank, pair_frames) -> dict:
                     "share_std": std.numpy(),
                     **{f"share_seed{u.seed}": u.share.numpy() for u in g},
                     "generation_share": g[0].gen_stats.dim_share.numpy(),
+                    "untrained_share_mean": share_stats([u.untrained_share for u in g])[0].numpy(),
                     "base_peak_mean_abs": peak.numpy(),
                     "base_rank": base_rank.numpy(),
                 }
@@ -319,6 +335,24 @@ def _pct(x: float | None) -> str:
     return f"{100 * x:.2g}%" if abs(x) < 0.1 else f"{100 * x:.1f}%"
 
 
+def _stability_lines(st: Mapping[str, dict]) -> list[str]:
+    """The stability statistics of one preset beside their controls."""
+    untrained, shuffled = st["control"]["untrained"], st["control"]["shuffled"]
+    parts = [
+        f"{kind.replace('_', ' ')} {st[kind]['spearman_mean']:.2f} (untrained "
+        f"{untrained[kind]['spearman_mean']:.2f}, shuffled {shuffled[kind]['spearman_mean']:.2f})"
+        if st[kind]["n_pairs"]
+        else f"{kind.replace('_', ' ')} -"
+        for kind in PAIR_KINDS
+    ]
+    profile = st["control"]["base_profile"]
+    return [
+        "  Spearman of dimension shares, trained (controls): " + ", ".join(parts),
+        f"  Spearman of the shares with the base's peak |resid| per dimension: trained "
+        f"{profile['trained']['mean']:.2f}, untrained {profile['untrained']['mean']:.2f}",
+    ]
+
+
 def report(summary: dict) -> str:
     """A few lines for the terminal."""
     lines = [f"{summary['model']}: {summary['seconds'] / 60:.1f} min"]
@@ -353,11 +387,7 @@ def report(summary: dict) -> str:
                 )
         st = summary["stability"].get(p)
         if st:
-            parts = [
-                f"{kind.replace('_', ' ')} {v['spearman_mean']:.2f}" if v["n_pairs"] else f"{kind.replace('_', ' ')} -"
-                for kind, v in st.items()
-            ]
-            lines.append("  Spearman of dimension shares: " + ", ".join(parts))
+            lines += _stability_lines(st)
         every = summary["dominant_dims"][p]["every_alignment_and_seed"]
         lines.append(f"  dominant in every alignment and seed: {', '.join(map(str, every)) if every else 'none'}")
     for name, c in summary.get("presets_compare", {}).items():

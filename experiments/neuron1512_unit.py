@@ -1,14 +1,16 @@
 """One unit of the main job (:mod:`experiments.neuron1512`): train one IRM (preset, alignment, seed) and measure it.
 
 :func:`run_unit` trains the IRM with the LM frozen, then measures the realignment (losses, VADER of
-replies with the IRM on), records the IRM output per token, layer and residual dimension, runs the
-masking test, and, for the first seed of each (preset, alignment), explains it (*The Mysterious
-Case of Neuron 1512*, Smith et al., 2024).
+replies with the IRM on), records the IRM output per token, layer and residual dimension (and, as
+the control of the stability statistics, that of the same seed's untrained IRM), runs the masking
+test, and, for the first seed of each (preset, alignment), explains it (*The Mysterious Case of
+Neuron 1512*, Smith et al., 2024).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +25,7 @@ from workbench.irm.dimensions import MaskingResult, masking_test
 from workbench.irm.explain import Explanation, explain, probe_tokens
 from workbench.irm.generate import Generation, generate_replies, generations_frame, vader_compound
 from workbench.irm.record import OutputStats, collect_output_stats, stats_from_tokens
+from workbench.irm.text import Encoded
 from workbench.irm.train import encode_for
 from workbench.neurons.weights import NeuronClasses
 from workbench.views import Row, irm_on_off_view
@@ -64,6 +67,9 @@ class Unit:
     """Mean |IRM output| per (layer, dimension) on held-out texts."""
     gen_stats: OutputStats
     """The same on the generated tokens."""
+    untrained_share: torch.Tensor
+    """The control: the share per residual dimension of this seed's IRM at init (its last layer's random draw
+    kept; zeroed, it writes nothing), on the same held-out texts."""
     example: tuple[Any, list[str]]
     """The first reply (a Generation) and its tokens, for the per-token heatmap."""
     masking: MaskingResult
@@ -84,6 +90,12 @@ class Unit:
     def share(self) -> torch.Tensor:
         """Share of the IRM output mass per residual dimension (held-out texts)."""
         return self.stats.dim_share
+
+
+def untrained_share(model: Any, preset: Preset, seed: int, held: Sequence[Encoded]) -> torch.Tensor:
+    """Share per residual dimension of the output of ``seed``'s IRM at init, its last layer not zeroed, on ``held``."""
+    irm = IRM.for_model(model, preset.irm, seed=seed, identity=False)
+    return collect_output_stats(model, irm, held).dim_share
 
 
 def run_unit(
@@ -117,6 +129,7 @@ def run_unit(
         "heldout_loss_irm": eval_loss(model, irm, held),
     }
     stats = collect_output_stats(model, irm, held)
+    untrained = untrained_share(model, preset, seed, held)
     ranked = stats.dim_share.argsort(descending=True).tolist()
     seconds["record"], t = time.perf_counter() - t, time.perf_counter()
     say(cfg, f"{label}: generating {2 * len(ctx.prompts)} replies with the IRM on")
@@ -175,6 +188,7 @@ def run_unit(
         frame,
         stats,
         stats_from_tokens(outs, irm.layers),
+        untrained,
         (first, [model.tokenizer.decode([t]) for t in first.tokens]),
         masking,
         sum(p.numel() for p in irm.parameters()),

@@ -2,11 +2,13 @@
 
 import json
 
+import pandas as pd
 import pytest
 from transformers import AutoModelForCausalLM
 
 from experiments.neuron1512 import PRESETS, QUICK, Neuron1512Config, main, parse_args, report, resolve
 from tests.helpers import tiny_llama_config
+from workbench.irm.stability import PAIR_KINDS
 from workbench.neurons.weights import CLASS_NAMES
 
 
@@ -101,9 +103,21 @@ def test_main_writes_sane_outputs(tiny_dir, tmp_path):
             assert 0 <= e["dimension_profile"]["dim"] < d_model
     # the stability statistics: three kinds for card (2 alignments x 2 seeds), one for paper (1 alignment)
     card = summary["stability"]["card"]
-    assert [card[k]["n_pairs"] for k in ("same_alignment", "same_seed", "different")] == [2, 2, 2]
-    assert all(-1 <= v <= 1 for k in card.values() for v in k["spearman"])
+    assert [card[k]["n_pairs"] for k in PAIR_KINDS] == [2, 2, 2]
+    assert all(-1 <= v <= 1 for k in PAIR_KINDS for v in card[k]["spearman"])
     assert summary["stability"]["paper"]["same_seed"]["n_pairs"] == 0
+    # beside them, the controls: the same statistics of each seed's untrained IRM (at init, writing) and of
+    # the trained shares with their dimensions shuffled, and each run's correlation with the base's profile
+    untrained = card["control"]["untrained"]
+    assert [untrained[k]["n_pairs"] for k in PAIR_KINDS] == [2, 2, 2]
+    # one seed's untrained IRM is the same network on both alignments' texts: its ranking hardly moves
+    assert untrained["same_seed"]["spearman_mean"] > 0.9 > untrained["same_alignment"]["spearman_mean"]
+    assert all(-1 <= v["mean"] <= 1 for v in card["control"]["base_profile"].values())
+    kinds = pd.read_csv(tmp_path / "out" / "stability_kinds.csv")
+    assert len(kinds) == 2 * 3 * 3 and set(kinds.irm) == {"trained", "untrained", "shuffled"}
+    row = kinds[(kinds.preset == "card") & (kinds.irm == "untrained") & (kinds.kind == "same_seed")].iloc[0]
+    assert row.spearman_mean == pytest.approx(untrained["same_seed"]["spearman_mean"])
+    assert set(pd.read_csv(tmp_path / "out" / "stability_pairs.csv").irm) == {"trained", "untrained"}
     assert isinstance(summary["dominant_dims"]["shared_by_all_presets"], list)
     both = summary["presets_compare"]["negative: card vs paper"]  # the one alignment both presets trained
     assert (
@@ -125,4 +139,4 @@ def test_main_writes_sane_outputs(tiny_dir, tmp_path):
     } <= files
     assert (tmp_path / "ck" / "paper" / "negative" / "seed-1" / "checkpoints" / "step-000003").is_dir()
     text = report(summary)
-    assert "Spearman of dimension shares" in text and "dominant in every seed" in text
+    assert "Spearman of dimension shares" in text and "dominant in every seed" in text and "untrained" in text

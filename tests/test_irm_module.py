@@ -59,6 +59,19 @@ def test_identity_at_init(fixture, request, tokens):
     assert (injected - base).abs().max() <= 1e-6
 
 
+def test_the_untrained_control_is_the_init_that_writes(tiny_llama, tokens):
+    irm, control = (IRM.for_model(tiny_llama, SMALL, seed=3, identity=identity) for identity in (True, False))
+    # the same seeded draws; only the zeroing of the last layer is skipped (PyTorch's default bound)
+    for a, b in zip(irm.net[:-1].parameters(), control.net[:-1].parameters()):
+        assert torch.equal(a, b)
+    bound = control.net[-1].in_features ** -0.5
+    assert 0 < control.net[-1].weight.abs().max() <= bound and control.net[-1].bias.abs().min() > 0
+    assert torch.equal(control.net[-1].weight, IRM.for_model(tiny_llama, SMALL, seed=3, identity=False).net[-1].weight)
+    with attach(tiny_llama, control.hooks(tiny_llama)):
+        injected = tiny_llama(tokens)
+    assert (injected - tiny_llama(tokens)).abs().max() > 1e-3  # unlike the identity, it writes
+
+
 def test_forward_equals_hand_computation(tiny_llama, tokens):
     model = tiny_llama
     irm = randomize_last(IRM.for_model(model, SMALL))

@@ -4,7 +4,17 @@ import pandas as pd
 import pytest
 import torch
 
-from workbench.irm.stability import dominant_dims, share_stats, spearman, stability, top_jaccard
+from workbench.irm.stability import (
+    PAIR_KINDS,
+    controls,
+    dominant_dims,
+    kinds_frame,
+    permuted,
+    share_stats,
+    spearman,
+    stability,
+    top_jaccard,
+)
 
 
 def _share(x):
@@ -70,3 +80,27 @@ def test_dominant_dims_must_stand_out_in_every_seed():
     s2[20] = 30
     assert dominant_dims([_share(s0), _share(s2)]).empty
     assert isinstance(dominant_dims([_share(base)]), pd.DataFrame) and dominant_dims([_share(base)]).empty
+
+
+def test_controls_by_hand():
+    gen = torch.Generator().manual_seed(2)
+    reference = torch.rand(2000, generator=gen, dtype=torch.float64)
+    runs = [("neg", 0), ("neg", 1), ("pos", 0), ("pos", 1)]
+    # trained shares that all follow the base's profile; untrained ones ranked against it, one vector per seed
+    trained = {r: _share(reference + 0.01 * torch.rand(2000, generator=gen, dtype=torch.float64)) for r in runs}
+    by_seed = {seed: torch.rand(2000, generator=gen, dtype=torch.float64) for seed in (0, 1)}
+    untrained = {(a, seed): _share(2 - reference + 0.001 * by_seed[seed]) for a, seed in runs}
+    c = controls(trained, untrained, reference, k=10, seed=0)
+    assert c["untrained"] == stability(untrained, k=10).summary()
+    assert c["base_profile"]["trained"]["min"] > 0.99 and c["base_profile"]["untrained"]["max"] < -0.99
+    # shuffled dimensions: the chance level (sd 1/sqrt(1999) ~ 0.02 per pair), whatever the trained agreement
+    assert stability(trained).summary()["different"]["spearman_mean"] > 0.99
+    assert all(abs(c["shuffled"][kind]["spearman_mean"]) < 0.1 for kind in PAIR_KINDS)
+    shuffled = permuted(trained, seed=0)
+    assert all(torch.equal(shuffled[r].sort().values, trained[r].sort().values) for r in runs)
+    assert all(torch.equal(shuffled[r], permuted(trained, seed=0)[r]) for r in runs)  # seeded
+    frame = kinds_frame({"untrained": c["untrained"], "shuffled": c["shuffled"]})
+    assert frame[["irm", "kind"]].values.tolist() == [[s, k] for s in ("untrained", "shuffled") for k in PAIR_KINDS]
+    assert frame.spearman_mean.iloc[0] == c["untrained"]["same_alignment"]["spearman_mean"] and "spearman" not in frame
+    with pytest.raises(ValueError, match="trained and untrained runs differ"):
+        controls(trained, {r: untrained[r] for r in runs[:3]}, reference)

@@ -34,9 +34,11 @@ class IRM(nn.Module):
         d_model: the model's residual width.
         n_layers: the model's number of layers (to resolve ``cfg.layers``).
         seed: initialisation seed.
+        identity: zero the last layer, so the IRM starts as an exact identity (the default); ``False`` keeps
+            its random draw: the IRM at init, writing (a control for statistics of a trained IRM's output).
     """
 
-    def __init__(self, cfg: IRMConfig, d_model: int, n_layers: int, *, seed: int = 0):
+    def __init__(self, cfg: IRMConfig, d_model: int, n_layers: int, *, seed: int = 0, identity: bool = True):
         super().__init__()
         self.cfg = cfg
         self.d_model = d_model
@@ -53,18 +55,21 @@ class IRM(nn.Module):
                 lin.weight.uniform_(-bound, bound, generator=gen)
                 lin.bias.uniform_(-bound, bound, generator=gen)
             linears.append(lin)
-        with torch.no_grad():
-            linears[-1].weight.zero_()
-            linears[-1].bias.zero_()
+        if identity:
+            with torch.no_grad():
+                linears[-1].weight.zero_()
+                linears[-1].bias.zero_()
         mods: list[nn.Module] = []
         for lin in linears[:-1]:
             mods += [lin, nn.ReLU()]
         self.net = nn.Sequential(*mods, linears[-1])
 
     @classmethod
-    def for_model(cls, model: TransformerBridge, cfg: IRMConfig | None = None, *, seed: int = 0) -> IRM:
-        """An IRM shaped for ``model`` (a bridge), on the model's device."""
-        irm = cls(cfg or IRMConfig(), model.cfg.d_model, model.cfg.n_layers, seed=seed)
+    def for_model(
+        cls, model: TransformerBridge, cfg: IRMConfig | None = None, *, seed: int = 0, identity: bool = True
+    ) -> IRM:
+        """An IRM shaped for ``model`` (a bridge), on the model's device (``identity``: see :class:`IRM`)."""
+        irm = cls(cfg or IRMConfig(), model.cfg.d_model, model.cfg.n_layers, seed=seed, identity=identity)
         return irm.to(model.cfg.device)
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos layer d_model"]:

@@ -11,6 +11,13 @@ vectors (share of the output mass per residual dimension) can be compared three 
 Agreement is Spearman's rank correlation of the share vectors and the Jaccard index of their top-k
 dimensions. A dimension is *dominant* for a set of runs only if its share stands out (z-score
 against all dimensions' shares of that run above a threshold) in every run.
+
+Controls (:func:`controls`) say what these numbers would be without training: the same statistics of
+*untrained* IRMs (each seed's IRM at init; its last layer keeps its random draw, since the zeroed
+one writes nothing), of the trained shares with each run's dimensions shuffled (the chance level),
+and the rank correlation of each run's shares with a profile of the base model (e.g. its residual
+magnitude per dimension): agreement that untrained IRMs or the base's own profile already show is
+structural, not learned.
 """
 
 from __future__ import annotations
@@ -25,7 +32,18 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-__all__ = ["PAIR_KINDS", "Stability", "dominant_dims", "share_stats", "spearman", "stability", "top_jaccard"]
+__all__ = [
+    "PAIR_KINDS",
+    "Stability",
+    "controls",
+    "dominant_dims",
+    "kinds_frame",
+    "permuted",
+    "share_stats",
+    "spearman",
+    "stability",
+    "top_jaccard",
+]
 
 PAIR_KINDS = ("same_alignment", "same_seed", "different")
 """Kinds of pairs of runs: seeds of one alignment, alignments of one seed, neither shared."""
@@ -133,6 +151,57 @@ def stability(shares: Mapping[Run, Float[Tensor, " d_model"]], k: int = 10) -> S
     for i, j in combinations(range(n), 2):
         jac[i, j] = jac[j, i] = top_jaccard(shares[runs[i]], shares[runs[j]], k)
     return Stability(runs, rho, jac, k)
+
+
+def permuted(shares: Mapping[Run, Float[Tensor, " d_model"]], seed: int = 0) -> dict[Run, Tensor]:
+    """Each run's share vector with its dimensions shuffled (one seeded permutation per run): chance agreement."""
+    gen = torch.Generator().manual_seed(seed)
+    return {run: share[torch.randperm(len(share), generator=gen)] for run, share in shares.items()}
+
+
+def controls(
+    trained: Mapping[Run, Float[Tensor, " d_model"]],
+    untrained: Mapping[Run, Float[Tensor, " d_model"]],
+    reference: Float[Tensor, " d_model"],
+    k: int = 10,
+    seed: int = 0,
+) -> dict[str, dict]:
+    """What the pair statistics of ``trained`` shares would be without training.
+
+    Args:
+        trained: the trained IRMs' share vectors, keyed by ``(alignment, seed)``.
+        untrained: the same runs' IRMs at init (their last layer's random draw kept), recorded the same way.
+        reference: a per-dimension profile of the base model, e.g. its peak mean ``|resid|`` per dimension.
+        k: size of the top-dimension sets.
+        seed: seed of the dimension shuffles.
+
+    Returns:
+        ``untrained`` and ``shuffled`` (the trained shares with each run's dimensions shuffled): the
+        per-kind summary of :meth:`Stability.summary`; ``base_profile``: per set (``trained``,
+        ``untrained``), the Spearman correlation of each run's shares with ``reference`` (mean, min, max).
+    """
+    if set(trained) != set(untrained):
+        raise ValueError(f"trained and untrained runs differ: {sorted(set(trained) ^ set(untrained))}")
+    profile = {}
+    for name, shares in (("trained", trained), ("untrained", untrained)):
+        rho = torch.tensor([spearman(s, reference) for s in shares.values()])
+        profile[name] = {"mean": float(rho.mean()), "min": float(rho.min()), "max": float(rho.max())}
+    return {
+        "untrained": stability(untrained, k).summary(),
+        "shuffled": stability(permuted(trained, seed), k).summary(),
+        "base_profile": profile,
+    }
+
+
+def kinds_frame(summaries: Mapping[str, Mapping[str, dict]]) -> pd.DataFrame:
+    """One row per set of runs (``summaries``' keys, e.g. trained / untrained) and pair kind: the statistics of
+    :meth:`Stability.summary` without the per-pair values (columns ``irm, kind, n_pairs, spearman_mean, ...``)."""
+    rows = [
+        {"irm": name, "kind": kind, **{k: v for k, v in summary[kind].items() if k not in ("spearman", "k")}}
+        for name, summary in summaries.items()
+        for kind in PAIR_KINDS
+    ]
+    return pd.DataFrame(rows)
 
 
 def share_stats(

@@ -26,7 +26,7 @@ from workbench.irm.config import TrainConfig
 from workbench.irm.module import IRM
 from workbench.irm.text import Encoded, encode_replies, pad_batch
 from workbench.models import frozen
-from workbench.training import Batch, LoopConfig, Term, TrainResult, batch_order, train_loop
+from workbench.training import Batch, LoopConfig, Term, TrainResult, adamw, batch_order, train_loop
 
 __all__ = ["TrainResult", "batch_order", "encode_for", "eval_loss", "latest_checkpoint", "reply_nll", "train_irm"]
 
@@ -110,7 +110,7 @@ def train_irm(
     if not data:
         raise ValueError("no training texts: give at least one non-empty text")
     evals = encode_for(model, held_out[: cfg.eval_texts], cfg)
-    opt = torch.optim.AdamW(irm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = adamw(irm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(cfg.warmup, 1)))
     out = Path(out_dir) if out_dir is not None else None
     loop = LoopConfig(

@@ -24,7 +24,7 @@ import torch
 from workbench.config import Config, Count, Positive, cache_key
 from workbench.data.corpora import load_alignment, load_texts
 from workbench.models import DEFAULT_MODEL, REGISTRY, atomic_dir, cache_dir, load_hf, load_model
-from workbench.training import Batch, LoopConfig, Term, train_loop
+from workbench.training import Batch, LoopConfig, Term, adamw, train_loop
 
 _BATCHES = "seeded permutations (workbench.training.batch_order)"
 """How training orders its texts; part of the cache key, so a folder tuned under another order is retrained."""
@@ -119,7 +119,7 @@ def tune_last_layers(
         p.requires_grad_(True)
     loop = LoopConfig(cfg.steps, seed=cfg.seed, desc="tuning")
     step = partial(_step, hf, tok, texts, cfg)
-    losses = train_loop(hf, torch.optim.AdamW(trainable, lr=cfg.lr), step, loop, progress=progress).column("loss")
+    losses = train_loop(hf, adamw(trainable, lr=cfg.lr), step, loop, progress=progress).column("loss")
     hf.eval()
     hf.requires_grad_(False)
     with atomic_dir(out) as tmp:

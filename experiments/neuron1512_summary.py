@@ -24,6 +24,7 @@ from workbench.irm.stability import (
     dominant_dims,
     kinds_frame,
     share_stats,
+    side_by_side,
     spearman,
     stability,
     top_jaccard,
@@ -172,6 +173,7 @@ def summarise(
         },
         "results": results,
         "stability": stab,
+        "stability_vs_controls": {p: side_by_side(st, st["control"]) for p, st in stab.items()},
         "dominant_dims": dominant,
         "presets_compare": compare,
         "massive_dims": massive_dims(magnitudes, cfg.top_k).to_dict(orient="records"),
@@ -335,21 +337,19 @@ def _pct(x: float | None) -> str:
     return f"{100 * x:.2g}%" if abs(x) < 0.1 else f"{100 * x:.1f}%"
 
 
-def _stability_lines(st: Mapping[str, dict]) -> list[str]:
-    """The stability statistics of one preset beside their controls."""
-    untrained, shuffled = st["control"]["untrained"], st["control"]["shuffled"]
+def _stability_lines(v: Mapping[str, dict]) -> list[str]:
+    """The stability statistics of one preset beside their controls (a ``stability_vs_controls`` entry)."""
     parts = [
-        f"{kind.replace('_', ' ')} {st[kind]['spearman_mean']:.2f} (untrained "
-        f"{untrained[kind]['spearman_mean']:.2f}, shuffled {shuffled[kind]['spearman_mean']:.2f})"
-        if st[kind]["n_pairs"]
+        f"{kind.replace('_', ' ')} {v[kind]['trained']:.2f} (untrained {v[kind]['untrained']:.2f}, shuffled "
+        f"{v[kind]['shuffled']:.2f})"
+        if v[kind]["trained"] is not None
         else f"{kind.replace('_', ' ')} -"
         for kind in PAIR_KINDS
     ]
-    profile = st["control"]["base_profile"]
     return [
         "  Spearman of dimension shares, trained (controls): " + ", ".join(parts),
         f"  Spearman of the shares with the base's peak |resid| per dimension: trained "
-        f"{profile['trained']['mean']:.2f}, untrained {profile['untrained']['mean']:.2f}",
+        f"{v['base_profile']['trained']:.2f}, untrained {v['base_profile']['untrained']:.2f}",
     ]
 
 
@@ -385,9 +385,8 @@ def report(summary: dict) -> str:
                     f"{_pct(abl['random_removed_mean'])}; top dim {e['dimension_profile']['dim']} peaks in the base "
                     f"at layer {e['dimension_profile']['peak_layer']}"
                 )
-        st = summary["stability"].get(p)
-        if st:
-            lines += _stability_lines(st)
+        if p in summary["stability"]:
+            lines += _stability_lines(summary["stability_vs_controls"][p])
         every = summary["dominant_dims"][p]["every_alignment_and_seed"]
         lines.append(f"  dominant in every alignment and seed: {', '.join(map(str, every)) if every else 'none'}")
     for name, c in summary.get("presets_compare", {}).items():

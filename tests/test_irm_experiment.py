@@ -118,6 +118,14 @@ def test_main_writes_sane_outputs(tiny_dir, tmp_path):
     row = kinds[(kinds.preset == "card") & (kinds.irm == "untrained") & (kinds.kind == "same_seed")].iloc[0]
     assert row.spearman_mean == pytest.approx(untrained["same_seed"]["spearman_mean"])
     assert set(pd.read_csv(tmp_path / "out" / "stability_pairs.csv").irm) == {"trained", "untrained"}
+    # the report shows them side by side (the full control block is longer than a report table)
+    view = summary["stability_vs_controls"]["card"]
+    assert view["same_seed"] == {
+        "trained": card["same_seed"]["spearman_mean"],
+        "untrained": untrained["same_seed"]["spearman_mean"],
+        "shuffled": card["control"]["shuffled"]["same_seed"]["spearman_mean"],
+    }
+    assert "<h3>stability_vs_controls</h3>" in page and "same_alignment.untrained" in page
     assert isinstance(summary["dominant_dims"]["shared_by_all_presets"], list)
     both = summary["presets_compare"]["negative: card vs paper"]  # the one alignment both presets trained
     assert (

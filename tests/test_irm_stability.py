@@ -11,6 +11,7 @@ from workbench.irm.stability import (
     kinds_frame,
     permuted,
     share_stats,
+    side_by_side,
     spearman,
     stability,
     top_jaccard,
@@ -99,6 +100,15 @@ def test_controls_by_hand():
     shuffled = permuted(trained, seed=0)
     assert all(torch.equal(shuffled[r].sort().values, trained[r].sort().values) for r in runs)
     assert all(torch.equal(shuffled[r], permuted(trained, seed=0)[r]) for r in runs)  # seeded
+    view = side_by_side(stability(trained).summary(), c)
+    assert (
+        view["same_seed"]["untrained"] == c["untrained"]["same_seed"]["spearman_mean"]
+        and view["different"]["trained"] > 0.99
+    )
+    assert view["base_profile"] == {
+        "trained": c["base_profile"]["trained"]["mean"],
+        "untrained": c["base_profile"]["untrained"]["mean"],
+    }
     frame = kinds_frame({"untrained": c["untrained"], "shuffled": c["shuffled"]})
     assert frame[["irm", "kind"]].values.tolist() == [[s, k] for s in ("untrained", "shuffled") for k in PAIR_KINDS]
     assert frame.spearman_mean.iloc[0] == c["untrained"]["same_alignment"]["spearman_mean"] and "spearman" not in frame

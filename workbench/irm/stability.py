@@ -40,6 +40,7 @@ __all__ = [
     "kinds_frame",
     "permuted",
     "share_stats",
+    "side_by_side",
     "spearman",
     "stability",
     "top_jaccard",
@@ -202,6 +203,15 @@ def kinds_frame(summaries: Mapping[str, Mapping[str, dict]]) -> pd.DataFrame:
         for kind in PAIR_KINDS
     ]
     return pd.DataFrame(rows)
+
+
+def side_by_side(summary: Mapping[str, dict], control: Mapping[str, dict]) -> dict[str, dict]:
+    """Mean Spearman per pair kind of the trained shares (``summary``, from :meth:`Stability.summary`) and of their
+    controls (``control``, from :func:`controls`) side by side, and each set's mean Spearman with the base's profile.
+    """
+    sets = {"trained": summary, "untrained": control["untrained"], "shuffled": control["shuffled"]}
+    out = {kind: {name: block[kind]["spearman_mean"] for name, block in sets.items()} for kind in PAIR_KINDS}
+    return out | {"base_profile": {k: v["mean"] for k, v in control["base_profile"].items()}}
 
 
 def share_stats(

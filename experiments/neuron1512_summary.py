@@ -91,7 +91,7 @@ CAPTIONS = {
     ),
     "stability": (
         "Spearman correlation of the dimension shares between runs: compare seeds of one alignment with alignments "
-        "of one seed, and each with its control in the stability table (untrained IRMs, shuffled dimensions)."
+        "of one seed, and each with its controls in the table stability_vs_controls (untrained IRMs, shuffled dims)."
     ),
 }
 """One sentence per figure saying what to look at (figures named per alignment get theirs in :func:`captions`)."""

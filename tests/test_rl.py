@@ -1,11 +1,14 @@
-"""GRPO tuning: a toy reward rises, weights move (only the last layers with last_layers), errors are clear."""
+"""GRPO tuning: a toy reward rises, weights move (only the last layers with last_layers), errors are clear,
+an interrupted run resumes from its checkpoint to the weights of an uninterrupted one."""
 
 import json
+import logging
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+import workbench.tuning.rl as rl_module
 from tests.helpers import tiny_llama_config
 from workbench.tuning import (
     RewardError,
@@ -26,6 +29,24 @@ PROMPTS = ["the cat sat", "a dog ran", "my day was", "the bird flew"]
 def e_count(prompt: str, completion: str) -> float:
     """Toy reward: how many letters 'e' the completion has."""
     return float(completion.count("e"))
+
+
+def counted(stop_at: int | None = None):
+    """``e_count`` recording its calls (one per completion) that, like a Ctrl-C, interrupts at call ``stop_at``."""
+    calls = []
+
+    def e_count_counted(prompt: str, completion: str) -> float:
+        calls.append(prompt)
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return e_count(prompt, completion)
+
+    return e_count_counted, calls
+
+
+def comparable(history: list[dict]) -> list[dict]:
+    """A history without its timings and the reward's name (the per-function columns)."""
+    return [{k: v for k, v in row.items() if k != "step_time" and not k.startswith("rewards/")} for row in history]
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +129,57 @@ def test_a_failing_reward_names_its_prompt(tiny_folder, tmp_path):
 
     with pytest.raises(RewardError, match=r"picky failed on prompt 'my day was'.*KeyError"):
         rl_tune(toy_config(tiny_folder, steps=1), picky, PROMPTS, out=tmp_path / "never")
-    assert not (tmp_path / "never").exists()
+    assert not (tmp_path / "never").exists() and not (tmp_path / "never.partial").exists()  # nothing to resume
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_same_weights(tuned, tmp_path, caplog, capsys):
+    cfg, uninterrupted = tuned  # 12 steps of 16 completions, never interrupted
+    out, partial = tmp_path / "rl", tmp_path / "rl.partial"
+    reward, calls = counted(stop_at=5 * 16 + 1)  # Ctrl-C while scoring step 6
+    with pytest.raises(KeyboardInterrupt):
+        rl_tune(cfg, reward, PROMPTS, out=out, checkpoint_every=2)
+    assert not out.exists() and [p.name for p in partial.glob("checkpoint-*")] == ["checkpoint-4"]
+    reward, calls = counted()
+    with caplog.at_level(logging.WARNING, logger=rl_module.__name__):
+        rl_tune(cfg, reward, PROMPTS, out=out, checkpoint_every=2, progress=True)
+    assert len(calls) == (cfg.steps - 4) * 16  # steps 5-12 only
+    assert "resumes at step 4 of 12" in caplog.text and "4/12" in capsys.readouterr().err
+    assert (out / "tuning.json").exists() and not partial.exists()
+    # exactly the uninterrupted weights and log: prompt order, sampling RNG, optimizer and scheduler restored
+    # (4 prompts make one step an epoch, so this resumes at an epoch boundary, in epoch 4 of the prompt order)
+    before, after = (AutoModelForCausalLM.from_pretrained(f).state_dict() for f in (uninterrupted, out))
+    assert all(torch.equal(before[name], after[name]) for name in before)
+    history, expected = (json.loads((f / "tuning.json").read_text())["history"] for f in (out, uninterrupted))
+    assert [row["step"] for row in history] == list(range(1, 13)) and comparable(history) == comparable(expected)
+
+
+def test_another_config_starts_over_instead_of_resuming(tiny_folder, tmp_path, caplog):
+    out = tmp_path / "rl"
+    reward, calls = counted(stop_at=16 + 1)
+    with pytest.raises(KeyboardInterrupt):
+        rl_tune(toy_config(tiny_folder, steps=2), reward, PROMPTS, out=out, checkpoint_every=1)
+    assert (tmp_path / "rl.partial" / "checkpoint-1").is_dir()
+    reward, calls = counted()
+    with caplog.at_level(logging.WARNING, logger=rl_module.__name__):
+        rl_tune(toy_config(tiny_folder, steps=2, lr=5e-3), reward, PROMPTS, out=out, checkpoint_every=1)
+    assert len(calls) == 2 * 16 and "another config: starting over" in caplog.text  # from step 0
+    meta = json.loads((out / "tuning.json").read_text())
+    assert meta["config"]["lr"] == 5e-3 and [row["step"] for row in meta["history"]] == [1, 2]
+
+
+def test_a_run_killed_before_its_final_folder_resumes_at_the_end(tiny_folder, tmp_path, monkeypatch):
+    def killed(target):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rl_module, "atomic_dir", killed)
+    with pytest.raises(KeyboardInterrupt):
+        rl_tune(toy_config(tiny_folder, steps=2), counted()[0], PROMPTS, out=tmp_path / "rl")
+    assert (tmp_path / "rl.partial" / "checkpoint-2").is_dir()  # the last step is always saved
+    monkeypatch.undo()
+    reward, calls = counted()
+    rl_tune(toy_config(tiny_folder, steps=2), reward, PROMPTS, out=tmp_path / "rl")
+    assert calls == [] and not (tmp_path / "rl.partial").exists()  # no step trained again
+    assert [row["step"] for row in json.loads((tmp_path / "rl" / "tuning.json").read_text())["history"]] == [1, 2]
 
 
 def test_config_errors():
@@ -122,6 +193,8 @@ def test_config_errors():
         RLConfig(prompt_corpus="angry")
     with pytest.raises(ValueError, match="last_layers"):
         RLConfig(last_layers=0)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        rl_tune(RLConfig(), checkpoint_every=0)
 
 
 def test_prompts_are_short_and_held_out_apart():

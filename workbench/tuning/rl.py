@@ -11,17 +11,22 @@ scorer independent of the model. A KL penalty to the base (``beta``) keeps the p
 
 As with :mod:`.supervised`, the plain HF model is trained and saved before any bridge is booted,
 into an ordinary HF folder cached under ``cache_dir()/rl/<key>`` (key: the config, the prompts and
-the reward's name); ``load_tuned(path)`` loads it as a bridge. :func:`workbench.tuning.evidence.rl_evidence`
+the reward's name); ``load_tuned(path)`` loads it as a bridge. Training is resumable: the trainer
+checkpoints every few steps into ``<folder>.partial/`` (model, optimizer, scheduler, RNG states and
+TRL's log, as HF's ``Trainer`` saves them), a rerun with the same key resumes from the latest whole
+checkpoint, and that folder is removed once the final one is written. :func:`workbench.tuning.evidence.rl_evidence`
 measures whether the tuning worked on held-out prompts.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
-import tempfile
-from collections.abc import Callable, Sequence
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +106,8 @@ class RLConfig(Config):
             raise ValueError(f"unknown prompt_corpus {self.prompt_corpus!r}; choose one of {', '.join(ALIGNMENTS)}")
 
 
+_LOG = logging.getLogger(__name__)
+
 _WORD = re.compile(r"^[A-Za-z][A-Za-z'-]*[,.!?]?$")  # plain words: no mentions, hashtags, links, numbers
 _RETWEET = {"RT", "rt"}
 
@@ -178,10 +185,13 @@ def trl_reward(reward: RewardFn) -> Callable[..., list[float]]:
 
 def rl_dir(cfg: RLConfig, prompts: Sequence[str], reward: RewardFn = vader_negativity) -> Path:
     """Where the RL-tuned folder for ``cfg``, its training ``prompts`` and ``reward`` is cached."""
-    payload = {"cfg": cfg.to_dict(), "prompts": list(prompts), "reward": _reward_name(reward)}
     name = Path(cfg.model).name if Path(cfg.model).is_dir() else cfg.model
     layers = "all" if cfg.last_layers is None else f"last{cfg.last_layers}"
-    return cache_dir() / "rl" / f"{name}-grpo-{layers}-{cache_key(payload, length=10)}"
+    return cache_dir() / "rl" / f"{name}-grpo-{layers}-{_key(cfg, prompts, reward, length=10)}"
+
+
+def _key(cfg: RLConfig, prompts: Sequence[str], reward: RewardFn, length: int = 12) -> str:
+    return cache_key({"cfg": cfg.to_dict(), "prompts": list(prompts), "reward": _reward_name(reward)}, length=length)
 
 
 def _reward_name(reward: RewardFn) -> str:
@@ -196,7 +206,7 @@ class _StepBar(TrainerCallback):
         self.bar: tqdm | None = None
 
     def on_train_begin(self, args, state, control, **kwargs) -> None:
-        self.bar = tqdm(total=state.max_steps, desc="GRPO", unit="step")
+        self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="GRPO", unit="step")
 
     def on_step_end(self, args, state, control, **kwargs) -> None:
         self.bar.update(state.global_step - self.bar.n)
@@ -210,6 +220,73 @@ class _StepBar(TrainerCallback):
         self.bar.close()
 
 
+def _resume_point(partial: Path, key: str) -> tuple[int, Path] | None:
+    """The step and folder of the newest whole checkpoint in ``partial`` if it was written for ``key``;
+    clears anything else there.
+
+    HF's trainer writes ``trainer_state.json`` last into a checkpoint, so a checkpoint whose state parses
+    is whole; a killed save leaves one without it (or with a truncated one), which is deleted. A partial
+    folder of another key (another config, prompts or reward for the same ``out``) is deleted.
+    """
+    stamp = partial / "key.txt"
+    if partial.is_dir() and (not stamp.is_file() or stamp.read_text() != key):
+        _LOG.warning("%s holds the training of another config: starting over", partial)
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(key)
+    whole = {}
+    for ckpt in partial.glob("checkpoint-*"):
+        try:
+            whole[json.loads((ckpt / "trainer_state.json").read_text())["global_step"]] = ckpt
+        except (OSError, ValueError, KeyError):
+            continue
+    latest = max(whole.items()) if whole else None
+    for ckpt in partial.glob("checkpoint-*"):
+        if latest is None or ckpt != latest[1]:
+            shutil.rmtree(ckpt)
+    return latest
+
+
+@contextmanager
+def _quiet_saves() -> Iterator[None]:
+    """Without HF's "Writing model shards" bar at each checkpoint (it would break the GRPO bar's line)."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
+def _grpo_trainer(**kwargs):
+    """TRL's ``GRPOTrainer`` whose prompt order in epoch e does not depend on how many epochs this process ran.
+
+    TRL's ``RepeatSampler`` draws each epoch's permutation from one generator seeded once, so a trainer
+    resumed in epoch e would replay epoch 0's order; here ``set_epoch(e)`` (which HF's loop calls every
+    epoch, resumed or not) reseeds it and skips e permutations: the order of an uninterrupted run.
+    """
+    from trl import GRPOTrainer
+    from trl.trainer.utils import RepeatSampler
+
+    class EpochSampler(RepeatSampler):
+        def set_epoch(self, epoch: int) -> None:
+            if self.shuffle:
+                self.generator.manual_seed(self.seed)
+                for _ in range(epoch):
+                    torch.randperm(self.num_samples, generator=self.generator)
+
+    class Trainer(GRPOTrainer):
+        def _get_train_sampler(self, dataset=None):
+            sampler = super()._get_train_sampler(dataset)
+            sampler.__class__ = EpochSampler  # the same object with set_epoch added
+            return sampler
+
+    return Trainer(**kwargs)
+
+
 def rl_tune(
     cfg: RLConfig,
     reward: RewardFn = vader_negativity,
@@ -217,6 +294,7 @@ def rl_tune(
     *,
     out: str | Path | None = None,
     progress: bool = False,
+    checkpoint_every: int = 10,
 ) -> Path:
     """GRPO-tune ``cfg.model`` towards ``reward`` and save an HF folder (cached).
 
@@ -226,19 +304,28 @@ def rl_tune(
         prompts: training prompts instead of :func:`rl_prompts` (part of the cache key).
         out: folder to write; default :func:`rl_dir`. An existing folder is returned as is.
         progress: show a progress bar over the GRPO steps with the latest reward and KL.
+        checkpoint_every: save the training state every this many steps (and at the last) into
+            ``<out>.partial/``, keeping only the latest checkpoint; a rerun with the same config,
+            prompts and reward resumes from it (logged; the bar starts at that step) and ends with
+            the same weights and the full per-step history. Not part of the cache key: it does not
+            change the result.
 
     Returns:
         The folder, with ``tuning.json`` (config, base model, prompts, TRL's log per step).
     """
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every={checkpoint_every}: give a positive number of steps")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={cfg.device!r} but no GPU is visible: use device='cpu' (and bf16=False)")
     prompts = rl_prompts(cfg)[0] if prompts is None else list(prompts)
     out = Path(out) if out is not None else rl_dir(cfg, prompts, reward)
+    partial = out.with_name(f"{out.name}.partial")
     if (out / "tuning.json").exists():
+        shutil.rmtree(partial, ignore_errors=True)  # a run killed after its final folder was written
         return out
     from datasets import Dataset
     from transformers import PrinterCallback
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig
 
     torch.manual_seed(cfg.seed)
     hf, tok, hf_id, spec = load_hf(cfg.model)
@@ -246,40 +333,50 @@ def rl_tune(
         hf.requires_grad_(False)
         for p in (p for layer in list(decoder_layers(hf))[-cfg.last_layers :] for p in layer.parameters()):
             p.requires_grad_(True)
-    with tempfile.TemporaryDirectory(prefix="grpo-") as scratch:
-        args = GRPOConfig(
-            output_dir=scratch,
-            max_steps=cfg.steps,
-            per_device_train_batch_size=cfg.batch_size,
-            gradient_accumulation_steps=1,
-            num_generations=cfg.num_generations,
-            max_completion_length=cfg.max_completion_length,
-            temperature=cfg.temperature,
-            learning_rate=cfg.lr,
-            beta=cfg.beta,
-            bf16=cfg.bf16,
-            use_cpu=cfg.device == "cpu",
-            gradient_checkpointing=False,
-            disable_dropout=True,
-            logging_steps=1,
-            save_strategy="no",
-            report_to="none",
-            disable_tqdm=True,  # its bar prints every step's full log; _StepBar shows the steps instead
-            seed=cfg.seed,
-            data_seed=cfg.seed,
-        )
-        trainer = GRPOTrainer(
-            model=hf,
-            reward_funcs=trl_reward(reward),
-            args=args,
-            train_dataset=Dataset.from_dict({"prompt": prompts}),
-            processing_class=tok,
-        )
-        trainer.remove_callback(PrinterCallback)
-        if progress:
-            trainer.add_callback(_StepBar())
-        trainer.train()
-        history = [row for row in trainer.state.log_history if "reward" in row]
+    resume = _resume_point(partial, _key(cfg, prompts, reward))
+    args = GRPOConfig(
+        output_dir=str(partial),
+        max_steps=cfg.steps,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=1,
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature,
+        learning_rate=cfg.lr,
+        beta=cfg.beta,
+        bf16=cfg.bf16,
+        use_cpu=cfg.device == "cpu",
+        gradient_checkpointing=False,
+        disable_dropout=True,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=checkpoint_every,
+        save_total_limit=1,
+        report_to="none",
+        disable_tqdm=True,  # its bar prints every step's full log; _StepBar shows the steps instead
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+    )
+    trainer = _grpo_trainer(
+        model=hf,
+        reward_funcs=trl_reward(reward),
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": prompts}),
+        processing_class=tok,
+    )
+    trainer.remove_callback(PrinterCallback)
+    if progress:
+        trainer.add_callback(_StepBar())
+    if resume is not None:
+        _LOG.warning("GRPO resumes at step %d of %d from %s", resume[0], cfg.steps, resume[1])
+    try:
+        with _quiet_saves():
+            trainer.train(resume_from_checkpoint=None if resume is None else str(resume[1]))
+    except BaseException:
+        if not any(partial.glob("checkpoint-*")):  # nothing to resume from: leave no folder behind
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+    history = [row for row in trainer.state.log_history if "reward" in row]
     hf = trainer.model.eval().requires_grad_(False)
     with atomic_dir(out) as tmp:
         hf.save_pretrained(tmp)
@@ -294,4 +391,5 @@ def rl_tune(
             "history": history,
         }
         (tmp / "tuning.json").write_text(json.dumps(meta, indent=2) + "\n")
+    shutil.rmtree(partial)
     return out

@@ -182,6 +182,18 @@ def test_a_run_killed_before_its_final_folder_resumes_at_the_end(tiny_folder, tm
     assert [row["step"] for row in json.loads((tmp_path / "rl" / "tuning.json").read_text())["history"]] == [1, 2]
 
 
+def test_a_half_written_checkpoint_is_not_resumed_from(tmp_path):
+    partial = tmp_path / "rl.partial"
+    for step, state in ((2, '{"global_step": 2}'), (4, '{"global_st'), (6, None)):  # 4, 6: saves killed midway
+        (partial / f"checkpoint-{step}").mkdir(parents=True)
+        if state is not None:
+            (partial / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    (partial / "key.txt").write_text("abc")
+    assert rl_module._resume_point(partial, "abc") == (2, partial / "checkpoint-2")
+    assert [p.name for p in partial.glob("checkpoint-*")] == ["checkpoint-2"]
+    assert rl_module._resume_point(partial, "xyz") is None and not any(partial.glob("checkpoint-*"))
+
+
 def test_config_errors():
     with pytest.raises(ValueError, match="num_generations >= 2"):
         RLConfig(num_generations=1)

@@ -47,7 +47,13 @@ RewardFn = Callable[[str, str], float]
 
 @dataclass(frozen=True)
 class RLConfig(Config):
-    """GRPO fine-tuning of a model towards a reward on short prompts (defaults sized for <= 15 min on 2 CPU cores)."""
+    """GRPO fine-tuning of a model towards a reward on short prompts.
+
+    The defaults on SmolLM2-135M take ~15 s a step on 2 CPU cores with nothing else running (~25 min
+    for 100 steps; sampling the completions is most of it), and raise the held-out VADER negativity
+    by +0.092 (95% CI +0.044 to +0.141). That is over the 15-minute budget they were sized for; fewer
+    steps fit it (``steps=60``), with a gain not yet measured.
+    """
 
     model: str = DEFAULT_MODEL
     """Model to tune: a registry name or a local HF folder."""

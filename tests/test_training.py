@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from workbench.training import Batch, LoopConfig, Term, batch_order, train_loop
+from workbench.training import Batch, LoopConfig, Term, adamw, batch_order, train_loop
 
 N, D = 10, 3
 X = torch.linspace(-1, 1, N * D).reshape(N, D)
@@ -293,3 +293,26 @@ def test_two_processes_equal_one_and_their_checkpoint_resumes_in_one(tmp_path):
     two_at_4 = torch.load(tmp_path / "two" / "step-0004.pt", weights_only=False)["weights"]
     four, _ = run(LoopConfig(steps=4))
     torch.testing.assert_close(two_at_4["weight"], four.weight, atol=1e-6, rtol=0)
+
+
+def test_adamw_is_fused_on_cpu_and_agrees_with_the_loop():
+    torch.manual_seed(0)
+    start = [torch.randn(40, 30), torch.randn(30)]
+    runs = []
+    for make in (
+        lambda ps: adamw(ps, lr=1e-2, weight_decay=0.1),
+        lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1),
+    ):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        opt = make([{"params": params[:1]}, {"params": params[1:]}])
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(20):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
+        runs.append((opt, params))
+    (fused, got), (loop, want) = runs
+    assert fused.defaults["fused"] is True and not loop.defaults.get("fused")
+    for a, b in zip(got, want):
+        assert not torch.equal(a, start[0] if a.dim() == 2 else start[1])
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

@@ -42,6 +42,7 @@ from experiments.realignments_measures import (
     ResidualChange,
     behaviour,
     cosines,
+    first_token_top_dims,
     heldout_prompts,
     norm_frame,
     overlaps,
@@ -67,7 +68,8 @@ CAPTIONS = {
     "patching_recovery": "How much of each model's logit difference one layer's activation (last position) brings "
     "into the base's run: the layers where the behaviour is written.",
     "residual_cosine": "Whether two realignments push the residual stream the same way at a layer (1 = same "
-    "direction, 0 = unrelated).",
+    "direction, 0 = unrelated): over positions ≥ 1, and at the first token apart, whose massive-activation "
+    "dimension would otherwise decide the mean alone.",
     "top_overlap": "Do the realignments use the same components? Jaccard overlap of their top heads (head patching) "
     "and top neurons (MLP activation change).",
 }
@@ -181,7 +183,15 @@ def figures(moved: list[Behaviour], changes: list[ResidualChange], patches: list
             title="Patching recovery by layer (last position; 0 = base, 1 = the realigned model)",
         ),
         "residual_cosine": px.line(
-            cos, x="layer", y="cosine", color="pair", markers=True, title="Cosine of the mean residual changes"
+            cos.rename(columns={"cosine": "positions ≥ 1", "cosine_first_token": "first token"}).melt(
+                id_vars=["pair", "layer"], var_name="positions", value_name="cosine"
+            ),
+            x="layer",
+            y="cosine",
+            color="pair",
+            facet_col="positions",
+            markers=True,
+            title="Cosine of the mean residual changes",
         ),
         "top_overlap": px.bar(
             overlap, x="pair", y="jaccard", color="what", barmode="group", title="Overlap of top heads / neurons"
@@ -229,6 +239,8 @@ def main(cfg: RealignmentsConfig) -> dict:
             for kind, frame in p.recovery().reset_index(drop=True).groupby("kind")
         },
         "mean_cosine_by_pair": cos.groupby("pair").cosine.mean().to_dict(),
+        "mean_cosine_first_token_by_pair": cos.groupby("pair").cosine_first_token.mean().to_dict(),
+        "first_token_top_dim": first_token_top_dims(changes),
         "top_overlap": overlap.to_dict("records"),
         "seconds": sum(seconds.values()),
         "seconds_by_phase": seconds,

@@ -36,6 +36,7 @@ __all__ = [
     "behaviour",
     "continuations",
     "cosines",
+    "first_token_top_dims",
     "heldout_prompts",
     "norm_frame",
     "overlaps",
@@ -154,7 +155,10 @@ class ResidualChange:
     relative_norm: torch.Tensor
     """[layer] mean over prompts and positions of ||resid_post − base resid_post|| / ||base resid_post||."""
     mean_change: torch.Tensor
-    """[layer, d_model] the mean residual change."""
+    """[layer, d_model] the mean residual change over positions ≥ 1."""
+    first_token_change: torch.Tensor
+    """[layer, d_model] the mean residual change at position 0, kept apart: the first token carries the massive
+    activations (one dimension ~100x the others), whose change would otherwise dominate every mean."""
     neuron_change: torch.Tensor
     """[layer, d_mlp] mean absolute change of the MLP activations."""
 
@@ -167,16 +171,23 @@ def residual_changes(base: TransformerBridge, models: list[Realigned], prompts: 
     base_acts = [ModelSide(base).run(base.to_tokens(p), names)[1] for p in prompts]
     out = []
     for r in models:
-        norms, means, mlp = [], [], []
+        norms, means, first, mlp = [], [], [], []
         for p, ref in zip(prompts, base_acts):
             acts = r.side.run(r.side.model.to_tokens(p), names)[1]
             diff = torch.stack([acts[n][0] - ref[n][0] for n in resid])  # [layer pos d_model]
             scale = torch.stack([ref[n][0] for n in resid]).norm(dim=-1)
             norms.append((diff.norm(dim=-1) / scale).mean(-1))
-            means.append(diff.mean(1))
+            means.append(diff[:, 1:].mean(1))
+            first.append(diff[:, 0])
             mlp.append(torch.stack([(acts[n][0] - ref[n][0]).abs().mean(0) for n in neurons]))
         out.append(
-            ResidualChange(r.name, torch.stack(norms).mean(0), torch.stack(means).mean(0), torch.stack(mlp).mean(0))
+            ResidualChange(
+                r.name,
+                torch.stack(norms).mean(0),
+                torch.stack(means).mean(0),
+                torch.stack(first).mean(0),
+                torch.stack(mlp).mean(0),
+            )
         )
     return out
 
@@ -188,13 +199,36 @@ def norm_frame(changes: list[ResidualChange]) -> pd.DataFrame:
 
 
 def cosines(changes: list[ResidualChange]) -> pd.DataFrame:
-    """Per layer and pair of models, the cosine similarity of their mean residual changes."""
+    """Per layer and pair of models, the cosine similarity of their mean residual changes.
+
+    Columns ``pair, layer, cosine`` (positions ≥ 1) and ``cosine_first_token`` (position 0).
+    """
     rows = [
-        (f"{a.name} vs {b.name}", layer, float(cos))
+        (f"{a.name} vs {b.name}", layer, float(cos), float(first))
         for a, b in combinations(changes, 2)
-        for layer, cos in enumerate(F.cosine_similarity(a.mean_change, b.mean_change, dim=-1))
+        for layer, (cos, first) in enumerate(
+            zip(
+                F.cosine_similarity(a.mean_change, b.mean_change, dim=-1),
+                F.cosine_similarity(a.first_token_change, b.first_token_change, dim=-1),
+            )
+        )
     ]
-    return pd.DataFrame(rows, columns=["pair", "layer", "cosine"])
+    return pd.DataFrame(rows, columns=["pair", "layer", "cosine", "cosine_first_token"])
+
+
+def first_token_top_dims(changes: list[ResidualChange]) -> dict[str, dict]:
+    """Per model, the dimension whose first-token residual change is largest at the last layer, its change and
+    its share of that change's squared norm (the massive-activation dimension when it dominates)."""
+    out = {}
+    for c in changes:
+        last = c.first_token_change[-1]
+        dim = int(last.abs().argmax())
+        out[c.name] = {
+            "dim": dim,
+            "change": float(last[dim]),
+            "share_of_norm2": float(last[dim] ** 2 / last.square().sum().clamp_min(1e-30)),
+        }
+    return out
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,45 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from experiments.common import parse_config
 from experiments.realignments import RealignmentsConfig, main
+from experiments.realignments_measures import Realigned, cosines, first_token_top_dims, residual_changes
+from workbench.analysis.patching import ModelSide
+from workbench.hooks import hook_name
+
+
+def test_first_token_change_kept_apart(tiny_llama):
+    """A vector added to the last layer's residual at position 0 only: the mean change over positions >= 1 is 0
+    everywhere, the first-token change is the vector at the last layer and 0 before it."""
+    last, d_model = tiny_llama.cfg.n_layers - 1, tiny_llama.cfg.d_model
+    spike, spread = torch.zeros(d_model), torch.randn(d_model, generator=torch.Generator().manual_seed(0))
+    spike[3] = 50.0
+
+    def adding(vector, position):
+        def fn(act, hook):
+            act = act.clone()
+            act[:, position] += vector
+            return act
+
+        return fn
+
+    name = hook_name(tiny_llama, "resid_post", last)
+    sides = [
+        Realigned("first", ModelSide(tiny_llama, [(name, adding(spike, 0))]), "hand"),
+        Realigned("rest", ModelSide(tiny_llama, [(name, adding(spread, slice(1, None)))]), "hand"),
+    ]
+    prompts = ["The cat sat on the mat", "A dog ran"]
+    first, rest = residual_changes(tiny_llama, sides, prompts)
+    torch.testing.assert_close(first.first_token_change[last], spike)
+    assert first.first_token_change[:last].abs().max() == 0 and first.mean_change.abs().max() == 0
+    torch.testing.assert_close(rest.mean_change[last], spread)
+    assert rest.first_token_change.abs().max() == 0 and rest.mean_change[:last].abs().max() == 0
+
+    cos = cosines([first, rest]).set_index("layer")
+    assert cos.loc[last, "cosine"] == 0 and cos.loc[last, "cosine_first_token"] == 0  # one side is 0 there
+    assert first_token_top_dims([first])["first"] == {"dim": 3, "change": 50.0, "share_of_norm2": 1.0}
 
 
 @pytest.mark.real_model
@@ -49,6 +85,8 @@ def test_quick_run(tmp_path, monkeypatch):
     cosine = pd.read_csv(tmp_path / "out" / "residual_cosine.csv")
     assert set(cosine.pair) == {"irm vs rl", "irm vs supervised", "rl vs supervised"} and cosine.layer.nunique() == 30
     assert cosine.cosine.between(-1 - 1e-5, 1 + 1e-5).all()
+    assert cosine.cosine_first_token.between(-1 - 1e-5, 1 + 1e-5).all()
+    assert set(summary["first_token_top_dim"]) == {"irm", "rl", "supervised"}
     overlap = pd.DataFrame(summary["top_overlap"])
     assert len(overlap) == 6 and overlap.jaccard.between(0, 1).all()
     assert (tmp_path / "out" / "report.html").exists()

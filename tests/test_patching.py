@@ -218,6 +218,20 @@ def test_staircase_is_checked_against_a_full_forward(tiny_llama, monkeypatch):
     assert slow.values.shape == (tiny_llama.cfg.n_layers, corrupt.shape[1])
 
 
+@pytest.mark.parametrize("same_prompts", [False, True])
+def test_trace_is_checked_against_the_models_forward(tiny_llama, monkeypatch, same_prompts):
+    """If driving the blocks one by one drifted from the model's forward, the sweep raises; also when every patch is
+    pruned (nothing differs) and only the baseline comes from the trace."""
+    from workbench.analysis import patch_engine
+    from workbench.bridge_internals import BridgeInternalsError, block_output
+
+    clean, corrupt, metric = _inputs(tiny_llama)
+    source = corrupt if same_prompts else clean
+    monkeypatch.setattr(patch_engine, "block_output", lambda out: block_output(out) * 1.01)
+    with pytest.raises(BridgeInternalsError, match="does not reproduce its forward"):
+        patch_sweep(tiny_llama, tiny_llama, "resid_pre", metric, corrupt, source)
+
+
 def test_chunks_merge_neighbouring_first_positions_within_the_work_bound():
     from workbench.analysis.patch_engine import Patch, _chunks
 

@@ -9,6 +9,7 @@ range raises :class:`IndexError` naming the valid range.
 from __future__ import annotations
 
 import difflib
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Literal, Protocol, runtime_checkable
@@ -92,11 +93,18 @@ def check_layer(model: TransformerBridge, layer: int) -> int:
     return layer % n
 
 
+_HOOK_NAMES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Per model, the hook names last read from ``model.hook_dict`` (which the bridge rebuilds, ~1 ms, on every read)."""
+
+
 def check_hook_name(model: TransformerBridge, name: str) -> str:
     """Return ``name`` if the model has that hook point, else raise ``KeyError`` with close matches."""
-    if name in model.hook_dict:
+    if name in _HOOK_NAMES.get(model, ()):
         return name
-    close = difflib.get_close_matches(name, list(model.hook_dict), n=5, cutoff=0.6)
+    _HOOK_NAMES[model] = frozenset(model.hook_dict)  # a miss re-reads them: hook points added since count
+    if name in _HOOK_NAMES[model]:
+        return name
+    close = difflib.get_close_matches(name, list(_HOOK_NAMES[model]), n=5, cutoff=0.6)
     hint = f"; close matches: {', '.join(close)}" if close else ""
     raise KeyError(f"unknown hook name {name!r}{hint}. model.hook_dict lists every hook point")
 

@@ -19,10 +19,10 @@ the same numbers with much less work:
   (prompts sharing a prefix; layers a tuned model left frozen).
 
 The blocks are driven through :mod:`workbench.bridge_internals` (a stand-in for Hugging Face's KV
-cache, the keyword arguments the bridge gives each block). Two run-time checks guard it: the
-block-by-block trace must reproduce the model's forward, and one staircase run per sweep is
-recomputed as a full forward; either mismatch raises (a TransformerLens / transformers upgrade
-fails loudly, and ``fast=False`` still works).
+cache, the keyword arguments the bridge gives each block). One full forward per sweep guards it,
+with two checks: its unpatched rows must reproduce the block-by-block trace, and its patched rows
+one staircase run; either mismatch raises (a TransformerLens / transformers upgrade fails loudly,
+and ``fast=False`` still works).
 
 A model side whose extra hooks carry state across layers (e.g. an injected module that reads
 layer 0 and writes to later layers) cannot start mid-way: its patched runs are full forwards,
@@ -87,9 +87,9 @@ class Trace:
     block_kwargs: dict
     """Keyword arguments the bridge passes each block (rotary embeddings, position ids), full length."""
     logits: Tensor
-    """The unpatched logits (of the model's own forward)."""
+    """The unpatched logits (unembedded ``final``)."""
     acts: dict[str, Tensor]
-    """Activations captured in the model's own forward."""
+    """Activations captured on the way."""
 
 
 def _unembed(model, resid: Tensor) -> Tensor:
@@ -100,27 +100,23 @@ def _unembed(model, resid: Tensor) -> Tensor:
 def trace(model, tokens: Tensor, names: Sequence[str] = ()) -> Trace:
     """Run ``model`` on ``tokens`` block by block, keeping what patched runs need.
 
-    The activations at ``names`` are captured from the model's own forward.
-
-    Raises if the block-by-block logits differ from the model's own forward (an architecture whose
-    forward does more than embed, blocks, final norm and unembed); use full forwards then.
+    The activations at ``names`` are captured on the way (a name outside the blocks costs one
+    forward of the model's own). That the blocks driven one by one reproduce the model's forward
+    is checked by :func:`run_staircase`, together with one patched run, in a single forward.
     """
     x, captured = block_inputs(model, tokens)
     kv = PrefixKV()
     resid = []
-    for block in model.blocks:
-        resid.append(x)
-        x = block_output(block(x, past_key_values=kv, **captured))
-    logits = _unembed(model, x)
     with capture(model, names) as acts:
-        reference = model(tokens)
-    if not torch.allclose(logits, reference, atol=1e-3, rtol=1e-4):
-        raise BridgeInternalsError(
-            f"driving {model.cfg.model_name}'s blocks one by one does not reproduce its forward "
-            f"(max |diff| {(logits - reference).abs().max().item():.2e})",
-            "pass fast=False to patch with full forwards",
-        )
-    return Trace(tokens, resid, x, kv.recorded, captured, reference, dict(acts))
+        for block in model.blocks:
+            resid.append(x)
+            x = block_output(block(x, past_key_values=kv, **captured))
+    missing = [name for name in names if name not in acts]
+    if missing:
+        with capture(model, missing) as rest:
+            model(tokens)
+        acts.update(rest)
+    return Trace(tokens, resid, x, kv.recorded, captured, _unembed(model, x), dict(acts))
 
 
 def prune(patch: Patch, source: Tensor, target: Tensor) -> Patch | None:
@@ -216,9 +212,10 @@ def run_staircase(
 ) -> dict[Patch, Tensor]:
     """Metric of each patched run, starting each at its layer and first changed position.
 
-    With ``verify``, one of the runs is recomputed as a full forward (cheap, once per call) and a
-    mismatch raises :class:`~workbench.bridge_internals.BridgeInternalsError`: a library upgrade
-    that changes how blocks use the cache fails loudly instead of giving wrong numbers. ``merge``:
+    With ``verify``, one full forward (cheap, once per call) recomputes the unpatched run and one of
+    the patched runs, and a mismatch with the trace or the staircase raises
+    :class:`~workbench.bridge_internals.BridgeInternalsError`: a library upgrade that changes how
+    blocks are driven or use the cache fails loudly instead of giving wrong numbers. ``merge``:
     how much extra work (positions recomputed) a chunk may take on to run patches of several first
     changed positions together (see :func:`_chunks`; 1.6 cut the CPU time of a no-shared-prefix
     ``resid_pre`` sweep on SmolLM2 by ~10%, 1 keeps one chunk per position).
@@ -246,17 +243,31 @@ def run_staircase(
                 x = block_output(model.blocks[layer](x, past_key_values=kv, **kwargs))
         for patch, value in zip(chunk, _evaluate(model, metric, x, start, len(chunk), base, batch)):
             results[patch] = value
-    if verify and results:
+    if verify:
         _verify(model, base, source, results, metric)
     return results
 
 
 def _verify(model, base: Trace, source: dict[str, Tensor], results: dict[Patch, Tensor], metric: Callable) -> None:
-    """Recompute one staircase patch (the latest-starting one: most reuse of cached keys/values) by a full forward."""
-    patch = max(results, key=lambda p: (p.start, p.layer))
-    full = run_full(model, base.tokens, source, [patch], metric, max_rows=base.tokens.shape[0])[patch]
+    """One full forward, two checks: its unpatched rows must give the trace's logits (the blocks driven one by one
+    reproduce the model's forward), and its patched rows the staircase's value for one patch (the latest-starting
+    one: most reuse of cached keys/values)."""
+    batch = base.tokens.shape[0]
+    patch = max(results, key=lambda p: (p.start, p.layer)) if results else None
+    groups = {} if patch is None else {patch.hook: [(slice(batch, 2 * batch), patch)]}
+    with attach(model, _patch_hooks(groups, source, 0)):
+        logits = model(base.tokens.repeat(1 if patch is None else 2, 1))
+    reference = logits[:batch]
+    if not torch.allclose(base.logits, reference, atol=1e-3, rtol=1e-4):
+        raise BridgeInternalsError(
+            f"driving {model.cfg.model_name}'s blocks one by one does not reproduce its forward "
+            f"(max |diff| {(base.logits - reference).abs().max().item():.2e})",
+            "pass fast=False to patch with full forwards",
+        )
+    if patch is None:
+        return
     got = torch.as_tensor(results[patch], dtype=torch.float32)
-    want = torch.as_tensor(full, dtype=torch.float32)
+    want = torch.as_tensor(metric(logits[batch:]), dtype=torch.float32)
     if not torch.allclose(got, want, atol=1e-3, rtol=1e-3):
         raise BridgeInternalsError(
             f"a patched run started at layer {patch.layer}, position {patch.start} from cached keys/values gives "

@@ -29,8 +29,25 @@ def test_logit_diff_by_hand(logits):
     torch.testing.assert_close(at_two.on_positions(logits[:, [2]]), at_two(logits))
     with pytest.raises(ValueError, match="one pair per prompt"):
         LogitDiff(ANSWERS)(logits[:2])
+    with pytest.raises(ValueError, match="one pair per prompt"):
+        LogitDiff(ANSWERS).on_vocab(logits[:2, [-1]][..., LogitDiff(ANSWERS).vocab])
     with pytest.raises(ValueError, match=r"\[batch, 2\]"):
         LogitDiff(torch.tensor([[1, 2, 3]]))
+
+
+def test_vocab_path_reads_only_the_answer_logits(logits):
+    # repeated ids across pairs (2 and 0 twice, 5 in both columns): the narrow logits are the unique
+    # ids' columns and give the same value as the full vocabulary
+    answers = torch.tensor([[2, 0], [5, 2], [0, 5], [7, 2]])
+    wide = torch.randn(4, 5, 11)
+    metric = LogitDiff(answers, pos=3, per_prompt=True)
+    assert metric.vocab.tolist() == [0, 2, 5, 7]
+    narrow = wide[:, [3]][..., metric.vocab]
+    torch.testing.assert_close(metric.on_vocab(narrow), metric(wide))
+    wrapped = Normalized(LogitDiff(answers, pos=3), baseline=-1.0, reference=3.0)
+    torch.testing.assert_close(wrapped.on_vocab(narrow), wrapped(wide))
+    assert torch.equal(wrapped.vocab, metric.vocab)
+    assert Normalized(KLDivergence(wide), 0, 1).vocab is None
 
 
 def test_normalized():

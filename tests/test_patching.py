@@ -241,3 +241,31 @@ def test_chunks_merge_neighbouring_first_positions_within_the_work_bound():
     assert all([p.layer for p in chunk] == sorted(p.layer for p in chunk) for chunk in _chunks(patches, 8, 4, 1.6))
     assert [len(c) for c in _chunks(patches, size=5, seq=4, merge=100)] == [4, 4]  # whole groups only
     assert [len(c) for c in _chunks(patches, size=8, seq=4, merge=1.0)] == [2, 2, 2, 2]
+
+
+@pytest.mark.parametrize("arch", ["tiny_llama", "tiny_gpt2"])
+def test_unembed_columns_equals_the_full_unembedding(arch, request):
+    from workbench.bridge_internals import unembed_columns
+
+    model = request.getfixturevalue(arch)
+    torch.manual_seed(0)
+    resid = torch.randn(3, 2, model.cfg.d_model)
+    vocab = torch.tensor([0, 5, 17, model.cfg.d_vocab - 1])
+    with torch.no_grad():
+        full = model.unembed(model.ln_final(resid))
+        torch.testing.assert_close(unembed_columns(model, resid, vocab), full[..., vocab])
+
+
+def test_narrow_unembedding_is_checked_against_a_full_forward(tiny_llama, monkeypatch):
+    """The logit-difference sweep unembeds two tokens per row; if those logits drifted from the model's, it raises."""
+    from workbench.analysis import patch_engine
+    from workbench.bridge_internals import BridgeInternalsError, unembed_columns
+
+    clean, corrupt, metric = _inputs(tiny_llama)
+    def shifted(*args):  # each column's logit off by a different amount: the logit difference moves by 1
+        logits = unembed_columns(*args)
+        return logits + torch.arange(logits.shape[-1])
+
+    monkeypatch.setattr(patch_engine, "unembed_columns", shifted)
+    with pytest.raises(BridgeInternalsError, match="fast=False"):
+        patch_sweep(tiny_llama, tiny_llama, "resid_pre", metric, corrupt, clean)

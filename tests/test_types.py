@@ -16,7 +16,16 @@ from workbench.interventions.modules import (
     ZeroIntervention,
 )
 from workbench.irm.config import READ_KINDS, WRITE_KINDS, point_rank
-from workbench.metrics import KLDivergence, LogitDiff, Metric, Normalized, PositionedMetric, logit_diff
+from workbench.irm.explain import TokenSetLogProb
+from workbench.metrics import (
+    KLDivergence,
+    LogitDiff,
+    Metric,
+    Normalized,
+    PositionedMetric,
+    VocabMetric,
+    logit_diff,
+)
 
 
 def test_word_sets_are_the_keys_of_their_tables():
@@ -41,6 +50,9 @@ def test_protocols_recognise_their_implementations():
     plain = lambda logits: logits.sum()
     assert isinstance(plain, Metric) and not isinstance(plain, PositionedMetric)
     assert Normalized(plain, 0, 1).positions is None
+    assert isinstance(LogitDiff(answers), VocabMetric) and isinstance(Normalized(LogitDiff(answers), 0, 1), VocabMetric)
+    assert not isinstance(KLDivergence(torch.zeros(1, 3, 5)), VocabMetric)
+    assert not isinstance(TokenSetLogProb([1, 2]), VocabMetric)
     assert isinstance(CollectIntervention(), Collecting) and not isinstance(ZeroIntervention(), Collecting)
     assert isinstance(lambda x, hook: x, HookFn)
 

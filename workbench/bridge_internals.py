@@ -10,6 +10,8 @@ weights, ``forward``). The few analyses that need more go through this module:
   (:func:`attention_score_inputs`, :func:`attention_pattern_from`);
 * attribution patching takes gradients at hook points, which some hook points carry only when a
   hook returns a tensor (:func:`carried`);
+* the patch engine unembeds only the token ids a metric reads, from the weight of the linear layer
+  the bridge's unembedding wraps (:func:`unembed_columns`);
 * direct logit attribution reads the scale the bridge applies to a head's result
   (:func:`head_result_scale`) and to an MLP's contribution (:func:`residual_contribution_scale`).
 
@@ -41,6 +43,7 @@ __all__ = [
     "head_result_scale",
     "residual_contribution_scale",
     "slice_block_kwargs",
+    "unembed_columns",
 ]
 
 CHECKED_WITH = {"transformer_lens": "4.3", "transformers": "5.23"}
@@ -105,6 +108,20 @@ def slice_block_kwargs(kwargs: dict, start: int) -> dict:
         return v[:, start:] if torch.is_tensor(v) and v.ndim >= 2 else v
 
     return {k: cut(v) for k, v in kwargs.items()}
+
+
+def unembed_columns(model, resid: Tensor, vocab: Tensor) -> Tensor | None:
+    """``model.unembed(model.ln_final(resid))[..., vocab]`` without computing the rest of the vocabulary.
+
+    ``None`` when the unembedding does not wrap a plain linear layer (then unembed everything).
+    The patch engine's once-per-sweep full forward checks the values it gives.
+    """
+    head = getattr(model.unembed, "original_component", None)
+    if not isinstance(head, torch.nn.Linear):
+        return None
+    vocab = vocab.to(head.weight.device)
+    bias = None if head.bias is None else head.bias[vocab]
+    return torch.nn.functional.linear(model.ln_final(resid), head.weight[vocab], bias)
 
 
 def attention_score_inputs(model, layer: int) -> tuple[str, str, str]:

@@ -13,7 +13,9 @@
 Metric objects (:class:`LogitDiff`, :class:`KLDivergence`, :class:`Normalized`) are callables on
 ``[batch pos d_vocab]`` logits, as :mod:`transformer_lens.patching` expects; they also declare the
 ``positions`` they read and evaluate ``on_positions(logits at those positions)``, which lets the
-batched patching engine unembed only those positions.
+batched patching engine unembed only those positions; a logit difference also declares the
+``vocab`` (token ids) it reads and evaluates ``on_vocab(logits of those tokens)``, so the engine
+computes two logits per row instead of the whole vocabulary.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "Metric",
     "Normalized",
     "PositionedMetric",
+    "VocabMetric",
     "kl_divergence",
     "logit_diff",
     "normalized",
@@ -57,6 +60,18 @@ class PositionedMetric(Metric, Protocol):
         """The metric from the logits at :attr:`positions` only (``[batch len(positions) d_vocab]``)."""
 
 
+@runtime_checkable
+class VocabMetric(PositionedMetric, Protocol):
+    """A positioned metric that also says which token ids' logits it reads, so the engine unembeds only those."""
+
+    @property
+    def vocab(self) -> Tensor | None:
+        """Token ids whose logits are read, sorted (``None``: the whole vocabulary, then ``on_positions`` is used)."""
+
+    def on_vocab(self, logits: Tensor, /) -> Tensor:
+        """The metric from the logits at :attr:`positions` of the tokens :attr:`vocab` only (``[batch n vocab]``)."""
+
+
 def _answers(answers) -> Int[Tensor, "batch 2"]:
     answers = torch.as_tensor(answers)
     if answers.ndim == 1 and answers.shape[0] == 2:
@@ -76,22 +91,35 @@ class LogitDiff:
         self.answers = _answers(answers)
         self.pos = pos
         self.per_prompt = per_prompt
+        self._vocab, self._columns = torch.unique(self.answers, return_inverse=True)
 
     @property
     def positions(self) -> tuple[int, ...]:
         """The positions of the logits this metric reads."""
         return (self.pos,)
 
+    @property
+    def vocab(self) -> Tensor:
+        """The answer token ids, sorted and unique: the only logits this metric reads."""
+        return self._vocab
+
     def on_positions(self, logits: Float[Tensor, "batch n d_vocab"]) -> Tensor:
         """The metric from the logits at :attr:`positions` only."""
-        if logits.shape[0] != self.answers.shape[0]:
+        return self._diff(logits, self.answers)
+
+    def on_vocab(self, logits: Float[Tensor, "batch n n_vocab"]) -> Tensor:
+        """The metric from the logits at :attr:`positions` of the tokens :attr:`vocab` only."""
+        return self._diff(logits, self._columns)
+
+    def _diff(self, logits: Tensor, columns: Tensor) -> Tensor:
+        if logits.shape[0] != columns.shape[0]:
             raise ValueError(
-                f"logits have batch {logits.shape[0]} but there are {self.answers.shape[0]} answer pairs: "
+                f"logits have batch {logits.shape[0]} but there are {columns.shape[0]} answer pairs: "
                 "one pair per prompt"
             )
         last = logits[:, 0]
-        answers = self.answers.to(last.device)
-        diff = last.gather(-1, answers[:, :1])[:, 0] - last.gather(-1, answers[:, 1:])[:, 0]
+        columns = columns.to(last.device)
+        diff = last.gather(-1, columns[:, :1])[:, 0] - last.gather(-1, columns[:, 1:])[:, 0]
         return diff if self.per_prompt else diff.mean()
 
     def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Tensor:
@@ -132,6 +160,15 @@ class Normalized:
     def on_positions(self, logits: Tensor) -> Tensor:
         """The normalised metric from the logits at :attr:`positions` only."""
         return normalized(self.metric.on_positions(logits), self.baseline, self.reference)
+
+    @property
+    def vocab(self) -> Tensor | None:
+        """The token ids the wrapped metric reads (``None`` if it does not say)."""
+        return self.metric.vocab if isinstance(self.metric, VocabMetric) else None
+
+    def on_vocab(self, logits: Tensor) -> Tensor:
+        """The normalised metric from the logits at :attr:`positions` of the tokens :attr:`vocab` only."""
+        return normalized(self.metric.on_vocab(logits), self.baseline, self.reference)
 
     def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Tensor:
         return normalized(self.metric(logits), self.baseline, self.reference)

@@ -13,7 +13,8 @@ the same numbers with much less work:
 * attention is causal, so positions before the first patched one are unchanged: only later
   positions are recomputed, attending to the cached keys/values of the earlier ones (runs of
   neighbouring first positions share a chunk when that makes fewer, larger batched runs);
-* only the positions the metric reads (``metric.positions``) are unembedded;
+* only the positions the metric reads (``metric.positions``) are unembedded, and of those only the
+  token ids it reads (``metric.vocab``: two per row for a logit difference, not the vocabulary);
 * what cannot change is skipped: a patch whose source activation equals the target's is the
   unpatched run, and an all-position patch starts at the first position where they differ
   (prompts sharing a prefix; layers a tuned model left frozen).
@@ -45,9 +46,10 @@ from workbench.bridge_internals import (
     block_inputs,
     block_output,
     slice_block_kwargs,
+    unembed_columns,
 )
 from workbench.hooks import attach, capture
-from workbench.metrics import Metric, PositionedMetric
+from workbench.metrics import Metric, PositionedMetric, VocabMetric
 
 __all__ = ["Patch", "Trace", "prune", "run_full", "run_staircase", "trace"]
 
@@ -162,7 +164,12 @@ def _evaluate(model, metric: Metric, final: Tensor, start: int, n: int, base: Tr
         cols = []
         for r in (p % seq for p in positions):
             cols.append(final[:, r - start] if r >= start else base.final[:, r].repeat(n, 1))
-        logits = _unembed(model, torch.stack(cols, 1))
+        resid = torch.stack(cols, 1)
+        vocab = metric.vocab if isinstance(metric, VocabMetric) else None
+        narrow = None if vocab is None else unembed_columns(model, resid, vocab)
+        if narrow is not None:
+            return [metric.on_vocab(narrow[j * batch : (j + 1) * batch]) for j in range(n)]
+        logits = _unembed(model, resid)
         return [metric.on_positions(logits[j * batch : (j + 1) * batch]) for j in range(n)]
     logits = _unembed(model, final)
     if start:

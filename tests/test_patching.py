@@ -262,6 +262,7 @@ def test_narrow_unembedding_is_checked_against_a_full_forward(tiny_llama, monkey
     from workbench.bridge_internals import BridgeInternalsError, unembed_columns
 
     clean, corrupt, metric = _inputs(tiny_llama)
+
     def shifted(*args):  # each column's logit off by a different amount: the logit difference moves by 1
         logits = unembed_columns(*args)
         return logits + torch.arange(logits.shape[-1])

@@ -11,19 +11,27 @@ a fraction of a matmul peak measured the same way, and the roofline bound on the
 ``python -m benchmarks.patching [--model NAME] [--corrupt TEXT] [--clean TEXT ...]``.
 
 The bound. ``speedup = (work_TL / work_ours) × (rate_ours / rate_TL)``. transformer_lens runs one
-full forward per node: 8 tokens × 30 layers + the unembedding of every position. Without a shared
-prefix a ``resid_pre`` patch at (layer ``l``, position ``p``) still needs layers ``l..29`` at
-positions ``p..7`` and one unembedded position: on average about half the layers times half the
-positions, so the work ratio is 3.2x (517 vs 164 GFLOP); a head patch changes every position, so
-only the layers before it are saved: 2.2x (582 vs 261 GFLOP). transformer_lens runs at 7-8% of the
-matmul peak (batch-1 forwards of 8 tokens). Hence the bound at our peak: 3.2 × 100 / 7 ≈ 43x for
-``resid_pre`` and 2.2 × 100 / 8 ≈ 28x for heads; at 50% of peak 22x and 14x. One run (load ~13,
-CPU seconds): with a shared prefix 23.6x (resid_pre) and 21.6x (head); without, 13.7x at 32% of
-peak and 13.3x at 48% of peak. So 20x without a shared prefix needs ≥ 46% of peak for
-``resid_pre`` (reachable: its many small start-position groups are the gap, which chunk merging in
-:func:`workbench.analysis.patch_engine.run_staircase` narrows) and ≥ 71% of peak for heads, which
-batched float32 matmuls of width 576 do not reach on this CPU: 20x there is beyond the bound at
-the work this exact method must do.
+full forward per node: 8 tokens × 30 layers plus the unembedding of every position (109 of its 517
+GFLOP for ``resid_pre``). Without a shared prefix a ``resid_pre`` patch at (layer ``l``, position
+``p``) still needs layers ``l..29`` at positions ``p..7``: 465 × 36 = 16,740 token-layers, about 119
+GFLOP, and two logits per row (:class:`workbench.metrics.VocabMetric`); merging neighbouring first
+positions into larger batched runs adds some work back, 151 GFLOP in all, a work ratio of 3.4x. A
+head patch changes every position, so only the layers before it are saved: 582 vs 246 GFLOP, 2.4x.
+transformer_lens runs at 12-13% of the matmul peak (batch-1 forwards of 8 tokens). 20x therefore
+needs ``20 × 13 / 3.4 ≈ 76%`` of peak for ``resid_pre`` and ``20 × 13 / 2.4 ≈ 108%`` for heads:
+beyond the bound at the work this exact method must do. One run (2026-12-03, load 1.1, peak 105
+GFLOP per CPU-second): with a shared prefix 27.6x (resid_pre) and 20.7x (head); without, 14.3x at
+55% of peak (wall 16.5x) and 11.6x at 62% of peak (wall 14.4x); earlier runs on a slower machine
+(transformer_lens at 9-12% of peak) gave 16-19x and 14x without a prefix. What keeps ``resid_pre``
+at ~55%: its runs are one block call per layer per start-position group, and float32 matmuls of
+few rows are slow here (a 7 × 576 by 576 × 1536 product runs at ~30 GFLOP/s, packing overhead,
+while the marginal rows of a batched run go at ~95% of peak); merging groups trades that for extra
+work, and merge factors from 1 to 9 moved the time by no more than the run-to-run noise (±5-10%).
+Packing every group of a layer into one token matrix for the per-token matmuls would reach the
+marginal rate without the extra work, but means re-implementing each architecture's block outside
+the bridge (bypassing hooks that inject models); it is not done. A single thread lowers our CPU
+seconds by ~18% (2.6 -> 2.1 for resid_pre) at a 20% longer wall time, so the benchmark keeps the
+default threads.
 """
 
 from __future__ import annotations

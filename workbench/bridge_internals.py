@@ -27,6 +27,7 @@ from importlib.metadata import version
 
 import torch
 from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.hooks import hook_name
 
@@ -75,7 +76,7 @@ class PrefixKV:
         return torch.cat([pk.repeat(self.reps, 1, 1, 1), k], -2), torch.cat([pv.repeat(self.reps, 1, 1, 1), v], -2)
 
 
-def block_inputs(model, tokens: Tensor) -> tuple[Tensor, dict]:
+def block_inputs(model: TransformerBridge, tokens: Tensor) -> tuple[Tensor, dict]:
     """The input of block 0 (before its hooks) and the keyword arguments the bridge passes every block."""
     captured: dict = {}
     first: list[Tensor] = []
@@ -110,7 +111,7 @@ def slice_block_kwargs(kwargs: dict, start: int) -> dict:
     return {k: cut(v) for k, v in kwargs.items()}
 
 
-def unembed_columns(model, resid: Tensor, vocab: Tensor) -> Tensor | None:
+def unembed_columns(model: TransformerBridge, resid: Tensor, vocab: Tensor) -> Tensor | None:
     """``model.unembed(model.ln_final(resid))[..., vocab]`` without computing the rest of the vocabulary.
 
     ``None`` when the unembedding does not wrap a plain linear layer (then unembed everything).
@@ -124,7 +125,7 @@ def unembed_columns(model, resid: Tensor, vocab: Tensor) -> Tensor | None:
     return torch.nn.functional.linear(model.ln_final(resid), head.weight[vocab], bias)
 
 
-def attention_score_inputs(model, layer: int) -> tuple[str, str, str]:
+def attention_score_inputs(model: TransformerBridge, layer: int) -> tuple[str, str, str]:
     """Hook names of the queries and keys the attention scores of ``layer`` are made of, and of its pattern.
 
     Rotary models score rotated queries and keys (``attn.hook_rot_q`` / ``hook_rot_k``); others the
@@ -138,14 +139,16 @@ def attention_score_inputs(model, layer: int) -> tuple[str, str, str]:
     return q, k, hook_name(model, "pattern", layer)
 
 
-def attention_scale(model) -> float:
+def attention_scale(model: TransformerBridge) -> float:
     """The divisor of ``q·k`` in the attention scores (the bridge leaves ``cfg.attn_scale`` at -1: ``sqrt(d_head)``)."""
     if not model.cfg.use_attn_scale:
         return 1.0
     return model.cfg.attn_scale if model.cfg.attn_scale > 0 else model.cfg.d_head**0.5
 
 
-def attention_pattern_from(model, layer: int, q: Tensor, k: Tensor, pattern: Tensor | None = None) -> Tensor:
+def attention_pattern_from(
+    model: TransformerBridge, layer: int, q: Tensor, k: Tensor, pattern: Tensor | None = None
+) -> Tensor:
     """Causal softmax of ``q·k / attn_scale`` (keys repeated over grouped-query heads), ``[batch head q_pos k_pos]``.
 
     With ``pattern`` (the captured one), raises :class:`BridgeInternalsError` when they differ.

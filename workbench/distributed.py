@@ -30,6 +30,7 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
 from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.analysis.logit_lens import LogitLens, lens_from_residuals, lens_residuals, mean_logits
 from workbench.analysis.patching import PatchResult, as_side, patch_sweep
@@ -160,7 +161,13 @@ def sharded_patch_sweep(
 
 
 def sharded_attribution(
-    fn: Callable, model, tokens: Tensor, answers: Tensor, *, state: PartialState | None = None, **kwargs
+    fn: Callable,
+    model: TransformerBridge,
+    tokens: Tensor,
+    answers: Tensor,
+    *,
+    state: PartialState | None = None,
+    **kwargs,
 ):
     """A direct logit attribution (``layer_attribution``, ``head_attribution`` or ``neuron_attribution``
     of :mod:`workbench.analysis.attribution`) with the prompts split across processes.
@@ -182,7 +189,7 @@ def sharded_attribution(
 
 
 def sharded_logit_lens(
-    model,
+    model: TransformerBridge,
     tokens: Tensor,
     answers: Tensor,
     *,

@@ -25,6 +25,7 @@ import circuitsvis
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.analysis.patching import ModelSide, as_side
 from workbench.hooks import hook_name
@@ -198,7 +199,7 @@ def irm_token_view(
 
 @torch.no_grad()
 def irm_outputs_on_reply(
-    model, irm: IRM, generation: Generation, *, system_prompt: str | None = ""
+    model: TransformerBridge, irm: IRM, generation: Generation, *, system_prompt: str | None = ""
 ) -> Float[Tensor, "token layer d_model"]:
     """What ``irm`` writes at the positions that produce each token of ``generation``'s reply, on that reply
     read in one forward (teacher-forced): for a reply generated with the IRM off, what the IRM would have
@@ -217,7 +218,9 @@ def irm_outputs_on_reply(
     return record[0][0, start : start + len(generation.tokens)].float().cpu()
 
 
-def irm_on_off_view(model, irm: IRM, off: Generation, on: Generation, dim: int, title: str = "") -> Row:
+def irm_on_off_view(
+    model: TransformerBridge, irm: IRM, off: Generation, on: Generation, dim: int, title: str = ""
+) -> Row:
     """The replies with the IRM off and on side by side, each token coloured by the IRM's output there
     (:func:`irm_token_view`; for the off reply, what the IRM would have added: :func:`irm_outputs_on_reply`)."""
     strings = lambda g: token_strings(model.tokenizer, g.tokens)

@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.analysis.patch_engine import Patch, prune, run_full, run_staircase, trace
 from workbench.analysis.patching import SWEEPS, ModelSide, PatchResult, _check_pair, _value, as_side
@@ -61,7 +62,7 @@ full hook name (e.g. ``ln_final.hook_normalized``) is a kind with one axis, ``po
 Method = Literal["atp", "atp*"]
 
 
-def _kind(model, kind: str) -> tuple[str | None, tuple[str, ...]]:
+def _kind(model: TransformerBridge, kind: str) -> tuple[str | None, tuple[str, ...]]:
     """(hook kind or ``None`` for a full hook name, axes)."""
     if kind in NODE_KINDS:
         return NODE_KINDS[kind]
@@ -69,12 +70,12 @@ def _kind(model, kind: str) -> tuple[str | None, tuple[str, ...]]:
     return None, ("pos",)
 
 
-def _names(model, kind: str, layers: Sequence[int]) -> list[str]:
+def _names(model: TransformerBridge, kind: str, layers: Sequence[int]) -> list[str]:
     hook_kind, _ = _kind(model, kind)
     return [kind] if hook_kind is None else [hook_name(model, hook_kind, layer) for layer in layers]
 
 
-def _entry_hook(model) -> str:
+def _entry_hook(model: TransformerBridge) -> str:
     return "hook_embed" if "hook_embed" in model.hook_dict else hook_name(model, "resid_pre", 0)
 
 
@@ -125,7 +126,7 @@ def _linear(delta: Tensor, grad: Tensor, axes: tuple[str, ...]) -> Tensor:
 
 
 def _saturation_fixed(
-    model, layer: int, part: Literal["q", "k"], target: dict, source: dict, grads: dict
+    model: TransformerBridge, layer: int, part: Literal["q", "k"], target: dict, source: dict, grads: dict
 ) -> Float[Tensor, "pos head"]:
     """AtP* estimate of each query (or key) node of ``layer``: exact pattern change, then linear."""
     q_name, k_name, pattern_name = attention_score_inputs(model, layer)
@@ -259,7 +260,7 @@ def attribution_sweep(
     return attribution_sweeps(target, source, metric, tokens, source_tokens, kinds=(kind,), **kwargs)[kind]
 
 
-def _patch_of(model, result: PatchResult, row: pd.Series) -> Patch:
+def _patch_of(model: TransformerBridge, result: PatchResult, row: pd.Series) -> Patch:
     hook_kind, axes = _kind(model, result.kind)
     layer = int(row["layer"]) if "layer" in axes else model.cfg.n_layers
     name = result.kind if hook_kind is None else hook_name(model, hook_kind, layer)

@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
+from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.bridge_internals import (
     BridgeInternalsError,
@@ -94,12 +95,12 @@ class Trace:
     """Activations captured on the way."""
 
 
-def _unembed(model, resid: Tensor) -> Tensor:
+def _unembed(model: TransformerBridge, resid: Tensor) -> Tensor:
     return model.unembed(model.ln_final(resid))
 
 
 @torch.no_grad()
-def trace(model, tokens: Tensor, names: Sequence[str] = ()) -> Trace:
+def trace(model: TransformerBridge, tokens: Tensor, names: Sequence[str] = ()) -> Trace:
     """Run ``model`` on ``tokens`` block by block, keeping what patched runs need.
 
     The activations at ``names`` are captured on the way (a name outside the blocks costs one
@@ -156,7 +157,9 @@ def _patch_hooks(groups: dict[str, list[tuple[slice, Patch]]], source: dict[str,
     return [(name, make(name)) for name in groups]
 
 
-def _evaluate(model, metric: Metric, final: Tensor, start: int, n: int, base: Trace, batch: int) -> list[Tensor]:
+def _evaluate(
+    model: TransformerBridge, metric: Metric, final: Tensor, start: int, n: int, base: Trace, batch: int
+) -> list[Tensor]:
     """Metric value of each of the ``n`` stacked runs whose last-block output is ``final``."""
     seq = base.final.shape[1]
     positions = metric.positions if isinstance(metric, PositionedMetric) else None
@@ -207,7 +210,7 @@ def _chunks(patches: Sequence[Patch], size: int, seq: int, merge: float) -> list
 
 @torch.no_grad()
 def run_staircase(
-    model,
+    model: TransformerBridge,
     base: Trace,
     source: dict[str, Tensor],
     patches: Sequence[Patch],
@@ -255,7 +258,9 @@ def run_staircase(
     return results
 
 
-def _verify(model, base: Trace, source: dict[str, Tensor], results: dict[Patch, Tensor], metric: Callable) -> None:
+def _verify(
+    model: TransformerBridge, base: Trace, source: dict[str, Tensor], results: dict[Patch, Tensor], metric: Callable
+) -> None:
     """One full forward, two checks: its unpatched rows must give the trace's logits (the blocks driven one by one
     reproduce the model's forward), and its patched rows the staircase's value for one patch (the latest-starting
     one: most reuse of cached keys/values)."""
@@ -286,7 +291,7 @@ def _verify(model, base: Trace, source: dict[str, Tensor], results: dict[Patch, 
 
 @torch.no_grad()
 def run_full(
-    model,
+    model: TransformerBridge,
     tokens: Tensor,
     source: dict[str, Tensor],
     patches: Sequence[Patch],

@@ -126,7 +126,9 @@ def train_interventions(
     return TrainHistory.from_result(result, list(boundless))
 
 
-def _step(model, interventions, data, cached, cfg, boundless, temperature, batch: Batch) -> dict[str, Term]:
+def _step(
+    model: TransformerBridge, interventions, data, cached, cfg, boundless, temperature, batch: Batch
+) -> dict[str, Term]:
     """One micro-batch: counterfactual cross-entropy at the last position, and the boundary penalty."""
     for m in boundless.values():
         m.temperature.fill_(temperature(batch.step))

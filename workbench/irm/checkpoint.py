@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.irm.config import IRMConfig, TrainConfig
 from workbench.irm.module import IRM
@@ -59,7 +60,7 @@ def _damaged(path: Path, file: str, reason: str) -> CheckpointError:
     )
 
 
-def model_identity(model) -> dict[str, Any]:
+def model_identity(model: TransformerBridge) -> dict[str, Any]:
     """What a checkpoint records about the model an IRM belongs to."""
     cfg = model.cfg
     return {"model_name": str(cfg.model_name), "d_model": cfg.d_model, "n_layers": cfg.n_layers, "d_vocab": cfg.d_vocab}
@@ -69,7 +70,7 @@ def save_irm(
     path: str | Path,
     irm: IRM,
     *,
-    model=None,
+    model: TransformerBridge = None,
     step: int | None = None,
     train_state: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
@@ -177,7 +178,7 @@ def load_irm_weights(path: str | Path, irm: IRM) -> None:
     irm.load_state_dict(state)
 
 
-def load_irm(path: str | Path, model, *, allow_other_model: bool = False) -> IRM:
+def load_irm(path: str | Path, model: TransformerBridge, *, allow_other_model: bool = False) -> IRM:
     """Load the IRM of a checkpoint for ``model``, on the model's device.
 
     Raises:
@@ -231,7 +232,9 @@ class TrainingCheckpoints:
     training and says so), so a rerun with other settings never silently returns the old IRM.
     """
 
-    def __init__(self, folder: str | Path, model, irm: IRM, cfg: TrainConfig, data: Sequence[Sequence[int]]):
+    def __init__(
+        self, folder: str | Path, model: TransformerBridge, irm: IRM, cfg: TrainConfig, data: Sequence[Sequence[int]]
+    ):
         self.folder = Path(folder)
         self.model, self.irm, self.cfg = model, irm, cfg
         self.fingerprint = hashlib.sha256(json.dumps([list(ids) for ids in data]).encode()).hexdigest()[:16]

@@ -206,7 +206,13 @@ class DimensionProfile:
 
 @torch.no_grad()
 def dimension_profile(
-    model, data: Sequence[Encoded], dim: int, *, k: int = 10, min_count: int = 2, batch_size: int = 16
+    model: TransformerBridge,
+    data: Sequence[Encoded],
+    dim: int,
+    *,
+    k: int = 10,
+    min_count: int = 2,
+    batch_size: int = 16,
 ) -> DimensionProfile:
     """Profile residual dimension ``dim`` on ``data`` (all non-pad tokens, base model, no IRM).
 

@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.analysis.attribution import layer_attribution, neuron_attribution
 from workbench.analysis.patching import ModelSide, PatchResult, patch_sweep
@@ -113,7 +114,7 @@ class TokenSetLogProb:
         return self.on_positions(logits[:, [self.pos]])
 
 
-def token_direction(model, token_ids: Sequence[int]) -> Float[Tensor, " d_model"]:
+def token_direction(model: TransformerBridge, token_ids: Sequence[int]) -> Float[Tensor, " d_model"]:
     """Mean unembedding of the token set minus the mean unembedding of the vocabulary (the DLA direction)."""
     w_u = model.W_U.detach().float()
     return (w_u[:, list(token_ids)].mean(1) - w_u.mean(1)).cpu()
@@ -209,7 +210,7 @@ def _removed(abl: pd.DataFrame) -> dict:
     }
 
 
-def _lens_kl(model, irm: IRM, data: Sequence[Encoded], max_tokens: int) -> pd.DataFrame:
+def _lens_kl(model: TransformerBridge, irm: IRM, data: Sequence[Encoded], max_tokens: int) -> pd.DataFrame:
     n = model.cfg.n_layers
     names = [*hook_names(model, "resid_pre"), hook_name(model, "resid_post", n - 1)]
     labels = [f"{layer}_pre" for layer in range(n)] + ["final_post"]
@@ -236,20 +237,20 @@ def _patching(result: PatchResult) -> pd.DataFrame:
     return df[["kind", "layer", "value", "normalized"]]
 
 
-def _last(model, tokens: Tensor, names: list[str], hooks) -> dict[str, Tensor]:
+def _last(model: TransformerBridge, tokens: Tensor, names: list[str], hooks) -> dict[str, Tensor]:
     with torch.no_grad(), attach(model, hooks), capture(model, names) as acts:
         model(tokens)
     return {name: act[:, -1].float().cpu() for name, act in acts.items()}
 
 
-def _project(model, x: Tensor, scale: Tensor, direction: Tensor) -> Tensor:
+def _project(model: TransformerBridge, x: Tensor, scale: Tensor, direction: Tensor) -> Tensor:
     """``x / scale · direction`` (centred first for LayerNorm models), as direct logit attribution projects."""
     if model.cfg.normalization_type in ("LN", "LNPre") and not getattr(model.cfg, "final_rms", False):
         x = x - x.mean(-1, keepdim=True)
     return (x / scale) @ direction
 
 
-def _irm_dla(model, irm: IRM, probe: Tensor, direction: Tensor) -> tuple[Tensor, float]:
+def _irm_dla(model: TransformerBridge, irm: IRM, probe: Tensor, direction: Tensor) -> tuple[Tensor, float]:
     """DLA of each layer's IRM write and the total change of the direction's logit (mean over the probe batch)."""
     final = hook_name(model, "resid_post", model.cfg.n_layers - 1)
     names = [final, "ln_final.hook_scale"]
@@ -265,7 +266,14 @@ def _irm_dla(model, irm: IRM, probe: Tensor, direction: Tensor) -> tuple[Tensor,
 
 
 def _neurons(
-    model, irm: IRM, probe: Tensor, direction: Tensor, total: float, classes: NeuronClasses, dims: Sequence[int], k: int
+    model: TransformerBridge,
+    irm: IRM,
+    probe: Tensor,
+    direction: Tensor,
+    total: float,
+    classes: NeuronClasses,
+    dims: Sequence[int],
+    k: int,
 ) -> pd.DataFrame:
     posts = hook_names(model, "mlp_post")
     act_base = torch.stack(list(_last(model, probe, posts, []).values())).mean(1)  # layer d_mlp
@@ -300,7 +308,9 @@ def _neurons(
     return pd.DataFrame(rows)
 
 
-def _to_base(model, neurons: Mapping[int, list[int]], base_posts: Mapping[str, Tensor]) -> list[tuple[str, object]]:
+def _to_base(
+    model: TransformerBridge, neurons: Mapping[int, list[int]], base_posts: Mapping[str, Tensor]
+) -> list[tuple[str, object]]:
     """Hooks that set ``neurons`` to their activations in the base run (every position)."""
 
     def make(name: str, idx: list[int]):
@@ -318,7 +328,14 @@ def _to_base(model, neurons: Mapping[int, list[int]], base_posts: Mapping[str, T
 
 
 def _ablation(
-    model, irm: IRM, probe: Tensor, metric: TokenSetLogProb, neurons: pd.DataFrame, base: float, full: float, **kw
+    model: TransformerBridge,
+    irm: IRM,
+    probe: Tensor,
+    metric: TokenSetLogProb,
+    neurons: pd.DataFrame,
+    base: float,
+    full: float,
+    **kw,
 ) -> pd.DataFrame:
     top = by_layer(list(zip(neurons.layer.tolist(), neurons.neuron.tolist())))
     sets = [("top", 0, top)]
@@ -342,7 +359,7 @@ def _ablation(
 
 
 def explain(
-    model,
+    model: TransformerBridge,
     irm: IRM,
     *,
     tokens: pd.DataFrame,

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.hooks import attach
 from workbench.irm.checkpoint import TrainingCheckpoints, latest_checkpoint
@@ -41,7 +42,7 @@ def reply_nll(
     return nll, int(target.sum())
 
 
-def encode_for(model, texts: Sequence[str], cfg: TrainConfig) -> list[Encoded]:
+def encode_for(model: TransformerBridge, texts: Sequence[str], cfg: TrainConfig) -> list[Encoded]:
     """Encode texts the way :func:`train_irm` sees them."""
     return encode_replies(
         model.tokenizer,
@@ -53,14 +54,19 @@ def encode_for(model, texts: Sequence[str], cfg: TrainConfig) -> list[Encoded]:
     )
 
 
-def _pad_id(model) -> int:
+def _pad_id(model: TransformerBridge) -> int:
     tok = model.tokenizer
     return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
 
 @torch.no_grad()
 def eval_loss(
-    model, irm: IRM | None, data: Sequence[Encoded], *, batch_size: int = 16, mask: Tensor | None = None
+    model: TransformerBridge,
+    irm: IRM | None,
+    data: Sequence[Encoded],
+    *,
+    batch_size: int = 16,
+    mask: Tensor | None = None,
 ) -> float:
     """Mean next-token loss per scored token of ``model`` (with ``irm`` injected unless ``None``)."""
     total, count = 0.0, 0
@@ -74,7 +80,7 @@ def eval_loss(
 
 
 def train_irm(
-    model,
+    model: TransformerBridge,
     irm: IRM,
     train: Sequence[str],
     cfg: TrainConfig,
@@ -134,7 +140,7 @@ def train_irm(
         )
 
 
-def _step(model, irm: IRM, data: list[Encoded], cfg: TrainConfig, batch: Batch) -> dict[str, Term]:
+def _step(model: TransformerBridge, irm: IRM, data: list[Encoded], cfg: TrainConfig, batch: Batch) -> dict[str, Term]:
     """One micro-batch: next-token loss of the injected model on the reply tokens, and the L1 of the IRM output."""
     device = torch.device(model.cfg.device)
     tokens, scored = pad_batch([data[i] for i in batch.indices(len(data), cfg.batch_size)], _pad_id(model), device)

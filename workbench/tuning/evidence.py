@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from workbench.models import load_hf
 from workbench.tuning.rl import RewardFn, vader_negativity
@@ -54,7 +55,15 @@ class Samples:
 
 @torch.no_grad()
 def sample_completions(
-    hf, tok, prompts: Sequence[str], *, samples: int, max_new_tokens: int, temperature: float, seed: int, base=None
+    hf: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    *,
+    samples: int,
+    max_new_tokens: int,
+    temperature: float,
+    seed: int,
+    base: PreTrainedModel | None = None,
 ) -> Samples:
     """Sample ``samples`` completions per prompt from a plain HF model; with ``base``, also its KL to it."""
     tok.padding_side = "left"

@@ -18,12 +18,15 @@ def tiny_llama_config(vocab_size: int, n_layers: int = 2) -> LlamaConfig:
         num_key_value_heads=2,
         max_position_embeddings=256,
         tie_word_embeddings=False,
+        architectures=["LlamaForCausalLM"],
     )
 
 
 def tiny_gpt2_config(vocab_size: int, n_layers: int = 2) -> GPT2Config:
     """A 2-layer GPT-2 (LayerNorm, learned positions, GELU MLP) of width 64."""
-    return GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=n_layers, n_head=4, n_positions=256)
+    return GPT2Config(
+        vocab_size=vocab_size, n_embd=64, n_layer=n_layers, n_head=4, n_positions=256, architectures=["GPT2LMHeadModel"]
+    )
 
 
 @contextmanager

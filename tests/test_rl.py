@@ -55,7 +55,6 @@ def tiny_folder(tmp_path_factory, tokenizer):
     # same tokens recur across samples and a few GRPO steps can move their probabilities
     torch.manual_seed(0)
     hf = AutoModelForCausalLM.from_config(tiny_llama_config(len(tokenizer), n_layers=3), attn_implementation="eager")
-    hf.config.architectures = [type(hf).__name__]
     with torch.no_grad():
         hf.lm_head.weight.mul_(20.0)
     folder = tmp_path_factory.mktemp("tiny")

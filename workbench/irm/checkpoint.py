@@ -15,7 +15,6 @@ and the fix, never a bare safetensors, json or torch traceback.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformer_lens.model_bridge import TransformerBridge
 
+from workbench.config import cache_key
 from workbench.irm.config import IRMConfig, TrainConfig
 from workbench.irm.module import IRM
 
@@ -237,7 +237,7 @@ class TrainingCheckpoints:
     ):
         self.folder = Path(folder)
         self.model, self.irm, self.cfg = model, irm, cfg
-        self.fingerprint = hashlib.sha256(json.dumps([list(ids) for ids in data]).encode()).hexdigest()[:16]
+        self.fingerprint = cache_key([list(ids) for ids in data], 16)
 
     def prepare(self, resume: bool) -> None:
         """Clean temporary folders of killed writes; without ``resume``, remove the old checkpoints too."""

@@ -49,10 +49,9 @@ RewardFn = Callable[[str, str], float]
 class RLConfig(Config):
     """GRPO fine-tuning of a model towards a reward on short prompts.
 
-    The defaults on SmolLM2-135M take ~15 s a step on 2 CPU cores with nothing else running (~25 min
-    for 100 steps; sampling the completions is most of it), and raise the held-out VADER negativity
-    by +0.092 (95% CI +0.044 to +0.141). That is over the 15-minute budget they were sized for; fewer
-    steps fit it (``steps=60``), with a gain not yet measured.
+    The defaults on SmolLM2-135M took 9.5 min for their 100 steps on a quiet 2-core machine
+    (5.7 s a step; ~15 s on a slower one, 84 min under shared load; sampling the completions is most
+    of it), and raise the held-out VADER negativity by +0.092 (95% CI +0.044 to +0.141).
     """
 
     model: str = DEFAULT_MODEL

@@ -191,8 +191,8 @@ def figures(moved: list[Behaviour], changes: list[ResidualChange], patches: list
             color="pair",
             facet_col="positions",
             markers=True,
-            title="Cosine of the mean residual changes",
-        ),
+            title="Cosine of the mean residual changes (gaps: one model did not change there)",
+        ).for_each_annotation(lambda a: a.update(text=a.text.removeprefix("positions="))),
         "top_overlap": px.bar(
             overlap, x="pair", y="jaccard", color="what", barmode="group", title="Overlap of top heads / neurons"
         ),

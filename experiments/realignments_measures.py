@@ -201,19 +201,24 @@ def norm_frame(changes: list[ResidualChange]) -> pd.DataFrame:
 def cosines(changes: list[ResidualChange]) -> pd.DataFrame:
     """Per layer and pair of models, the cosine similarity of their mean residual changes.
 
-    Columns ``pair, layer, cosine`` (positions ≥ 1) and ``cosine_first_token`` (position 0).
+    Columns ``pair, layer, cosine`` (positions ≥ 1) and ``cosine_first_token`` (position 0); NaN at a layer
+    where either model's change is zero (a layer a tuned model left frozen): undefined there, not 0.
     """
     rows = [
         (f"{a.name} vs {b.name}", layer, float(cos), float(first))
         for a, b in combinations(changes, 2)
         for layer, (cos, first) in enumerate(
-            zip(
-                F.cosine_similarity(a.mean_change, b.mean_change, dim=-1),
-                F.cosine_similarity(a.first_token_change, b.first_token_change, dim=-1),
-            )
+            zip(_cosine(a.mean_change, b.mean_change), _cosine(a.first_token_change, b.first_token_change))
         )
     ]
     return pd.DataFrame(rows, columns=["pair", "layer", "cosine", "cosine_first_token"])
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """[layer] cosines of two [layer d_model] changes, NaN where either is zero (up to 1e-6 of its largest layer)."""
+    na, nb = a.norm(dim=-1), b.norm(dim=-1)
+    unchanged = (na <= 1e-6 * na.max()) | (nb <= 1e-6 * nb.max())
+    return F.cosine_similarity(a, b, dim=-1).masked_fill(unchanged, float("nan"))
 
 
 def first_token_top_dims(changes: list[ResidualChange]) -> dict[str, dict]:

@@ -40,8 +40,17 @@ def test_first_token_change_kept_apart(tiny_llama):
     torch.testing.assert_close(rest.mean_change[last], spread)
     assert rest.first_token_change.abs().max() == 0 and rest.mean_change[:last].abs().max() == 0
 
-    cos = cosines([first, rest]).set_index("layer")
-    assert cos.loc[last, "cosine"] == 0 and cos.loc[last, "cosine_first_token"] == 0  # one side is 0 there
+    twice = residual_changes(
+        tiny_llama,
+        [Realigned("twice", ModelSide(tiny_llama, [(name, adding(2 * spread, slice(1, None)))]), "hand")],
+        prompts,
+    )[0]
+    cos = cosines([first, rest, twice])
+    at = {pair: frame.set_index("layer") for pair, frame in cos.groupby("pair")}
+    # undefined (NaN), not 0, where one side did not change; 1 where both moved the same way
+    assert at["first vs rest"].loc[last, ["cosine", "cosine_first_token"]].isna().all()
+    assert at["rest vs twice"].loc[: last - 1].cosine.isna().all()
+    assert at["rest vs twice"].loc[last, "cosine"] == pytest.approx(1.0, abs=1e-5)
     assert first_token_top_dims([first])["first"] == {"dim": 3, "change": 50.0, "share_of_norm2": 1.0}
 
 

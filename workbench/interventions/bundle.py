@@ -37,7 +37,7 @@ def save_bundle(interventions: InterventionSet, path: str | Path, *, metadata: d
     return path
 
 
-def load_bundle(path: str | Path, model: TransformerBridge = None) -> tuple[InterventionSet, dict[str, Any]]:
+def load_bundle(path: str | Path, model: TransformerBridge | None = None) -> tuple[InterventionSet, dict[str, Any]]:
     """Read a bundle written by :func:`save_bundle`.
 
     Args:

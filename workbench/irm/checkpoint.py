@@ -70,7 +70,7 @@ def save_irm(
     path: str | Path,
     irm: IRM,
     *,
-    model: TransformerBridge = None,
+    model: TransformerBridge | None = None,
     step: int | None = None,
     train_state: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,

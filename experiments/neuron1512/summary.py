@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
-from experiments.neuron1512_unit import Context, Unit
+from experiments.neuron1512.unit import Context, Unit
 from workbench.hooks import format_hook_name
 from workbench.irm import TrainConfig, plots
 from workbench.irm.dimensions import base_magnitudes, massive_dims, top_dims
@@ -32,7 +32,7 @@ from workbench.irm.stability import (
 from workbench.irm.train import encode_for
 
 if TYPE_CHECKING:
-    from experiments.neuron1512 import Neuron1512Config
+    from experiments.neuron1512.config import Neuron1512Config
 
 __all__ = ["CAPTIONS", "captions", "group_summary", "report", "summarise"]
 

@@ -34,21 +34,10 @@ __all__ = [
     "joint_patch",
     "logit_diffs",
     "patching",
-    "prompt_set",
     "top_head_views",
 ]
 
 SWEEP_KINDS = ("resid_pre", "attn_out", "mlp_out", "head")
-
-
-def prompt_set(prompts: tuple[str, ...], answers: tuple[str, ...]) -> PromptSet:
-    """Prompts with one (answer, other) pair for all, or one pair per prompt."""
-    if len(answers) % 2:
-        raise ValueError(f"--answers takes pairs (answer other ...); got {len(answers)} strings")
-    pairs = [tuple(answers[i : i + 2]) for i in range(0, len(answers), 2)]
-    if len(pairs) == 1:
-        pairs = pairs * len(prompts)
-    return PromptSet(tuple(prompts), tuple(pairs))
 
 
 @dataclass(frozen=True)

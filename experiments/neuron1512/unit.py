@@ -31,7 +31,7 @@ from workbench.neurons.weights import NeuronClasses
 from workbench.views import Row, irm_on_off_view
 
 if TYPE_CHECKING:
-    from experiments.neuron1512 import Neuron1512Config, Preset
+    from experiments.neuron1512.config import Neuron1512Config, Preset
 
 
 @dataclass

@@ -40,13 +40,13 @@ PRESETS: dict[str, tuple[str, IRMConfig, TrainConfig]] = {
         "the design card's default: read blocks.0.hook_attn_out, add into hook_resid_post of every layer, "
         "4 hidden layers of 1·d_model, lr 1e-3, batch 4",
         IRMConfig(read_hook="attn_out", write_hook="resid_post", hidden_mult=1.0, n_hidden=4),
-        TrainConfig(steps=30, batch_size=4, lr=1e-3, max_len=40, warmup=5, eval_every=10, eval_texts=16),
+        TrainConfig(steps=2000, batch_size=4, lr=1e-3, max_len=40, warmup=5, eval_every=25, eval_texts=64, patience=4),
     ),
     "paper": (
         "the paper's code: read blocks.0.hook_resid_mid, add into hook_resid_mid of every layer, "
         "4 hidden layers of 3·d_model, lr 1e-4, batch 8",
         IRMConfig(read_hook="resid_mid", write_hook="resid_mid", hidden_mult=3.0, n_hidden=4),
-        TrainConfig(steps=30, batch_size=8, lr=1e-4, max_len=40, warmup=5, eval_every=10, eval_texts=16),
+        TrainConfig(steps=1000, batch_size=8, lr=1e-4, max_len=40, warmup=5, eval_every=25, eval_texts=64, patience=4),
     ),
 }
 """Named defaults of the IRM and its training; explicit flags (``--lr``, ``--read-hook``, ...) override them."""
@@ -96,6 +96,8 @@ class Neuron1512Config(Config):
     """Top dimensions reported per alignment (and the k of the top-k Jaccard index)."""
     z_dominant: float = 3.0
     """A dimension is dominant if its share's z-score (against all dimensions) exceeds this in every seed."""
+    snapshot_first: int = 30
+    """First training step of the training-length control (then x10/3, x3, ...: 30, 100, 300, 1000)."""
     mask_ks: tuple[int, ...] = (1, 10)
     """k values of the masking test."""
     n_random: int = 3

@@ -117,6 +117,7 @@ class SnapshotRecorder:
         steps: the steps to snapshot at (e.g. :func:`snapshot_steps`).
         folder: where ``step-NNNNNN.pt`` files go (atomic writes); those already there are kept (a resumed run).
         ks, n_random, seed: the masking test's.
+        base_loss: the base model's loss on ``probe`` if known (else computed at the first snapshot).
     """
 
     def __init__(
@@ -130,11 +131,12 @@ class SnapshotRecorder:
         ks: Sequence[int] = (1, 10),
         n_random: int = 3,
         seed: int = 0,
+        base_loss: float | None = None,
     ):
         self.model, self.irm, self.probe, self.steps = model, irm, list(probe), set(steps)
         self.folder = Path(folder)
         self.ks, self.n_random, self.seed = tuple(ks), n_random, seed
-        self._base: float | None = None
+        self._base = base_loss
 
     def base_loss(self) -> float:
         """The base model's loss on the probe texts (computed once)."""

@@ -64,6 +64,7 @@ QUICK = dict(
     n_random=2,
     probe_texts=6,
     k_neurons=5,
+    snapshot_first=1,
 )
 """``--quick``: experiment fields (flags still win)."""
 

@@ -7,7 +7,9 @@ model's activations into the base model's run, and a joint patch of the top head
 same-length prompts. The tuned model is made by :mod:`workbench.tuning`: ``--tuning supervised``
 (the default: next-token tuning of the last layers on the negative tweets) or ``--tuning rl`` (GRPO
 towards VADER negativity, every layer, as the demo's PPO; also writes the held-out evidence that RL
-worked), or ``--tuned FOLDER`` names an HF folder. ``--irm CHECKPOINT`` runs the same analyses on
+worked), or ``--tuned FOLDER`` names an HF folder or a peft adapter folder (merged into its base). The pair
+is checked first (:func:`workbench.pairs.check_pair`: same vocabulary, BOS convention and special tokens), and the
+summary states the tokenization both sides used. ``--irm CHECKPOINT`` runs the same analyses on
 the base vs the base with an IRM injected (e.g. the negative IRM of ``python -m
 experiments.neuron1512``), into ``OUT/irm``. The analyses of one model against the base are in
 :mod:`experiments.model_diff_compare`; this module makes the tuned model and runs them.
@@ -33,6 +35,7 @@ from workbench.analysis.patching import ModelSide
 from workbench.config import Config
 from workbench.irm import latest_checkpoint, load_irm
 from workbench.models import DEFAULT_MODEL, load_model
+from workbench.pairs import check_pair, share_weights
 from workbench.tuning import (
     RLConfig,
     RLEvidence,
@@ -82,7 +85,7 @@ class ModelDiffConfig(Config):
     tuning: str = "supervised"
     """How the tuned model is made: supervised (last layers on the negative tweets) or rl (GRPO, VADER reward)."""
     tuned: str | None = None
-    """A tuned model's HF folder to compare instead (overrides --tuning)."""
+    """A tuned model's HF folder, or a peft adapter folder, to compare instead (overrides --tuning)."""
     prompts: tuple[str, ...] = SENTIMENT_PROMPTS
     """Prompts (same token length)."""
     answers: tuple[str, ...] = (" bad", " good")
@@ -255,10 +258,14 @@ def main(cfg: ModelDiffConfig) -> dict:
     (:func:`~experiments.checks.preflight`), before any model loads.
     """
     preflight(cfg)
+    if cfg.tuned is not None:
+        check_pair(cfg.base, cfg.tuned, names=("--base", "--tuned"))  # tokenizers only, before any weights load
     torch.manual_seed(cfg.seed)
     started = time.perf_counter()
     base_model = load_model(cfg.base)
     tuned = make_tuned(cfg)
+    tokenization = check_pair(base_model, tuned.model, names=("base", f"{tuned.method} model"))
+    shared_bytes = share_weights(base_model, tuned.model)
     prompts = prompt_set(cfg.prompts, cfg.answers)
     layers = list(range(base_model.cfg.n_layers - 8, base_model.cfg.n_layers)) if cfg.quick else None
     base = ModelSide(base_model, name="base")
@@ -266,6 +273,7 @@ def main(cfg: ModelDiffConfig) -> dict:
     say(cfg, f"base vs {tuned.method} model: logit differences, logit lens, attribution, patching sweeps")
     comparison = compare(base, tuned_side, prompts, layers=layers, top_heads=cfg.top_heads)
     summary = {"base": str(base_model.cfg.model_name), "tuned": str(tuned.path), "method": tuned.method}
+    summary |= {"tokenization": tokenization.to_dict(), "weights_shared_mb": shared_bytes / 2**20}
     summary |= comparison.summary()
     figures, tables = comparison.figures(), comparison.tables()
     if tuned.rl is not None:

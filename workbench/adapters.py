@@ -79,7 +79,9 @@ def merge_adapter(hf, path: str | os.PathLike, base_name: str | os.PathLike):
     Raises ``ValueError`` naming the fix when the adapter does not fit the base (another model's adapter) or
     cannot be merged into weights (prompt tuning and other adapters that add virtual tokens).
     """
-    from peft import PeftConfig, PeftModel
+    from peft import PeftConfig, get_peft_model, set_peft_model_state_dict
+    from peft.mapping import PEFT_TYPE_TO_PREFIX_MAPPING
+    from peft.utils import load_peft_weights
 
     config = PeftConfig.from_pretrained(str(path))
     if getattr(config, "is_prompt_learning", False):
@@ -87,13 +89,27 @@ def merge_adapter(hf, path: str | os.PathLike, base_name: str | os.PathLike):
             f"{path} is a {config.peft_type} adapter: it adds virtual tokens instead of changing weights, so it cannot "
             "be merged into a model to diff; merge-able adapters are LoRA, LoHa, LoKr, IA3 and their kin"
         )
+    fix = "pass the model it was trained on, load_model(folder, base=...) (or --base)"
     try:
-        merged = PeftModel.from_pretrained(hf, str(path)).merge_and_unload()
+        model = get_peft_model(hf, config)
+        loaded = set_peft_model_state_dict(model, load_peft_weights(str(path), device="cpu"))
     except (RuntimeError, ValueError, KeyError) as err:
         raise ValueError(
-            f"the adapter at {path} does not fit the base {base_name} ({' '.join(str(err).split())[:300]}): "
-            "pass the model it was trained on, load_model(folder, base=...) (or --base)"
+            f"the adapter at {path} does not fit the base {base_name} ({' '.join(str(err).split())[:300]}): {fix}"
         ) from err
+    # peft ignores adapter weights with no module to go to (e.g. layers the base does not have): refuse them
+    stray = list(loaded.unexpected_keys)
+    prefix = PEFT_TYPE_TO_PREFIX_MAPPING.get(config.peft_type, "")
+    unset = [k for k in loaded.missing_keys if prefix and prefix in k and ".default" in k]
+    if stray or unset:
+        raise ValueError(
+            f"the adapter at {path} does not fit the base {base_name}: "
+            + (f"{len(stray)} adapter weights have no place in it (e.g. {stray[0]})" if stray else "")
+            + ("; " if stray and unset else "")
+            + (f"{len(unset)} adapter weights are missing from the folder (e.g. {unset[0]})" if unset else "")
+            + f": {fix}"
+        )
+    merged = model.merge_and_unload()
     merged.eval()
     if not merged.config.architectures:
         merged.config.architectures = [type(merged).__name__]

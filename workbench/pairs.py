@@ -116,7 +116,10 @@ def _encoder(source: Source) -> tuple[Any, bool, Callable[[str], list[int]], int
 
 def tokenization(source: Source) -> Tokenization:
     """The :class:`Tokenization` of a bridge, a tokenizer, or a model by name or folder (no weights load)."""
-    tokenizer, prepend, encode, _ = _encoder(source)
+    return _tokenization(*_encoder(source)[:3])
+
+
+def _tokenization(tokenizer: Any, prepend: bool, encode: Callable[[str], list[int]]) -> Tokenization:
     vocab = tokenizer.get_vocab()
     roles = {"bos": tokenizer.bos_token or tokenizer.eos_token, "eos": tokenizer.eos_token, "unk": tokenizer.unk_token}
     named = [f"{role}={token}" for role, token in roles.items() if token is not None]
@@ -167,8 +170,8 @@ def check_pair(
         PairMismatch: naming each difference (vocabulary, BOS convention, special tokens, encodings, model
             vocabulary size, chat template) and what to do.
     """
-    (tok_a, _, _, d_a), (tok_b, _, _, d_b) = _encoder(base), _encoder(tuned)
-    a, b = tokenization(base), tokenization(tuned)
+    (tok_a, *enc_a, d_a), (tok_b, *enc_b, d_b) = _encoder(base), _encoder(tuned)
+    a, b = _tokenization(tok_a, *enc_a), _tokenization(tok_b, *enc_b)
     problems = []
     if (a.vocab_size, a.vocab_sha) != (b.vocab_size, b.vocab_sha):
         problems.append(

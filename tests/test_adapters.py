@@ -162,3 +162,46 @@ def test_check_pair_on_bridges_and_what_it_reports(tiny_llama, tokenizer):
     assert check_pair(tokenizer, other) == shared
     with pytest.raises(PairMismatch, match="chat template"):
         check_pair(tokenizer, other, chat=True)
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_quick_model_diff_of_a_lora_adapter_of_the_default_model(tmp_path):
+    """``python -m experiments.model_diff --quick --tuned FOLDER``: a peft adapter of SmolLM2 and its merged folder."""
+    from peft import LoraConfig, get_peft_model
+
+    from experiments.common import parse_config
+    from workbench.models import DEFAULT_MODEL, REGISTRY, ensure_cached
+
+    folder = ensure_cached(DEFAULT_MODEL)
+    tok = AutoTokenizer.from_pretrained(folder)
+    torch.manual_seed(0)
+    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "o_proj"])
+    tuned = get_peft_model(AutoModelForCausalLM.from_pretrained(folder), lora)
+    optimizer = torch.optim.AdamW([p for p in tuned.parameters() if p.requires_grad], lr=3e-3)
+    batch = tok(["This movie was really bad", "The food was really bad"], return_tensors="pt")
+    for _ in range(4):
+        tuned(**batch, labels=batch["input_ids"]).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    tuned.save_pretrained(tmp_path / "adapter")
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())  # as if tuned on the hub model
+    config["base_model_name_or_path"] = REGISTRY[DEFAULT_MODEL].hf_id
+    (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(config))
+    tuned.merge_and_unload().save_pretrained(tmp_path / "merged")
+    tok.save_pretrained(tmp_path / "merged")
+
+    runs = {
+        name: model_diff.main(
+            parse_config(
+                ModelDiffConfig, ["--quick", "--tuned", str(tmp_path / name), "--out", str(tmp_path / f"o-{name}")]
+            )
+        )
+        for name in ("adapter", "merged")
+    }
+    adapter, merged = runs["adapter"], runs["merged"]
+    assert adapter["logit_diff_tuned"] > adapter["logit_diff_base"] + 0.1  # tuned towards " bad"
+    assert merged["logit_lens_gap_by_point"] == pytest.approx(adapter["logit_lens_gap_by_point"], abs=1e-4)
+    assert merged["top_heads"] == adapter["top_heads"]
+    assert merged["tokenization"] == adapter["tokenization"] and adapter["tokenization"]["prepend_bos"] is False
+    assert adapter["weights_shared_mb"] > 100  # embeddings, MLPs, k projections: one copy for both models

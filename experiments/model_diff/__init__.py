@@ -7,7 +7,9 @@ model's activations into the base model's run, and a joint patch of the top head
 same-length prompts. The tuned model is made by :mod:`workbench.tuning`: ``--tuning supervised``
 (the default: next-token tuning of the last layers on the negative tweets) or ``--tuning rl`` (GRPO
 towards VADER negativity, every layer, as the demo's PPO; also writes the held-out evidence that RL
-worked), or ``--tuned FOLDER`` names an HF folder. ``--irm CHECKPOINT`` runs the same analyses on
+worked), or ``--tuned FOLDER`` names an HF folder or a peft adapter folder (merged into its base). The
+pair is checked first (:func:`workbench.pairs.check_pair`: same vocabulary, BOS convention and special
+tokens), and the summary states the tokenization both sides used. ``--irm CHECKPOINT`` runs the same analyses on
 the base vs the base with an IRM injected (e.g. the negative IRM of ``python -m
 experiments.neuron1512``), into ``OUT/irm``. The analyses of one model against the base are in
 :mod:`.compare`, the config in :mod:`.config`; :mod:`.run` makes the tuned model and runs them

@@ -215,8 +215,15 @@ class Comparison:
                 self.joint.to_frame(), "patched", "logit_diff", "Joint patch of the top heads", color="run"
             ),
             **{
-                f"patch_{kind}": patching_heatmap(sweep, f"{name} → base patching: {kind} (0 = base, 1 = {name})")
+                f"patch_{kind}": patching_heatmap(
+                    sweep,
+                    f"{name} → base patching: {kind} (0 = base, 1 = {name})"
+                    if changed
+                    else f"{name} → base patching: {kind} (metric; {name} and base give the same)",
+                    normalize=changed,
+                )
                 for kind, sweep in self.sweeps.items()
+                for changed in [abs(sweep.reference - sweep.baseline) > 1e-8]
             },
         }
 

@@ -25,7 +25,7 @@ class ModelDiffConfig(Config):
     tuning: str = "supervised"
     """How the tuned model is made: supervised (last layers on the negative tweets) or rl (GRPO, VADER reward)."""
     tuned: str | None = None
-    """A tuned model's HF folder to compare instead (overrides --tuning)."""
+    """A tuned model's HF folder, or a peft adapter folder, to compare instead (overrides --tuning)."""
     prompts: tuple[str, ...] = SENTIMENT_PROMPTS
     """Prompts (same token length)."""
     answers: tuple[str, ...] = (" bad", " good")

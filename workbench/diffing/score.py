@@ -24,17 +24,24 @@ from functools import cache
 from typing import Literal
 
 from workbench.diffing.organisms import TOPICS, Organism
+from workbench.diffing.readout import DiffReadout
 
 __all__ = [
+    "METHODS",
     "Target",
     "all_targets",
     "named_by_texts",
     "named_by_tokens",
+    "readout_names",
     "target_of",
     "texts_name",
     "tokens_name",
     "topic_rate",
 ]
+
+
+METHODS = ("adl_lens", "patchscope", "steering", "crosscoder", "blackbox")
+"""The read-outs scored: ADL logit lens, Patchscope, steering, crosscoder tuned-only latents, black-box baseline."""
 
 
 @dataclass(frozen=True)
@@ -140,3 +147,25 @@ def named_by_tokens(lists: Sequence[Sequence[str]], targets: Sequence[Target], *
 def named_by_texts(texts: Sequence[str], base_texts: Sequence[str], targets: Sequence[Target], **kwargs) -> list[str]:
     """Names of the ``targets`` the texts name against the base's."""
     return [t.name for t in targets if texts_name(texts, base_texts, t, **kwargs)]
+
+
+def readout_names(readout: DiffReadout, targets: Sequence[Target]) -> dict[str, list[str]]:
+    """Per method of :data:`METHODS`, the targets one pair's read-out names.
+
+    Steering names a target when the samples at any non-zero strength of the sweep name it against strength 0 (the
+    base); the black-box baseline compares the tuned model's unprompted samples with the base's.
+    """
+    steered = readout.steered
+    base_texts = steered.loc[steered["strength"] == 0, "text"].tolist()
+    by_strength = [
+        named_by_texts(group["text"].tolist(), base_texts, targets)
+        for strength, group in steered.groupby("strength")
+        if strength != 0
+    ]
+    return {
+        "adl_lens": named_by_tokens(readout.lens, targets),
+        "patchscope": named_by_tokens(readout.patchscope, targets),
+        "steering": [t.name for t in targets if any(t.name in names for names in by_strength)],
+        "crosscoder": named_by_tokens([tokens for *_, tokens in readout.latents], targets),
+        "blackbox": named_by_texts(readout.unprompted[1], readout.unprompted[0], targets),
+    }

@@ -131,11 +131,13 @@ class DiffReadout:
 def sample_unprompted(
     side: TransformerBridge | ModelSide, n: int, *, max_new_tokens: int = 20, seed: int = 0
 ) -> tuple[str, ...]:
-    """``n`` samples from the model's start token alone (BOS, else EOS), with the side's hooks on."""
+    """``n`` samples from a document boundary alone (``<|endoftext|>`` where the vocabulary has it, else BOS, else
+    EOS), with the side's hooks on."""
     side = as_side(side)
     model = side.model
     tok = model.tokenizer
-    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    boundary = tok.get_vocab().get("<|endoftext|>")
+    start = next(i for i in (boundary, tok.bos_token_id, tok.eos_token_id) if i is not None)
     ids = torch.full((n, 1), start, device=model.cfg.device)
     torch.manual_seed(seed)
     with attach(model, side.hooks):

@@ -1,6 +1,7 @@
 """Model diffing (workbench.diffing): ADL against hand computations, steering, Patchscope, the crosscoder on planted
 latents, latent scaling on a planted artefact, and the scorer on hand-built read-outs (tiny random models)."""
 
+import pandas as pd
 import pytest
 import torch
 
@@ -9,6 +10,7 @@ from workbench.analysis.patching import ModelSide
 from workbench.diffing import (
     CrosscoderConfig,
     DiffConfig,
+    DiffReadout,
     Organism,
     Target,
     activation_difference,
@@ -26,7 +28,7 @@ from workbench.diffing import (
     target_of,
     train_crosscoder,
 )
-from workbench.diffing.score import texts_name, tokens_name, topic_rate
+from workbench.diffing.score import readout_names, texts_name, tokens_name, topic_rate
 from workbench.hooks import attach, capture, hook_name
 from workbench.irm import IRM, IRMConfig
 from workbench.models import from_config
@@ -176,3 +178,35 @@ def test_diff_readout_of_a_pair_and_of_the_null_pair(tiny_llama, tiny_other):
     assert set(read.to_frame()["method"]) >= {"adl_lens", "patchscope", "steering", "unprompted_tuned"}
     null = diff_readout(tiny_llama, tiny_llama, TEXTS, cfg, name="null", prompts=("Hi",))
     assert null.relative_norm == 0 and null.lens == ((),) * 5 and null.patchscope == ((),) * 5
+
+
+def test_readout_names_per_method_on_a_hand_built_readout():
+    steered = pd.DataFrame(
+        {
+            "strength": [0.0, 0.0, 1.0, 1.0],
+            "prompt": ["a", "b", "a", "b"],
+            "text": ["hello there", "ok", "my new song", "music all day"],
+        }
+    )
+    read = DiffReadout(
+        name="hand",
+        layer=29,
+        relative_norm=0.1,
+        lens=((" the", " pizza"), (" of",)),
+        patchscope=((" awful", " sad", " bad"),),
+        steered=steered,
+        latents=((3, 0.01, 0.02, (" weather", " x")),),
+        n_artefacts=0,
+        latent_classes={},
+        unprompted=(("hi", "ok"), ("I hate it, awful", "terrible day")),
+        seconds={},
+        cc_throughput=1.0,
+    )
+    names = readout_names(read, all_targets(("music", "food", "weather")))
+    assert names == {
+        "adl_lens": ["food"],
+        "patchscope": ["negative"],
+        "steering": ["music"],
+        "crosscoder": ["weather"],
+        "blackbox": ["negative"],
+    }

@@ -191,6 +191,7 @@ def test_readout_names_per_method_on_a_hand_built_readout():
     read = DiffReadout(
         name="hand",
         layer=29,
+        early_layer=28,
         relative_norm=0.1,
         lens=((" the", " pizza"), (" of",)),
         patchscope=((" awful", " sad", " bad"),),

@@ -72,7 +72,7 @@ def main(cfg: DiffingConfig) -> dict:
     texts = unrelated_texts(max(readout_cfg.n_texts, readout_cfg.cc_texts), seed=cfg.seed)
     targets = all_targets(cfg.topics)
     corpus_tweets()  # read the corpus once, outside the timed tunes
-    scores, readouts, timing = [], [], []
+    scores, readouts, timing, latents = [], [], [], []
     for org in cfg.organisms():
         say(cfg, f"{org.name}: tuning (cached when done before) and reading against the base")
         t0 = time.perf_counter()
@@ -84,6 +84,9 @@ def main(cfg: DiffingConfig) -> dict:
         scores += score_organism(org, names)
         readouts.append(read.to_frame().assign(organism=org.name))
         timing.append({"organism": org.name, "tune_s": tune_s, **read.seconds, "cc_throughput": read.cc_throughput})
+        latents.append(
+            {"organism": org.name, **read.latent_classes, "artefacts": read.n_artefacts, "read": len(read.latents)}
+        )
         del tuned
         gc.collect()
     scores = pd.DataFrame(scores)
@@ -108,6 +111,12 @@ def main(cfg: DiffingConfig) -> dict:
         ),
         "names": px.imshow(pivot, zmin=0, zmax=1, title="Target named, per organism and method"),
     }  # fmt: skip
-    tables = {"identification": table, "names": scores, "readouts": pd.concat(readouts), "timing": timing}
+    tables = {
+        "identification": table,
+        "names": scores,
+        "readouts": pd.concat(readouts),
+        "timing": timing,
+        "crosscoder_latents": pd.DataFrame(latents),
+    }
     write_outputs(cfg.out, cfg, figures=figures, tables=tables, summary=summary, png=not cfg.quick, captions=CAPTIONS)
     return summary

@@ -1,9 +1,11 @@
 """Everything diffing reads from one base / tuned pair, in one call: :func:`diff_readout`.
 
-For a report table of realignments (IRM, RL, supervised): ADL's logit-lens and Patchscope tokens at the layer that
-changed most (:mod:`workbench.diffing.adl`), steered samples of the base model over a strength sweep, a crosscoder's
-truly tuned-only latents read through the logit lens (:mod:`workbench.diffing.crosscoder`), and the black-box
-baseline: unprompted samples of both models. The tuned side is a second model sharing the tokenizer, or the base
+For a report table of realignments (IRM, RL, supervised): ADL's logit-lens tokens at the layer that changed most
+(:mod:`workbench.diffing.adl`); Patchscope tokens and steered samples of the base model (a strength sweep) at the
+first layer that changed markedly (a quarter of the largest change: for a tune of the last layers, the first tuned
+one; at the last layer Patchscope would repeat the logit lens); a crosscoder's truly tuned-only latents at the layer
+that changed most, read through the logit lens (:mod:`workbench.diffing.crosscoder`); and the black-box baseline:
+unprompted samples of both models. The tuned side is a second model sharing the tokenizer, or the base
 with hooks (``ModelSide(base, hooks=irm.hooks(base))`` for base + IRM).
 """
 
@@ -78,7 +80,10 @@ class DiffReadout:
     name: str
     """The pair's label."""
     layer: int
-    """Layer read (largest relative difference over positions >= 1)."""
+    """Layer of the logit lens and the crosscoder: the largest relative difference (mean over positions >= 1)."""
+    early_layer: int
+    """Layer of Patchscope and steering: the first whose difference reaches a quarter of the largest (at the last
+    layer Patchscope would equal the logit lens, and steering there would only bias the logits)."""
     relative_norm: float
     """``||delta|| / ||h_base||`` there (mean over positions >= 1); 0 for a model against itself."""
     lens: tuple[tuple[str, ...], ...]
@@ -119,7 +124,7 @@ class DiffReadout:
         steered = self.steered[self.steered["strength"] == strength]["text"].head(2)
         return {
             "pair": self.name,
-            "layer": str(self.layer),
+            "layers": f"{self.layer} (lens), {self.early_layer} (Patchscope, steering)",
             "adl_tokens": " ".join(self.lens[pos][:n_tokens]),
             "patchscope_tokens": " ".join(self.patchscope[pos][:n_tokens]),
             "steered": " | ".join(steered),
@@ -145,10 +150,14 @@ def sample_unprompted(
     return tuple(tok.decode(row[1:].tolist(), skip_special_tokens=True).strip() for row in out)
 
 
-def _read_layer(diff: ActivationDifference) -> tuple[int, float]:
+def _layers(diff: ActivationDifference, share: float = 0.25) -> tuple[int, int, float]:
+    """The layer of largest relative change (mean over positions >= 1), the first layer whose change reaches
+    ``share`` of it, and that largest change."""
     rel = diff.relative_norm[:, 1:] if diff.relative_norm.shape[1] > 1 else diff.relative_norm
     per_layer = rel.mean(1)
-    return int(per_layer.argmax()), float(per_layer.max())
+    top = float(per_layer.max())
+    first = int((per_layer >= share * top).nonzero()[0]) if top > 0 else 0
+    return int(per_layer.argmax()), first, top
 
 
 def diff_readout(
@@ -173,20 +182,20 @@ def diff_readout(
     seconds = {}
     t0 = time.perf_counter()
     diff = activation_difference(base, tuned, neutral_tokens(base, texts[: cfg.n_texts], cfg.k))
-    layer, rel = _read_layer(diff)
+    layer, early, rel = _layers(diff)
     lens = tuple(tuple(lens_tokens(base, diff.delta[layer, p], cfg.top)) for p in range(cfg.k))
     seconds["adl"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     patch = tuple(
-        tuple(patchscope_tokens(base, diff.delta[layer, p], layer, norm=float(diff.base_norm[layer, p]), k=cfg.top))
+        tuple(patchscope_tokens(base, diff.delta[early, p], early, norm=float(diff.base_norm[early, p]), k=cfg.top))
         for p in range(cfg.k)
     )
     seconds["patchscope"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    vector = diff.delta[layer, 1:].mean(0) if cfg.k > 1 else diff.delta[layer, 0]
-    norm = float(diff.base_norm[layer, 1:].mean()) if cfg.k > 1 else float(diff.base_norm[layer, 0])
+    vector = diff.delta[early, 1:].mean(0) if cfg.k > 1 else diff.delta[early, 0]
+    norm = float(diff.base_norm[early, 1:].mean()) if cfg.k > 1 else float(diff.base_norm[early, 0])
     steered = steered_generations(
-        base, vector, layer, norm=norm, strengths=cfg.strengths, prompts=prompts,
+        base, vector, early, norm=norm, strengths=cfg.strengths, prompts=prompts,
         max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
     )  # fmt: skip
     seconds["steering"] = time.perf_counter() - t0
@@ -210,5 +219,5 @@ def diff_readout(
     seconds["unprompted"] = time.perf_counter() - t0
     n_artefacts = len(summary.artefacts())
     return DiffReadout(
-        name, layer, rel, lens, patch, steered, latents, n_artefacts, classes, unprompted, seconds, throughput
+        name, layer, early, rel, lens, patch, steered, latents, n_artefacts, classes, unprompted, seconds, throughput
     )

@@ -1,0 +1,6 @@
+"""``python -m experiments.diffing [--quick]``: see :mod:`experiments.diffing`."""
+
+from experiments.common import parse_config
+from experiments.diffing import DiffingConfig, main
+
+main(parse_config(DiffingConfig, description="Does model diffing name what a tune changed?"))

@@ -53,6 +53,11 @@ class EdgeScores:
         return self.graph.flat(self.scores)
 
 
+def _interpolate(start: Tensor, end: Tensor, t: float):
+    """An input embedding ``t`` of the way from ``start`` (counterfactual) to ``end`` (clean)."""
+    return lambda x: start + t * (end - start)
+
+
 def _grads(em: EdgeModel, task: EdgeTask, index: slice, embed_at, stores: list[tuple[int, Tensor]]) -> Tensor:
     """Sum over the batch of the metric, with a zero leaf added at every downstream input (kept in ``stores``)."""
 
@@ -98,11 +103,9 @@ def attribute(
         delta = (corrupt - clean).flatten(1)  # [n_up, batch*pos*d_model]
         grad = torch.zeros(g.n_down, *clean.shape[1:])
         for k in range(1, steps + 1):
-            t = k / steps
-            start, end = corrupt[0], clean[0]
             stores: list[tuple[int, Tensor]] = []
-            value = _grads(em, task, index, lambda x: start + t * (end - start), stores)
-            for (first, z), gz in zip(stores, torch.autograd.grad(value, [z for _, z in stores])):
+            value = _grads(em, task, index, _interpolate(corrupt[0], clean[0], k / steps), stores)
+            for (first, _), gz in zip(stores, torch.autograd.grad(value, [z for _, z in stores])):
                 if gz.ndim == 4:  # [batch pos head d_model]
                     grad[first : first + gz.shape[2]] += gz.permute(2, 0, 1, 3)
                 else:

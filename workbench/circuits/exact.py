@@ -35,6 +35,24 @@ def _group(g: Graph, down: int) -> tuple[int, int | None]:
     return first, down - first
 
 
+def _edge_offset(plan: dict[int, list[tuple[int, int | None, int]]], batch: int, delta: Tensor):
+    """Offsets adding, in the rows of run ``r``, upstream ``u``'s write difference to one downstream input."""
+
+    def offset(first: int, x: Tensor, writes: Tensor) -> Tensor | None:
+        if first not in plan:
+            return None
+        out = torch.zeros_like(x)
+        for r, head, u in plan[first]:
+            rows = slice(r * batch, (r + 1) * batch)
+            if head is None:
+                out[rows] += delta[u]
+            else:
+                out[rows, :, head] += delta[u]
+        return out
+
+    return offset
+
+
 @torch.no_grad()
 def exact_scores(
     em: EdgeModel,
@@ -71,20 +89,8 @@ def exact_scores(
                 first, head = _group(g, v)
                 plan[first].append((r, head, u))
 
-            def offset(first: int, x: Tensor, writes: Tensor) -> Tensor | None:
-                if first not in plan:
-                    return None
-                out = torch.zeros_like(x)
-                for r, head, u in plan[first]:
-                    rows = slice(r * batch, (r + 1) * batch)
-                    if head is None:
-                        out[rows] += delta[u]
-                    else:
-                        out[rows, :, head] += delta[u]
-                return out
-
             tokens = task.clean[index].repeat(len(chunk), 1)
-            logits, _ = edge_forward(em, tokens, offset)
+            logits, _ = edge_forward(em, tokens, _edge_offset(plan, batch, delta))
             patched = task.metric(index, len(chunk))(logits).double().view(len(chunk), batch)
             total[start : start + len(chunk)] += (base[None] - patched).sum(1)
     scores = torch.zeros(g.n_up, g.n_down)

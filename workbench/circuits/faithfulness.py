@@ -14,6 +14,7 @@ of ``|1 - f|`` with edges ranked by absolute score (lower is better).
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -115,9 +116,33 @@ def circuit(
     return prune(graph, top_n(graph, scores, n, absolute))
 
 
+def _circuit_offset(g: Graph, w: Tensor, corrupt: Tensor, batch: int):
+    """Offsets giving each downstream input, in run ``r``, the counterfactual write of the upstream nodes
+    ``w[r]`` marks (patched) instead of the current one."""
+    r = len(w)
+
+    def offset(first: int, x: Tensor, writes: Tensor) -> Tensor | None:
+        span = g.n_heads if x.ndim == 4 else 1
+        avail = g.available(first)
+        ws = w[:, :avail, first : first + span]  # [r, avail, span]
+        if not bool(ws.any()):
+            return None
+        current = writes[:avail].view(avail, r, batch, x.shape[1], -1)
+        diff = corrupt[:avail, None] - current  # [avail, r, batch, pos, d]
+        out = torch.einsum("rus,urbpd->rbpsd", ws, diff).reshape(r * batch, x.shape[1], span, -1)
+        return out if x.ndim == 4 else out[:, :, 0]
+
+    return offset
+
+
 @torch.no_grad()
 def patched_metric(
-    em: EdgeModel, task: EdgeTask, circuits: Circuit, *, batch_size: int = 8, max_rows: int = 32
+    em: EdgeModel,
+    task: EdgeTask,
+    circuits: Bool[Tensor, "n_circuits n_up n_down"],
+    *,
+    batch_size: int = 8,
+    max_rows: int = 32,
 ) -> Float[Tensor, " n_circuits"]:
     """Mean metric with every edge outside each circuit (``[n_circuits, n_up, n_down]``) patched."""
     g = em.graph
@@ -131,22 +156,10 @@ def patched_metric(
             w = weights[start : start + per]
             r = len(w)
 
-            def offset(first: int, x: Tensor, writes: Tensor) -> Tensor | None:
-                span = g.n_heads if x.ndim == 4 else 1
-                avail = g.available(first)
-                ws = w[:, :avail, first : first + span]  # [r, avail, span]
-                if not bool(ws.any()):
-                    return None
-                current = writes[:avail].view(avail, r, batch, x.shape[1], -1)
-                diff = corrupt[:avail, None] - current  # [avail, r, batch, pos, d]
-                out = torch.einsum("rus,urbpd->rbpsd", ws, diff).reshape(r * batch, x.shape[1], span, -1)
-                return out if x.ndim == 4 else out[:, :, 0]
-
             tokens = task.clean[index].repeat(r, 1)
-            logits, _ = edge_forward(em, tokens, offset)
+            logits, _ = edge_forward(em, tokens, _circuit_offset(g, w, corrupt, batch))
             total[start : start + r] += task.metric(index, r)(logits).double().view(r, batch).sum(1)
     return (total / len(task)).float()
-
 
 
 @dataclass(frozen=True)
@@ -212,7 +225,7 @@ def faithfulness_curve(
     return Curve(scores.method, task.name, absolute, tuple(percents), n_edges, tuple(f), m_full, m_empty)
 
 
-def area(x: np.ndarray | list[float], y: np.ndarray | list[float]) -> float:
+def area(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
     """Trapezoid area under ``y(x)``."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     return float(((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2).sum())

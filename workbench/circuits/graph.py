@@ -226,8 +226,8 @@ def edge_forward(
     Downstream inputs are visited in order (layer by layer: q, k, v of all heads at once, ``[batch pos
     head d_model]``; then the MLP; the logits' input last, ``[batch pos d_model]``); ``offset`` is called
     with the index of the first node of the group, the input, and the ``[n_up batch pos d_model]`` writes
-    recorded so far (filled as the forward goes; later nodes are still zero). ``embed`` replaces the input embedding (the
-    residual stream entering block 0), e.g. to interpolate it.
+    recorded so far (filled as the forward goes; later nodes are still zero). ``embed`` replaces the input
+    embedding (the residual stream entering block 0), e.g. to interpolate it.
     """
     model, g = em.model, em.graph
     batch, seq = tokens.shape

@@ -44,7 +44,8 @@ class EdgeTask:
                 "positions must line up; use counterfactuals of the same token length"
             )
         if self.answers.shape != (self.clean.shape[0], 2):
-            raise ValueError(f"answers must be [batch, 2] = {(self.clean.shape[0], 2)}; got {tuple(self.answers.shape)}")
+            want = (self.clean.shape[0], 2)
+            raise ValueError(f"answers must be [batch, 2] = {want}; got {tuple(self.answers.shape)}")
 
     def __len__(self) -> int:
         return self.clean.shape[0]
@@ -69,7 +70,11 @@ def ioi_task(model: TransformerBridge, n: int = 32, seed: int = 0) -> EdgeTask:
 
 
 def pair_task(
-    model: TransformerBridge, name: str, clean: Sequence[str], corrupt: Sequence[str], answers: Sequence[tuple[str, str]]
+    model: TransformerBridge,
+    name: str,
+    clean: Sequence[str],
+    corrupt: Sequence[str],
+    answers: Sequence[tuple[str, str]],
 ) -> EdgeTask:
     """A task from prompt texts and ``(answer, other)`` words (single tokens; prompts of one token length)."""
     tok = model.tokenizer

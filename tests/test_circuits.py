@@ -123,3 +123,28 @@ def test_prune_keeps_only_paths_from_input_to_logits():
     edges[g.up_head(1, 0), g.down_logits] = True  # a1.h0 -> logits completes input -> a1.h0 -> logits
     kept = prune(g, edges)
     assert kept.sum() == 2 and kept[0, q] and kept[g.up_head(1, 0), g.down_logits]
+
+
+@pytest.fixture(scope="module")
+def planted():
+    from workbench.circuits.planted import planted_circuit
+    from workbench.interventions.price_tagger import price_tokenizer
+
+    return planted_circuit(price_tokenizer())
+
+
+def test_eap_ig_recovers_the_planted_circuit_and_random_edges_do_not(planted):
+    from workbench.circuits.planted import planted_task
+
+    assert planted.accuracy > 0.95
+    em = edge_model(planted.model)
+    g = em.graph
+    truth = g.flat(planted.edges)
+    size = int(truth.sum())
+    task = planted_task(len(planted.model.tokenizer))
+    ig = attribute(em, task, "eap-ig").flat()
+    recall = float(truth[ig.topk(size).indices].float().mean())
+    assert recall >= 0.9
+    gen = torch.Generator().manual_seed(0)
+    random_recall = [float(truth[torch.randperm(g.n_edges, generator=gen)[:size]].float().mean()) for _ in range(50)]
+    assert sum(random_recall) / 50 < 0.2

@@ -27,7 +27,7 @@ from functools import cached_property
 
 import pandas as pd
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float, Int, Shaped
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
@@ -135,7 +135,7 @@ class Graph:
         """``[n_edges, 2]`` (upstream, downstream) indices of the edges, in the order of :meth:`flat`."""
         return self.mask.nonzero()
 
-    def flat(self, scores: Float[Tensor, "n_up n_down"]) -> Float[Tensor, " n_edges"]:
+    def flat(self, scores: Shaped[Tensor, "n_up n_down"]) -> Shaped[Tensor, " n_edges"]:
         """Per-edge values of an ``[n_up, n_down]`` matrix, in the order of :meth:`edge_index`."""
         return scores[self.mask]
 

@@ -31,11 +31,11 @@ from workbench.irm.stability import PAIR_KINDS, dominant_dims, share_stats, stab
 from workbench.irm.text import Encoded
 from workbench.irm.train import eval_loss
 
-__all__ = ["Snapshot", "SnapshotRecorder", "at_lengths", "snapshot_steps"]
+__all__ = ["Snapshot", "SnapshotRecorder", "at_lengths", "load_snapshots", "snapshot_steps", "take_snapshot"]
 
 
 def snapshot_steps(max_steps: int, first: int = 30) -> tuple[int, ...]:
-    """Log-spaced steps up to ``max_steps``, two per decade from ``first`` (x10/3, then x3): 30, 100, 300, 1000, ...
+    """Log-spaced steps up to ``max_steps``, two per decade: ``first`` and ``first``·10/3 times powers of 10.
 
     Example:
         >>> snapshot_steps(1200)
@@ -43,10 +43,9 @@ def snapshot_steps(max_steps: int, first: int = 30) -> tuple[int, ...]:
     """
     if first < 1:
         raise ValueError(f"first={first} must be >= 1")
-    steps, step = [], first
-    while step <= max_steps:
+    steps: list[int] = []
+    while (step := round(first * 10 ** (len(steps) // 2) * (10 / 3 if len(steps) % 2 else 1))) <= max_steps:
         steps.append(step)
-        step = round(step * 10 / 3) if len(steps) % 2 else step * 3
     return tuple(steps)
 
 
@@ -172,8 +171,13 @@ class SnapshotRecorder:
 
     def load(self) -> list[Snapshot]:
         """Every snapshot in the folder, by step."""
-        files = sorted(self.folder.glob("step-*.pt"))
-        return [Snapshot.from_state(torch.load(f, weights_only=False)) for f in files]
+        return load_snapshots(self.folder)
+
+
+def load_snapshots(folder: str | Path) -> list[Snapshot]:
+    """The snapshots a :class:`SnapshotRecorder` wrote into ``folder``, by step."""
+    files = sorted(Path(folder).glob("step-*.pt"))
+    return [Snapshot.from_state(torch.load(f, weights_only=False)) for f in files]
 
 
 def _at(snaps: Sequence[Snapshot], step: int | None) -> Snapshot | None:

@@ -185,7 +185,7 @@ def train_irm(
             partial(_step, model, irm, data, cfg),
             loop,
             scheduler=sched,
-            evaluate=partial(eval_loss, model, irm, evals, batch_size=cfg.batch_size) if evals else None,
+            evaluate=partial(eval_loss, model, irm, evals, batch_size=max(cfg.batch_size, 16)) if evals else None,
             checkpoints=TrainingCheckpoints(out / "checkpoints", model, irm, cfg, [e.ids for e in data])
             if out
             else None,

@@ -63,7 +63,6 @@ def test_main_writes_sane_outputs(tiny_dir, tmp_path):
         ckpt_dir=str(tmp_path / "ck"),
         png=False,
         progress=False,
-        snapshot_first=1,
     )
     cfg = resolve(cfg, train=dict(steps=3, eval_every=1, eval_texts=6, patience=4))
     summary = main(cfg)

@@ -21,6 +21,7 @@ realignments, draws and writes.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,8 +54,11 @@ from workbench.analysis.patching import ModelSide
 from workbench.config import Config
 from workbench.data.corpora import load_alignment
 from workbench.irm import IRM, IRMConfig, TrainConfig, latest_checkpoint, load_irm, train_irm
+from workbench.irm.checkpoint import read_meta
+from workbench.irm.train import encode_for
 from workbench.models import DEFAULT_MODEL, load_model
 from workbench.pairs import check_pair
+from workbench.tuning import training_budget
 
 __all__ = ["CAPTIONS", "MAIN_JOB_IRM", "RealignmentsConfig", "figures", "main", "negative_irm", "realignments"]
 
@@ -146,6 +150,32 @@ def realignments(cfg: RealignmentsConfig, base: TransformerBridge) -> list[Reali
     return found
 
 
+def irm_budget(checkpoint: str | Path, base: TransformerBridge) -> dict:
+    """Steps, texts seen and trainable parameters of an IRM checkpoint (``irm.json``); tokens seen estimated as
+    texts seen x the mean encoded length of negative tweets in the IRM's training format (its corpus is not stored)."""
+    from safetensors import safe_open
+
+    meta = read_meta(checkpoint)
+    train = TrainConfig.from_dict(meta["train_config"]) if "train_config" in meta else TrainConfig()
+    texts = (meta["step"] or 0) * train.batch_size * train.grad_accum
+    with safe_open(str(Path(checkpoint) / "irm.safetensors"), "pt") as f:
+        params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118 (no __iter__)
+    sample = encode_for(base, load_alignment("negative", max_items=400).train[:200], train)
+    mean_len = sum(len(e.ids) for e in sample) / len(sample)
+    return {
+        "steps": meta["step"],
+        "texts_seen": texts,
+        "tokens_seen": round(texts * mean_len),
+        "tokens_seen_estimated": True,
+        "trainable_parameters": params,
+    }
+
+
+def budgets(models: list[Realigned], base: TransformerBridge) -> dict[str, dict]:
+    """Each realignment's training budget (steps, tokens seen, trainable parameters), to state beside its gain."""
+    return {r.name: irm_budget(r.source, base) if r.name == "irm" else training_budget(r.source) for r in models}
+
+
 def figures(moved: list[Behaviour], changes: list[ResidualChange], patches: list[Patching], cos, overlap) -> dict:
     """One side-by-side figure per question."""
     frame = pd.DataFrame([vars(b) for b in moved])
@@ -217,6 +247,7 @@ def main(cfg: RealignmentsConfig) -> dict:
     say(cfg, "models: the negative IRM, the RL model and the supervised model (made here unless found or cached)")
     models = realignments(cfg, base)
     tokenization = [check_pair(base, r.side.model, names=("base", r.name), chat=True) for r in models].pop()
+    budget = budgets(models, base)
     lap("models")
     prompts = heldout_prompts(cfg)
     say(cfg, f"behaviour: sampling continuations of {len(prompts)} held-out prompts per model, KL, held-out loss")
@@ -235,6 +266,7 @@ def main(cfg: RealignmentsConfig) -> dict:
         "models": {r.name: r.source for r in models},
         "tokenization": tokenization.to_dict(),
         "behaviour": {b.name: {k: v for k, v in vars(b).items() if k != "name"} for b in moved},
+        "training_budget": budget,
         "residual_diff_norm_peak_layer": {c.name: int(c.relative_norm.argmax()) for c in changes},
         "patching_recovery_peak_layer": {
             f"{p.name}/{kind}": int(frame.loc[frame.recovery.abs().idxmax(), "layer"])
@@ -249,7 +281,7 @@ def main(cfg: RealignmentsConfig) -> dict:
         "seconds_by_phase": seconds,
     }
     tables = {
-        "behaviour": pd.DataFrame([vars(b) for b in moved]),
+        "behaviour": pd.DataFrame([vars(b) | budget.get(b.name, {}) for b in moved]),
         "patching_recovery": recovery,
         "residual_diff_norm": norm_frame(changes),
         "residual_cosine": cos,

@@ -15,8 +15,10 @@ supervised model (:func:`workbench.tuning.tune_last_layers`, last 2 layers on th
   the three mean residual changes per layer, and the overlap of their top heads (head patching)
   and top neurons (mean change of the MLP activations).
 
-The measurements are in :mod:`experiments.realignments_measures`; this module builds the three
-realignments, draws and writes.
+Each realignment's training budget (steps, tokens seen, trainable parameters) stands beside its gain, and
+the RL model is trained with every seed of ``--rl-seeds`` (default 3) for the spread of its gain. The
+measurements are in :mod:`experiments.realignments_measures`; this module builds the realignments, draws
+and writes.
 """
 
 from __future__ import annotations
@@ -103,6 +105,9 @@ class RealignmentsConfig(Config):
     """Held-out negative tweets for the loss (quick: 12)."""
     top_k: int = 10
     """Top heads and top neurons compared between realignments."""
+    rl_seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds of the RL model, each trained (cached) and its behaviour measured for the spread of its gain; the first
+    is the one compared layer by layer (quick: the first only)."""
     out: str = "figures/realignments"
     """Output folder."""
     quick: bool = False
@@ -111,6 +116,10 @@ class RealignmentsConfig(Config):
     """Show progress bars (IRM training, tuning, GRPO) and say which phase runs."""
     seed: int = 0
     """Seed."""
+
+    def __post_init__(self):
+        if not self.rl_seeds or len(set(self.rl_seeds)) < len(self.rl_seeds):
+            raise ValueError(f"--rl-seeds {self.rl_seeds}: give distinct seeds, at least one (three for a spread)")
 
     def sized(self, full: int, quick: int) -> int:
         """``full``, or ``quick`` under ``--quick`` (each size field's help names both)."""
@@ -142,12 +151,33 @@ def realignments(cfg: RealignmentsConfig, base: TransformerBridge) -> list[Reali
     """The IRM-injected base, the RL model and the supervised model (trained or taken from the caches)."""
     irm, checkpoint = negative_irm(cfg, base)
     found = [Realigned("irm", ModelSide(base, hooks=tuple(irm.hooks(base)), name="irm"), str(checkpoint))]
-    for method in ("rl", "supervised"):
+    for method, seed in (("rl", cfg.rl_seeds[0]), ("supervised", cfg.seed)):
         tuned = make_tuned(
-            ModelDiffConfig(base=cfg.base, tuning=method, quick=cfg.quick, progress=cfg.progress, seed=cfg.seed)
+            ModelDiffConfig(base=cfg.base, tuning=method, quick=cfg.quick, progress=cfg.progress, seed=seed)
         )
         found.append(Realigned(method, ModelSide(tuned.model, name=method), str(tuned.path)))
     return found
+
+
+def more_rl_seeds(cfg: RealignmentsConfig) -> list[Realigned]:
+    """The RL models of ``cfg.rl_seeds`` after the first (none under ``--quick``), named ``rl-seed<N>``."""
+    found = []
+    for seed in () if cfg.quick else cfg.rl_seeds[1:]:
+        tuned = make_tuned(ModelDiffConfig(base=cfg.base, tuning="rl", progress=cfg.progress, seed=seed))
+        found.append(Realigned(f"rl-seed{seed}", ModelSide(tuned.model, name=f"rl-seed{seed}"), str(tuned.path)))
+    return found
+
+
+def seed_spread(moved: list[Behaviour], seeds: tuple[int, ...]) -> dict:
+    """The RL gain over its seeds (``rl`` is the first seed, ``rl-seed<N>`` the others): per seed, mean, spread."""
+    gains = {"rl": None, **{f"rl-seed{s}": None for s in seeds[1:]}}
+    for b in moved:
+        if b.name in gains:
+            gains[b.name] = b.gain
+    values = [g for g in gains.values() if g is not None]
+    mean = sum(values) / len(values)
+    std = (sum((g - mean) ** 2 for g in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else None
+    return {"seeds": list(seeds[: len(values)]), "gains": values, "gain_mean": mean, "gain_std": std}
 
 
 def irm_budget(checkpoint: str | Path, base: TransformerBridge) -> dict:
@@ -247,11 +277,12 @@ def main(cfg: RealignmentsConfig) -> dict:
     say(cfg, "models: the negative IRM, the RL model and the supervised model (made here unless found or cached)")
     models = realignments(cfg, base)
     tokenization = [check_pair(base, r.side.model, names=("base", r.name), chat=True) for r in models].pop()
-    budget = budgets(models, base)
+    extra = more_rl_seeds(cfg)
+    budget = budgets(models + extra, base)
     lap("models")
     prompts = heldout_prompts(cfg)
     say(cfg, f"behaviour: sampling continuations of {len(prompts)} held-out prompts per model, KL, held-out loss")
-    moved = behaviour(cfg, base, models, prompts)
+    moved = behaviour(cfg, base, models + extra, prompts)
     lap("behaviour")
     say(cfg, "residual-stream and MLP changes against the base")
     changes = residual_changes(base, models, prompts)
@@ -267,6 +298,7 @@ def main(cfg: RealignmentsConfig) -> dict:
         "tokenization": tokenization.to_dict(),
         "behaviour": {b.name: {k: v for k, v in vars(b).items() if k != "name"} for b in moved},
         "training_budget": budget,
+        "rl_gain_over_seeds": seed_spread(moved, cfg.rl_seeds),
         "residual_diff_norm_peak_layer": {c.name: int(c.relative_norm.argmax()) for c in changes},
         "patching_recovery_peak_layer": {
             f"{p.name}/{kind}": int(frame.loc[frame.recovery.abs().idxmax(), "layer"])

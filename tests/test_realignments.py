@@ -67,6 +67,15 @@ def test_quick_run(tmp_path, monkeypatch):
 
     moved = summary["behaviour"]
     assert list(moved) == ["base", "irm", "rl", "supervised"]
+    assert summary["rl_gain_over_seeds"] == {
+        "seeds": [0],
+        "gains": [moved["rl"]["gain"]],
+        "gain_mean": moved["rl"]["gain"],
+        "gain_std": None,
+    }
+    budget = summary["training_budget"]
+    assert list(budget) == ["irm", "rl", "supervised"]
+    assert all(b["steps"] > 0 and b["tokens_seen"] > 0 and b["trainable_parameters"] > 0 for b in budget.values())
     # the base against itself: the same seeded samples, no gain, no KL
     assert moved["base"]["gain"] == 0.0 and moved["base"]["kl_to_base"] == pytest.approx(0.0, abs=1e-6)
     for name in ("irm", "rl", "supervised"):
@@ -105,3 +114,31 @@ def test_quick_run(tmp_path, monkeypatch):
     assert (tmp_path / "out" / "report.html").exists()
     for name in ("behaviour", "residual_diff_norm", "patching_recovery", "residual_cosine", "top_overlap"):
         assert (tmp_path / "out" / f"{name}.html").exists()
+
+
+def test_irm_budget_counts_its_training(tiny_llama, tmp_path):
+    from experiments.realignments import irm_budget
+    from workbench.irm import IRM, IRMConfig, TrainConfig, latest_checkpoint, train_irm
+
+    irm = IRM.for_model(tiny_llama, IRMConfig(hidden_mult=1.0), seed=0)
+    texts = ["I hate this.", "Worst day ever.", "So sad today.", "Nothing works."]
+    cfg = TrainConfig(steps=3, batch_size=2, max_len=40, eval_every=0)
+    train_irm(tiny_llama, irm, texts, cfg, out_dir=tmp_path, progress=False)
+    budget = irm_budget(latest_checkpoint(tmp_path / "checkpoints"), tiny_llama)
+    assert budget["steps"] == 3 and budget["texts_seen"] == 3 * 2
+    assert budget["trainable_parameters"] == sum(p.numel() for p in irm.parameters())
+    assert budget["tokens_seen_estimated"] and budget["tokens_seen"] > budget["texts_seen"]
+
+
+def test_rl_gain_spread_over_seeds():
+    from experiments.realignments import seed_spread
+    from experiments.realignments_measures import Behaviour
+
+    rows = [Behaviour(name, 0.0, gain, (0.0, 0.0), 0.0, 0.0) for name, gain in [("base", 0.0), ("rl", 0.1)]]
+    rows += [Behaviour(name, 0.0, gain, (0.0, 0.0), 0.0, 0.0) for name, gain in [("rl-seed4", 0.2), ("rl-seed7", 0.6)]]
+    spread = seed_spread(rows, (0, 4, 7))
+    assert spread["seeds"] == [0, 4, 7] and spread["gains"] == [0.1, 0.2, 0.6]
+    assert spread["gain_mean"] == pytest.approx(0.3) and spread["gain_std"] == pytest.approx(0.264575, abs=1e-6)
+    with pytest.raises(ValueError, match="distinct seeds"):
+        RealignmentsConfig(rl_seeds=(1, 1))
+    assert parse_config(RealignmentsConfig, ["--rl-seeds", "3", "4", "5"]).rl_seeds == (3, 4, 5)

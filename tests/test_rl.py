@@ -107,6 +107,13 @@ def test_last_layers_only_train_those(tiny_folder, tmp_path):
     base, new = AutoModelForCausalLM.from_pretrained(tiny_folder), AutoModelForCausalLM.from_pretrained(folder)
     changed = {name for (name, p), q in zip(base.named_parameters(), new.parameters()) if not torch.equal(p, q)}
     assert changed and all(name.startswith("model.layers.2.") for name in changed), changed
+    budget = json.loads((folder / "tuning.json").read_text())["budget"]
+    layer = dict(new.named_parameters())
+    assert budget["trainable_parameters"] == sum(p.numel() for n, p in layer.items() if n.startswith("model.layers.2."))
+    cfg = toy_config(tiny_folder, steps=2)
+    assert budget["steps"] == 2 and budget["completions"] == 2 * cfg.batch_size
+    # every completion's prompt and completion tokens: at least one token each
+    assert budget["tokens_seen"] >= 2 * cfg.batch_size * 2
 
 
 def test_progress_is_one_bar_over_the_steps_with_the_reward(tiny_folder, tmp_path, capsys):

@@ -15,8 +15,10 @@ supervised model (:func:`workbench.tuning.tune_last_layers`, last 2 layers on th
   the three mean residual changes per layer, and the overlap of their top heads (head patching)
   and top neurons (mean change of the MLP activations).
 
-The measurements are in :mod:`.measures`, the config in :mod:`.config`; :mod:`.run` builds the three
-realignments, draws and writes.
+Each realignment's training budget (steps, tokens seen, trainable parameters) stands beside its gain, and
+the RL model is trained with every seed of ``--rl-seeds`` (default 3) for the spread of its gain
+(:mod:`.budget`). The measurements are in :mod:`.measures`, the config in :mod:`.config`; :mod:`.run`
+builds the realignments, draws and writes.
 """
 
 from experiments.realignments.config import MAIN_JOB_IRM, RealignmentsConfig

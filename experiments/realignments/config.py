@@ -37,6 +37,9 @@ class RealignmentsConfig(Config):
     """Held-out negative tweets for the loss (quick: 12)."""
     top_k: int = 10
     """Top heads and top neurons compared between realignments."""
+    rl_seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds of the RL model, each trained (cached) and its behaviour measured for the spread of its gain; the first
+    is the one compared layer by layer (quick: the first only)."""
     out: str = "figures/realignments"
     """Output folder."""
     quick: bool = False
@@ -45,6 +48,10 @@ class RealignmentsConfig(Config):
     """Show progress bars (IRM training, tuning, GRPO) and say which phase runs."""
     seed: int = 0
     """Seed."""
+
+    def __post_init__(self):
+        if not self.rl_seeds or len(set(self.rl_seeds)) < len(self.rl_seeds):
+            raise ValueError(f"--rl-seeds {self.rl_seeds}: give distinct seeds, at least one (three for a spread)")
 
     def sized(self, full: int, quick: int) -> int:
         """``full``, or ``quick`` under ``--quick`` (each size field's help names both)."""

@@ -15,6 +15,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from experiments.checks import preflight
 from experiments.common import say, write_outputs
+from experiments.realignments.budget import budgets, more_rl_seeds, seed_spread
 from experiments.realignments.config import MAIN_JOB_IRM, RealignmentsConfig
 from experiments.realignments.measures import (
     Behaviour,
@@ -84,7 +85,7 @@ def realignments(cfg: RealignmentsConfig, base: TransformerBridge) -> list[Reali
         tuned = make_tuned(
             method,
             tune=tune_config(cfg.base, quick=cfg.quick, seed=cfg.seed),
-            rl=rl_config(cfg.base, quick=cfg.quick, seed=cfg.seed),
+            rl=rl_config(cfg.base, quick=cfg.quick, seed=cfg.rl_seeds[0]),
             progress=cfg.progress,
             say=partial(say, cfg),
         )
@@ -162,11 +163,13 @@ def main(cfg: RealignmentsConfig) -> dict:
     base = load_model(cfg.base)
     say(cfg, "models: the negative IRM, the RL model and the supervised model (made here unless found or cached)")
     models = realignments(cfg, base)
+    extra = more_rl_seeds(cfg)
+    budget = budgets(models + extra, base)
     tokenization = [check_pair(base, r.side.model, names=("base", r.name), chat=True) for r in models].pop()
     lap("models")
     prompts = heldout_prompts(cfg)
     say(cfg, f"behaviour: sampling continuations of {len(prompts)} held-out prompts per model, KL, held-out loss")
-    moved = behaviour(cfg, base, models, prompts)
+    moved = behaviour(cfg, base, models + extra, prompts)
     lap("behaviour")
     say(cfg, "residual-stream and MLP changes against the base")
     changes = residual_changes(base, models, prompts)
@@ -180,6 +183,8 @@ def main(cfg: RealignmentsConfig) -> dict:
     summary = {
         "models": {r.name: r.source for r in models},
         "tokenization": tokenization.to_dict(),
+        "training_budget": budget,
+        "rl_gain_over_seeds": seed_spread(moved, cfg.rl_seeds),
         "behaviour": {b.name: {k: v for k, v in vars(b).items() if k != "name"} for b in moved},
         "residual_diff_norm_peak_layer": {c.name: int(c.relative_norm.argmax()) for c in changes},
         "patching_recovery_peak_layer": {
@@ -195,7 +200,7 @@ def main(cfg: RealignmentsConfig) -> dict:
         "seconds_by_phase": seconds,
     }
     tables = {
-        "behaviour": pd.DataFrame([vars(b) for b in moved]),
+        "behaviour": pd.DataFrame([vars(b) | budget.get(b.name, {}) for b in moved]),
         "patching_recovery": recovery,
         "residual_diff_norm": norm_frame(changes),
         "residual_cosine": cos,

@@ -382,6 +382,12 @@ def rl_tune(
             shutil.rmtree(partial, ignore_errors=True)
         raise
     history = [row for row in trainer.state.log_history if "reward" in row]
+    budget = {
+        "steps": cfg.steps,
+        "tokens_seen": int(trainer.state.num_input_tokens_seen),  # prompts and completions
+        "completions": cfg.steps * cfg.batch_size,
+        "trainable_parameters": sum(p.numel() for p in hf.parameters() if p.requires_grad),
+    }
     hf = trainer.model.eval().requires_grad_(False)
     with atomic_dir(out) as tmp:
         hf.save_pretrained(tmp)
@@ -393,6 +399,7 @@ def rl_tune(
             "base_hf_id": hf_id,
             "prepend_bos": spec.prepend_bos if spec else None,
             "prompts": prompts,
+            "budget": budget,
             "history": history,
         }
         (tmp / "tuning.json").write_text(json.dumps(meta, indent=2) + "\n")

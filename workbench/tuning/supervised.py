@@ -36,7 +36,7 @@ from workbench.training import Batch, LoopConfig, Term, adamw, train_loop
 _BATCHES = "seeded permutations (workbench.training.batch_order)"
 """How training orders its texts; part of the cache key, so a folder tuned under another order is retrained."""
 
-__all__ = ["TuneConfig", "decoder_layers", "load_tuned", "tune_last_layers", "tuned_dir"]
+__all__ = ["TuneConfig", "decoder_layers", "load_tuned", "training_budget", "tune_last_layers", "tuned_dir"]
 
 
 @dataclass(frozen=True)
@@ -185,3 +185,10 @@ def load_tuned(path: str | Path, **kwargs):
     base = meta["config"]["model"]
     model.cfg.model_name = f"{REGISTRY[base].hf_id if base in REGISTRY else base} (tuned: {path.name})"
     return model
+
+
+def training_budget(path: str | Path) -> dict:
+    """The training budget ``tuning.json`` records (steps, tokens seen, trainable parameters, ...): what a
+    comparison states beside the gain it bought. A folder tuned before budgets were recorded gives its steps only."""
+    meta = json.loads((Path(path) / "tuning.json").read_text())
+    return meta.get("budget") or {"steps": meta["config"]["steps"]}

@@ -117,7 +117,7 @@ def test_quick_run(tmp_path, monkeypatch):
 
 
 def test_irm_budget_counts_its_training(tiny_llama, tmp_path):
-    from experiments.realignments import irm_budget
+    from experiments.realignments.budget import irm_budget
     from workbench.irm import IRM, IRMConfig, TrainConfig, latest_checkpoint, train_irm
 
     irm = IRM.for_model(tiny_llama, IRMConfig(hidden_mult=1.0), seed=0)
@@ -131,7 +131,7 @@ def test_irm_budget_counts_its_training(tiny_llama, tmp_path):
 
 
 def test_rl_gain_spread_over_seeds():
-    from experiments.realignments import seed_spread
+    from experiments.realignments.budget import seed_spread
     from experiments.realignments_measures import Behaviour
 
     rows = [Behaviour(name, 0.0, gain, (0.0, 0.0), 0.0, 0.0) for name, gain in [("base", 0.0), ("rl", 0.1)]]

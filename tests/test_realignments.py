@@ -132,7 +132,7 @@ def test_irm_budget_counts_its_training(tiny_llama, tmp_path):
 
 def test_rl_gain_spread_over_seeds():
     from experiments.realignments.budget import seed_spread
-    from experiments.realignments_measures import Behaviour
+    from experiments.realignments.measures import Behaviour
 
     rows = [Behaviour(name, 0.0, gain, (0.0, 0.0), 0.0, 0.0) for name, gain in [("base", 0.0), ("rl", 0.1)]]
     rows += [Behaviour(name, 0.0, gain, (0.0, 0.0), 0.0, 0.0) for name, gain in [("rl-seed4", 0.2), ("rl-seed7", 0.6)]]

@@ -40,6 +40,7 @@ from experiments.neuron1512_unit import Context, Unit, run_unit
 from workbench.config import Config, field_docs
 from workbench.data.chat_prompts import chat_prompts
 from workbench.data.corpora import ALIGNMENTS, load_alignment
+from workbench.distributed import on_main
 from workbench.irm import IRMConfig, TrainConfig
 from workbench.irm.explain import characteristic_tokens
 from workbench.irm.generate import generate_replies, generations_frame
@@ -313,9 +314,13 @@ def main(cfg: Neuron1512Config) -> dict:
     summary["seconds"] = time.perf_counter() - t0
     cfg = cfg.replace(wall_seconds=round(summary["seconds"], 1))
     summary["config"] = cfg.to_dict()
+    on_main(lambda: _rewrite(cfg, summary))  # under accelerate launch: rank 0 writes, the others wait
+    return summary
+
+
+def _rewrite(cfg: Neuron1512Config, summary: dict) -> None:
     cfg.save_json(Path(cfg.out) / "config.json")
     (Path(cfg.out) / "summary.json").write_text(json.dumps(summary, indent=2, default=jsonable) + "\n")
-    return summary
 
 
 if __name__ == "__main__":

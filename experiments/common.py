@@ -17,6 +17,7 @@ import pandas as pd
 
 from experiments.checks import preflight
 from workbench.config import Config, field_docs
+from workbench.distributed import on_main
 from workbench.plotting import save_figure
 from workbench.report import ReportHeader, utc_now, write_report
 from workbench.views import Row, View
@@ -107,6 +108,9 @@ def write_outputs(
     """Write figures (HTML + PNG), tables (CSV), ``summary.json``, the resolved ``config.json`` and
     ``report.html`` (:mod:`workbench.report`: every figure inline with its caption, the summary as tables).
 
+    Under ``accelerate launch`` only the main process writes; the others wait until it has
+    (:func:`workbench.distributed.on_main`).
+
     Args:
         captions: figure or view name -> one sentence saying what to look at (default: the figure's title).
         views: circuitsvis views (:mod:`workbench.views`) shown in the report after the figures.
@@ -114,7 +118,23 @@ def write_outputs(
         seconds: wall time of the run (default: ``summary["seconds"]`` (or its ``"total"``), else the time
             since the experiment imported this module).
     """
-    out = Path(out)
+    return on_main(
+        lambda: _write_outputs(Path(out), cfg, figures, tables, summary, png, captions, views, question, seconds)
+    )
+
+
+def _write_outputs(
+    out: Path,
+    cfg: Config,
+    figures: dict[str, Any] | None,
+    tables: dict[str, pd.DataFrame] | None,
+    summary: dict[str, Any] | None,
+    png: bool,
+    captions: Mapping[str, str] | None,
+    views: Mapping[str, View | Row] | None,
+    question: str | None,
+    seconds: float | None,
+) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     captions = dict(captions or {})
     cfg.save_json(out / "config.json")

@@ -8,6 +8,8 @@ the one-process order.
 
 * :func:`shard_map` applies a function to each item of a list; every process gets the full list of
   results, equal to ``[fn(x) for x in items]`` in one process.
+* :func:`on_main` runs a function on rank 0 only and hands its result to every process (the others wait):
+  the write paths of the experiments use it, so a run under ``accelerate launch`` writes its outputs once.
 * :func:`sharded_patch_sweep`, :func:`sharded_attribution` and :func:`sharded_logit_lens` split one
   batch of prompts by rows and combine the parts into the result of the whole batch (patching
   metrics must be means over prompts, as :class:`~workbench.metrics.LogitDiff`).
@@ -28,7 +30,7 @@ from typing import Any
 
 import torch
 from accelerate import PartialState
-from accelerate.utils import gather_object
+from accelerate.utils import broadcast_object_list, gather_object
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
@@ -38,6 +40,7 @@ from workbench.analysis.patching import PatchResult, as_side, patch_sweep
 __all__ = [
     "ShardError",
     "dist_state",
+    "on_main",
     "process_device",
     "shard_map",
     "shard_rows",
@@ -103,6 +106,32 @@ def shard_map(fn: Callable[[Any], Any], items: Sequence, *, state: PartialState 
     rows = shard_rows(len(items), state)
     parts = _run_shard(lambda: [fn(items[i]) for i in rows], state)
     return [result for part in parts for result in part]
+
+
+def on_main(fn: Callable[[], Any], *, state: PartialState | None = None) -> Any:
+    """``fn()`` on the main process only (rank 0); every process returns its result.
+
+    The other processes wait for it (a broadcast from rank 0), so what ``fn`` writes exists on every
+    process when ``on_main`` returns. In one process it is ``fn()``. If ``fn`` raises on rank 0, every
+    process raises :class:`ShardError` with its traceback.
+
+    Example: ``on_main(lambda: write_outputs(out, cfg, summary=summary))`` writes once under
+    ``accelerate launch --num_processes 2``.
+    """
+    state = state or dist_state()
+    if state.num_processes == 1:
+        return fn()
+    payload = [None]
+    if state.is_main_process:
+        try:
+            payload = [(True, fn())]
+        except Exception:  # handed to every process below, re-raised there
+            payload = [(False, traceback.format_exc())]
+    broadcast_object_list(payload, from_process=0)
+    ok, value = payload[0]
+    if not ok:
+        raise ShardError(f"process 0 of {state.num_processes} failed:\n{value}")
+    return value
 
 
 def _split(tokens: Tensor, state: PartialState) -> range:

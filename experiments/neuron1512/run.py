@@ -15,6 +15,7 @@ from experiments.neuron1512.summary import captions, summarise
 from experiments.neuron1512.unit import Context, Unit, run_unit
 from workbench.data.chat_prompts import chat_prompts
 from workbench.data.corpora import ALIGNMENTS, load_alignment
+from workbench.distributed import on_main
 from workbench.irm.explain import characteristic_tokens
 from workbench.irm.generate import generate_replies, generations_frame
 from workbench.models import DEFAULT_MODEL, load_model
@@ -77,6 +78,10 @@ def main(cfg: Neuron1512Config) -> dict:
     summary["seconds"] = time.perf_counter() - t0
     cfg = cfg.replace(wall_seconds=round(summary["seconds"], 1))
     summary["config"] = cfg.to_dict()
+    on_main(lambda: _rewrite(cfg, summary))  # under accelerate launch: rank 0 writes, the others wait
+    return summary
+
+
+def _rewrite(cfg: Neuron1512Config, summary: dict) -> None:
     cfg.save_json(Path(cfg.out) / "config.json")
     (Path(cfg.out) / "summary.json").write_text(json.dumps(summary, indent=2, default=jsonable) + "\n")
-    return summary

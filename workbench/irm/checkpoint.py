@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from transformer_lens.model_bridge import TransformerBridge
 
@@ -198,9 +198,19 @@ def load_irm(path: str | Path, model: TransformerBridge, *, allow_other_model: b
             f"checkpoint {path} was trained for {meta['model_name']}, not {have['model_name']}; "
             "pass allow_other_model=True to load it anyway (same shape)"
         )
-    irm = IRM(IRMConfig.from_dict(meta["irm_config"]), have["d_model"], have["n_layers"])
+    irm = IRM(IRMConfig.from_dict(meta["irm_config"]), have["d_model"], have["n_layers"], dtype=_saved_dtype(path))
     load_irm_weights(path, irm)
     return irm.to(model.cfg.device)
+
+
+def _saved_dtype(path: Path) -> torch.dtype | None:
+    """The dtype of a checkpoint's weights (``None``: float32, or unreadable: :func:`load_irm_weights` says why)."""
+    try:
+        with safe_open(Path(path) / "irm.safetensors", framework="pt") as f:
+            dtype = f.get_slice(next(iter(f.keys()))).get_dtype()
+    except (SafetensorError, OSError, StopIteration):
+        return None
+    return {"BF16": torch.bfloat16, "F16": torch.float16}.get(dtype)
 
 
 def load_train_state(path: str | Path) -> dict[str, Any]:

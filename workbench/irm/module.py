@@ -36,9 +36,20 @@ class IRM(nn.Module):
         seed: initialisation seed.
         identity: zero the last layer, so the IRM starts as an exact identity (the default); ``False`` keeps
             its random draw: the IRM at init, writing (a control for statistics of a trained IRM's output).
+        dtype: parameter dtype (default float32). Given, the weights are drawn directly in it, never held in
+            float32 first: the paper's IRM for Llama-2-7b (2.1 B parameters) is 4.2 GB in bfloat16, 8.5 GB in float32.
     """
 
-    def __init__(self, cfg: IRMConfig, d_model: int, n_layers: int, *, seed: int = 0, identity: bool = True):
+    def __init__(
+        self,
+        cfg: IRMConfig,
+        d_model: int,
+        n_layers: int,
+        *,
+        seed: int = 0,
+        identity: bool = True,
+        dtype: torch.dtype | None = None,
+    ):
         super().__init__()
         self.cfg = cfg
         self.d_model = d_model
@@ -48,17 +59,20 @@ class IRM(nn.Module):
         dims = [d_model] + [width] * cfg.n_hidden + [d_model * len(self.layers)]
         gen = torch.Generator().manual_seed(seed)
         linears = []
-        for d_in, d_out in itertools.pairwise(dims):
-            lin = nn.Linear(d_in, d_out)
+        for i, (d_in, d_out) in enumerate(itertools.pairwise(dims)):
+            if dtype is None:
+                lin = nn.Linear(d_in, d_out)
+            else:  # skip nn.Linear's own float32 init (and its draws from the global generator)
+                lin = nn.Linear(d_in, d_out, device="meta", dtype=dtype).to_empty(device="cpu")
             bound = d_in**-0.5  # PyTorch's default nn.Linear init, drawn from a seeded generator
             with torch.no_grad():
-                lin.weight.uniform_(-bound, bound, generator=gen)
-                lin.bias.uniform_(-bound, bound, generator=gen)
+                if identity and i == len(dims) - 2:  # the last layer starts at zero (its draw would be the last)
+                    lin.weight.zero_()
+                    lin.bias.zero_()
+                else:
+                    lin.weight.uniform_(-bound, bound, generator=gen)
+                    lin.bias.uniform_(-bound, bound, generator=gen)
             linears.append(lin)
-        if identity:
-            with torch.no_grad():
-                linears[-1].weight.zero_()
-                linears[-1].bias.zero_()
         mods: list[nn.Module] = []
         for lin in linears[:-1]:
             mods += [lin, nn.ReLU()]
@@ -66,10 +80,16 @@ class IRM(nn.Module):
 
     @classmethod
     def for_model(
-        cls, model: TransformerBridge, cfg: IRMConfig | None = None, *, seed: int = 0, identity: bool = True
+        cls,
+        model: TransformerBridge,
+        cfg: IRMConfig | None = None,
+        *,
+        seed: int = 0,
+        identity: bool = True,
+        dtype: torch.dtype | None = None,
     ) -> IRM:
-        """An IRM shaped for ``model`` (a bridge), on the model's device (``identity``: see :class:`IRM`)."""
-        irm = cls(cfg or IRMConfig(), model.cfg.d_model, model.cfg.n_layers, seed=seed, identity=identity)
+        """An IRM shaped for ``model`` (a bridge), on the model's device (``identity``, ``dtype``: see :class:`IRM`)."""
+        irm = cls(cfg or IRMConfig(), model.cfg.d_model, model.cfg.n_layers, seed=seed, identity=identity, dtype=dtype)
         return irm.to(model.cfg.device)
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos layer d_model"]:

@@ -12,7 +12,13 @@ from plotly.subplots import make_subplots
 
 from workbench.neurons.weights import CLASS_NAMES, VANILLA_CLASS_NAMES
 
-__all__ = ["ablation_figure", "class_fraction_figure", "cosine_distribution_figure", "frequency_figure"]
+__all__ = [
+    "ablation_figure",
+    "attributes_rate_figure",
+    "class_fraction_figure",
+    "cosine_distribution_figure",
+    "frequency_figure",
+]
 
 CLASS_COLORS = {
     "strengthening": "#08519c",
@@ -188,5 +194,33 @@ def frequency_figure(freq: pd.DataFrame, *, stat: str = "freq_gate_pos", min_neu
         title=f"{stat} by RW class and layer<br><sup>cells with at least {min_neurons} neurons</sup>",
         xaxis_title="layer",
         yaxis_title=stat,
+    )
+    return fig
+
+
+def attributes_rate_figure(table: pd.DataFrame, *, ablation: str = "") -> go.Figure:
+    """Attributes rate per ablated class next to its random controls, with bootstrap intervals; the clean
+    model's rate as a dashed line (from :meth:`workbench.neurons.attributes.AttributesRate.summary`)."""
+    sets = table[table.set != "clean"]
+    fig = go.Figure()
+    for kind, col, low, high, color in (
+        ("class ablated", "rate", "rate_low", "rate_high", "#a50f15"),
+        ("random sets ablated", "control_rate", "control_low", "control_high", "#969696"),
+    ):
+        fig.add_bar(
+            name=kind,
+            x=sets.set,
+            y=sets[col],
+            marker_color=color,
+            error_y=dict(type="data", symmetric=False, array=sets[high] - sets[col], arrayminus=sets[col] - sets[low]),
+        )
+    clean = table[table.set == "clean"]
+    if len(clean):
+        fig.add_hline(y=float(clean.rate.iloc[0]), line_dash="dash", annotation_text="no ablation")
+    fig.update_layout(
+        barmode="group",
+        title=f"Attributes rate with each class ablated ({ablation}) vs random sets of the same size",
+        yaxis_title="subjects whose continuation states an attribute",
+        yaxis_range=[0, 1],
     )
     return fig

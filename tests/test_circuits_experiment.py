@@ -1,0 +1,22 @@
+"""The circuits experiment at quick size on the default model."""
+
+import json
+
+import pytest
+
+from experiments.circuits.__main__ import CircuitsConfig, main
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_quick_run_writes_cpr_cmd_and_a_null_diff(tmp_path):
+    summary = main(CircuitsConfig(quick=True, out=str(tmp_path), progress=False))
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    scores = saved["scores"]["ioi"]
+    assert set(scores) >= {"eap", "eap-ig", "random", "m_full", "m_empty"}
+    assert scores["m_full"] > scores["m_empty"]  # the clean IOI prompt prefers its own indirect object
+    for method in ("eap", "eap-ig", "random"):
+        assert scores[method]["cmd"] >= 0
+        assert scores[method]["cpr"] == pytest.approx(summary["scores"]["ioi"][method]["cpr"])
+    assert saved["diff"]["gained"] == saved["diff"]["lost"] == 0  # a model against itself: nothing changes
+    assert (tmp_path / "report.html").exists() and (tmp_path / "curves.csv").exists()

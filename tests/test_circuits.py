@@ -148,3 +148,26 @@ def test_eap_ig_recovers_the_planted_circuit_and_random_edges_do_not(planted):
     gen = torch.Generator().manual_seed(0)
     random_recall = [float(truth[torch.randperm(g.n_edges, generator=gen)[:size]].float().mean()) for _ in range(50)]
     assert sum(random_recall) / 50 < 0.2
+
+
+def test_circuit_diff_counts_gained_and_lost_edges_by_hand():
+    from workbench.circuits.attribute import EdgeScores
+    from workbench.circuits.diff import circuit_diff
+
+    g = Graph(2, 4)
+    a1, logits = g.up_head(1, 0), g.down_logits
+    v = g.down_qkv(1, 2).start  # a1.h0<v>
+    base = torch.zeros(g.n_up, g.n_down)
+    base[0, v], base[a1, logits], base[0, logits] = 3.0, 2.0, 1.0  # input -> a1.h0 -> logits, input -> logits
+    tuned = base.clone()
+    tuned[0, logits] = 0.0
+    tuned[g.up_mlp(1), logits], tuned[0, g.down_mlp(1)] = 5.0, 4.0  # input -> m1 -> logits replaces input -> logits
+    diff = circuit_diff(EdgeScores(g, base, "hand", "t"), EdgeScores(g, tuned, "hand", "t"), 3)
+    # tuned top 3: m1 -> logits, input -> m1, input -> a1.h0<v>; the last is pruned (a1.h0 -> logits fell out)
+    assert diff.counts() == {"base_edges": 3, "tuned_edges": 2, "kept": 0, "gained": 2, "lost": 3, "jaccard": 0.0}
+    frame = diff.to_frame().set_index(["upstream", "downstream"])
+    assert frame.loc[("input", "logits"), "status"] == frame.loc[("input", "a1.h0<v>"), "status"] == "lost"
+    assert frame.loc[("m1", "logits"), "status"] == "gained"
+    assert frame.loc[("m1", "logits"), "change"] == 5.0
+    null = circuit_diff(EdgeScores(g, base, "hand", "t"), EdgeScores(g, base, "hand", "t"), 3)
+    assert null.counts()["gained"] == null.counts()["lost"] == 0

@@ -101,7 +101,7 @@ def attribute(
             _, corrupt = edge_forward(em, task.corrupt[index], lambda f, x, w: None)
             _, clean = edge_forward(em, task.clean[index], lambda f, x, w: None)
         delta = (corrupt - clean).flatten(1)  # [n_up, batch*pos*d_model]
-        grad = torch.zeros(g.n_down, *clean.shape[1:])
+        grad = torch.zeros(g.n_down, *clean.shape[1:], device=clean.device)
         for k in range(1, steps + 1):
             stores: list[tuple[int, Tensor]] = []
             value = _grads(em, task, index, _interpolate(corrupt[0], clean[0], k / steps), stores)
@@ -110,6 +110,6 @@ def attribute(
                     grad[first : first + gz.shape[2]] += gz.permute(2, 0, 1, 3)
                 else:
                     grad[first] += gz
-        total -= (delta @ grad.flatten(1).T).double() / steps
+        total -= (delta @ grad.flatten(1).T).double().cpu() / steps
     scores = (total / len(task)).float() * g.mask
     return EdgeScores(g, scores, method, task.name)

@@ -92,7 +92,7 @@ def exact_scores(
             tokens = task.clean[index].repeat(len(chunk), 1)
             logits, _ = edge_forward(em, tokens, _edge_offset(plan, batch, delta))
             patched = task.metric(index, len(chunk))(logits).double().view(len(chunk), batch)
-            total[start : start + len(chunk)] += (base[None] - patched).sum(1)
+            total[start : start + len(chunk)] += (base[None] - patched).sum(1).cpu()
     scores = torch.zeros(g.n_up, g.n_down)
     scores[edges[:, 0], edges[:, 1]] = (total / len(task)).float()
     return EdgeScores(g, scores, "exact", task.name)

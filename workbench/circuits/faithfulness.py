@@ -153,12 +153,12 @@ def patched_metric(
         _, corrupt = edge_forward(em, task.corrupt[index], lambda f, x, w: None)
         per = max(1, max_rows // batch)
         for start in range(0, len(circuits), per):
-            w = weights[start : start + per]
+            w = weights[start : start + per].to(corrupt.device)
             r = len(w)
 
             tokens = task.clean[index].repeat(r, 1)
             logits, _ = edge_forward(em, tokens, _circuit_offset(g, w, corrupt, batch))
-            total[start : start + r] += task.metric(index, r)(logits).double().view(r, batch).sum(1)
+            total[start : start + r] += task.metric(index, r)(logits).double().view(r, batch).sum(1).cpu()
     return (total / len(task)).float()
 
 

@@ -165,7 +165,8 @@ class EdgeModel:
     def check(self, tokens: Int[Tensor, "batch pos"]) -> None:
         """Raise :class:`BridgeInternalsError` unless the copy computes the source's logits on ``tokens``."""
         with torch.no_grad():
-            got, want = self.model(tokens), self.source(tokens)
+            got, want = self.model(tokens.to(self.model.cfg.device)), self.source(tokens.to(self.source.cfg.device))
+            got = got.to(want.device)
         if not torch.allclose(got, want, atol=1e-3, rtol=1e-4):
             raise BridgeInternalsError(
                 f"the ungrouped copy of {self.source.cfg.model_name} does not compute its logits "
@@ -230,6 +231,7 @@ def edge_forward(
     embedding (the residual stream entering block 0), e.g. to interpolate it.
     """
     model, g = em.model, em.graph
+    tokens = tokens.to(model.cfg.device)
     batch, seq = tokens.shape
     writes = torch.zeros(g.n_up, batch, seq, model.cfg.d_model, dtype=torch.float32, device=tokens.device)
 

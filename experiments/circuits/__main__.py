@@ -28,7 +28,10 @@ from workbench.circuits.graph import EdgeModel, edge_model
 from workbench.circuits.plots import draw_edges, plot_curves
 from workbench.circuits.tasks import EdgeTask, ioi_task, pair_task
 from workbench.config import Config
+from workbench.data.prompts import SENTIMENT_PROMPTS
 from workbench.models import DEFAULT_MODEL, load_model
+from workbench.pairs import check_pair
+from workbench.tuning import make_tuned, tune_config
 
 COUNTRIES = (
     (" France", " Paris"),
@@ -80,8 +83,6 @@ def make_task(model, name: str, prompts: int, seed: int) -> EdgeTask:
     if name == "ioi":
         return ioi_task(model, prompts, seed)
     if name == "sentiment":
-        from experiments.model_diff import SENTIMENT_PROMPTS
-
         return pair_task(
             model,
             "sentiment",
@@ -149,9 +150,9 @@ def main(cfg: CircuitsConfig) -> dict:
     if tuned == "self":
         other = em
     else:
-        from experiments.model_diff import ModelDiffConfig, make_tuned
-
-        other = edge_model(make_tuned(ModelDiffConfig(base=cfg.model, progress=cfg.progress)).model)
+        tuned_model = make_tuned("supervised", tune=tune_config(cfg.model), progress=cfg.progress).model
+        check_pair(model, tuned_model, names=("base", "supervised model"))
+        other = edge_model(tuned_model)
     task = make_task(model, diff_name, prompts, cfg.seed)
     if cfg.quick:
         task = EdgeTask(task.name, task.clean[:2], task.corrupt[:2], task.answers[:2])

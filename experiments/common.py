@@ -49,7 +49,11 @@ def parse_config(
     (devices, folders, models, corpora, hook kinds, layers), so a bad flag exits at once with
     ``error: <what is wrong and the fix>`` (status 2).
     """
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {experiment_module(cls)}",
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):
@@ -136,13 +140,15 @@ def write_outputs(
     return out
 
 
-def experiment_module(cfg: Config) -> str:
-    """The importable name of the module defining ``cfg``'s class (``experiments.NAME``, also when run as ``-m``)."""
-    name = type(cfg).__module__
+def experiment_module(cfg: Config | type[Config]) -> str:
+    """What ``python -m`` runs for ``cfg``: the experiment's package ``experiments.NAME`` for a config defined in
+    it, else the module defining ``cfg``'s class (also when that module runs as ``-m``)."""
+    name = (cfg if isinstance(cfg, type) else type(cfg)).__module__
     if name == "__main__":
         spec = getattr(sys.modules["__main__"], "__spec__", None)
         name = spec.name if spec is not None else name
-    return name
+    parts = name.split(".")
+    return ".".join(parts[:2]) if parts[0] == "experiments" and len(parts) > 2 else name
 
 
 def say(cfg: Config, text: str) -> None:
@@ -176,7 +182,7 @@ def report_header(
     cfg: Config, summary: Mapping[str, Any] | None, *, question: str | None = None, seconds: float | None = None
 ) -> ReportHeader:
     """The report's header: the question, model, preset, command, wall time and date of a run of ``cfg``."""
-    module = sys.modules.get(type(cfg).__module__)
+    module = sys.modules.get(experiment_module(cfg)) or sys.modules.get(type(cfg).__module__)
     doc = (module.__doc__ or "") if module is not None else ""
     question = question or (doc.strip().splitlines() or [""])[0].replace("``", "")
     summary = summary or {}

@@ -223,7 +223,7 @@ def test_cli_refuses_before_work(ctx, monkeypatch, capsys, name, module, args, p
     seconds = time.perf_counter() - started
     err = capsys.readouterr().err
     assert exit_info.value.code == 2, err
-    assert f"{module}.py: error:" in err and problem in err and fix in err, err
+    assert f"python -m experiments.{module}: error:" in err and problem in err and fix in err, err
     assert "Traceback" not in err
     assert not (ctx.tmp / "figures").exists() and not (ctx.tmp / "runs").exists()
     assert seconds < 20, f"took {seconds:.1f} s to refuse"
@@ -335,7 +335,7 @@ def _main_cases() -> list[tuple[str, Callable[[Path], Any], type[Exception], str
 def test_main_checks_a_config_built_in_python(ctx, monkeypatch, case):
     """``main(cfg)`` runs the pre-flight itself: a bad config built in Python fails before any model loads."""
     name, build, error, problem = _main_cases()[case]
-    module = sys.modules[f"experiments.{name}"]
+    module = sys.modules[f"experiments.{name}.run"]
     monkeypatch.setattr(workbench.models, "load_hf", _no_model_loads)
     if hasattr(module, "load_model"):
         monkeypatch.setattr(module, "load_model", _no_model_loads)
@@ -361,7 +361,7 @@ def test_the_command_line_checks_once(ctx, monkeypatch):
     with pytest.raises(AssertionError, match="a model was loaded"):  # the check passed; main went on to load
         runpy.run_module("experiments.neuron1512", run_name="__main__", alter_sys=True)
     assert checked == ["cpu"]
-    monkeypatch.setattr(sys.modules["experiments.neuron1512"], "load_model", _no_model_loads)
+    monkeypatch.setattr(sys.modules["experiments.neuron1512.run"], "load_model", _no_model_loads)
     cfg = Neuron1512Config(quick=True, out=str(ctx.tmp / "api"))
     for _ in range(2):  # a new config is checked once, however often main runs it
         with pytest.raises(AssertionError, match="a model was loaded"):

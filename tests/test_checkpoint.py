@@ -35,12 +35,12 @@ def trained(tiny_llama, tmp_path_factory):
 
 
 def test_latest_checkpoint_accepts_the_training_folder_and_its_checkpoints_folder(tiny_llama, trained):
-    from experiments.model_diff import _irm_checkpoint
+    from workbench.runstate import irm_checkpoint
 
     out, irm = trained
     step4 = out / "checkpoints" / "step-000004"
     assert latest_checkpoint(out) == step4 == latest_checkpoint(out / "checkpoints")
-    assert _irm_checkpoint(out) == step4 and _irm_checkpoint(step4) == step4
+    assert irm_checkpoint(out) == step4 and irm_checkpoint(step4) == step4
     loaded = load_irm(out / "checkpoints" / "step-000004", tiny_llama)
     assert all(torch.equal(a, b) for a, b in zip(irm.state_dict().values(), loaded.state_dict().values()))
     assert latest_checkpoint(out.parent) is None  # one folder too high: nothing

@@ -63,9 +63,29 @@ def test_main_writes_sane_outputs(tiny_dir, tmp_path):
         ckpt_dir=str(tmp_path / "ck"),
         png=False,
         progress=False,
+        snapshot_first=1,
     )
-    cfg = resolve(cfg, train=dict(steps=3, eval_every=3, eval_texts=6))
+    cfg = resolve(cfg, train=dict(steps=3, eval_every=1, eval_texts=6, patience=4))
     summary = main(cfg)
+    # training to the stopping rule: 3 evaluations cannot show 4 without improvement, so the ceiling is hit
+    training = summary["results"]["card"]["negative"]["training"]
+    assert training["stopping_rule"].startswith("stop when the best held-out loss improved by less than 0.5%")
+    assert not training["all_converged"]
+    for run in training["per_seed"].values():
+        assert (run["steps"], run["converged"]) == (3, False) and [s for s, _ in run["heldout_loss_curve"]] == [1, 2, 3]
+    # the training-length control: steps 1 and 3 (snapshot_steps(3, first=1)) and the final IRM
+    lengths = summary["training_length"]["card"]
+    assert [p["step"] for p in lengths["points"]] == [1, 3, "final"]
+    for point in lengths["points"]:
+        neg = point["alignments"]["negative"]
+        assert neg["n_seeds"] == 2 and 0 < neg["top1_share"] <= neg["top10_share"] <= 1
+        assert set(neg["masking"]) == {"1"} and set(point["spearman"]) == set(PAIR_KINDS)
+    final = lengths["points"][-1]["alignments"]["negative"]
+    assert final["top1_share"] == pytest.approx(
+        sum(summary["results"]["card"]["negative"]["top_share_per_seed"][s][1] for s in (0, 1)) / 2
+    )
+    table = pd.read_csv(tmp_path / "out" / "training_length.csv")
+    assert len(table) == 3 * 3  # points x (card/negative, card/positive, paper/negative)
     assert json.loads((tmp_path / "out" / "summary.json").read_text()).keys() == summary.keys()
     written = json.loads((tmp_path / "out" / "config.json").read_text())
     assert written["wall_seconds"] > 0 and len(written["runs"]) == 2  # the resolved presets and the wall time

@@ -133,3 +133,55 @@ def test_nan_from_the_data_blames_the_data_not_the_learning_rate(tokenizer):
         train_irm(model, IRM.for_model(model, SMALL), texts, cfg, progress=False)
     message = str(err.value)
     assert "learning rate is not the cause" in message and re.search(r"items \[[^\]]*\b6\b", message), message
+
+
+@pytest.mark.parametrize("name", ["tiny_llama", "tiny_gpt2"])
+def test_shared_prompt_batch_equals_single_unpadded_texts(name, request, tokenizer):
+    """The prompt run once per batch and the replies on its cache: the loss and IRM gradients of one text at a time."""
+    from workbench.hooks import attach
+    from workbench.irm.train import batch_nll, reply_nll, shared_prefix_len
+    from workbench.models import frozen
+
+    model = request.getfixturevalue(name)
+    texts = ["I love it", "Rain again, what a day for a walk in the park", "ok", "Flying home tomorrow!"]
+    data = encode_for(model, texts, TrainConfig(max_len=40))
+    turns = [{"role": "system", "content": ""}, {"role": "user", "content": "Write a tweet."}]
+    prompt = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    assert shared_prefix_len(data) == len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    irm = IRM.for_model(model, SMALL, seed=1, identity=False)
+
+    def loss_and_grads(fn):
+        irm.zero_grad()
+        with frozen(model), attach(model, irm.hooks(model)):
+            loss = fn()
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in irm.parameters()]
+
+    batched, g_batched = loss_and_grads(lambda: batch_nll(model, data)[0])
+
+    def one_at_a_time():
+        total = 0
+        for e in data:
+            tokens, scored = torch.tensor([e.ids]), torch.tensor([e.scored])
+            total = total + reply_nll(model(tokens), tokens, scored)[0]
+        return total
+
+    single, g_single = loss_and_grads(one_at_a_time)
+    assert batched == pytest.approx(single, rel=1e-5)
+    for a, b in zip(g_batched, g_single):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert batch_nll(model, data)[1] == sum(sum(e.scored) for e in data)
+
+
+def test_shared_prefix_stops_at_the_first_scored_or_differing_token(tokenizer):
+    from workbench.irm.text import Encoded
+    from workbench.irm.train import shared_prefix_len
+
+    a = Encoded((1, 2, 3, 4, 5), (False, False, False, True, True))
+    b = Encoded((1, 2, 3, 9), (False, False, False, True))
+    c = Encoded((1, 2, 7, 9), (False, False, False, True))
+    assert shared_prefix_len([a, b]) == 3  # positions 0-2 shared, position 3 scored
+    assert shared_prefix_len([a, c]) == 2  # position 2 differs
+    assert (
+        shared_prefix_len([a, Encoded((1, 2, 3), (False, True, True))]) == 0
+    )  # scored from position 1: nothing shared

@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from experiments.common import parse_config
-from experiments.model_diff import SENTIMENT_PROMPTS, ModelDiffConfig, compare, main, prompt_set
+from experiments.model_diff import ModelDiffConfig, compare, main
 from tests.helpers import tiny_llama_config
 from workbench.analysis.patching import ModelSide
+from workbench.data.prompts import SENTIMENT_PROMPTS, prompt_set
 from workbench.hooks import attach
 from workbench.irm import IRM, IRMConfig, save_irm
 from workbench.metrics import LogitDiff
-from workbench.models import from_config, load_model
+from workbench.models import DEFAULT_MODEL, from_config, load_model
 
 
 @pytest.mark.real_model
@@ -132,8 +133,8 @@ def test_quick_rl_run(tmp_path):
 
 
 @pytest.mark.parametrize("tuning", ["rl", "supervised"])
-def test_making_the_tuned_model_says_so_and_shows_progress(tmp_path, monkeypatch, capsys, tuning):
-    import experiments.model_diff as model_diff
+def test_making_the_tuned_model_says_so_and_shows_progress(tmp_path, monkeypatch, capsys, tuning, tiny_llama):
+    from workbench.tuning import recipes
 
     calls = []
 
@@ -141,12 +142,17 @@ def test_making_the_tuned_model_says_so_and_shows_progress(tmp_path, monkeypatch
         calls.append((type(cfg).__name__, progress))
         return tmp_path
 
-    monkeypatch.setattr(model_diff, "rl_tune", fake_tune)
-    monkeypatch.setattr(model_diff, "tune_last_layers", fake_tune)
-    monkeypatch.setattr(model_diff, "load_tuned", lambda path: "the tuned model")
-    phase = {"rl": "[model_diff] RL model: GRPO, 6 steps", "supervised": "[model_diff] supervised model: tuning"}
-    tuned = model_diff.make_tuned(ModelDiffConfig(tuning=tuning, quick=True))
-    assert tuned.model == "the tuned model" and calls == [({"rl": "RLConfig"}.get(tuning, "TuneConfig"), True)]
-    assert phase[tuning] in capsys.readouterr().err
-    model_diff.make_tuned(ModelDiffConfig(tuning=tuning, quick=True, progress=False))
+    monkeypatch.setattr(recipes, "rl_tune", fake_tune)
+    monkeypatch.setattr(recipes, "tune_last_layers", fake_tune)
+    monkeypatch.setattr(recipes, "load_tuned", lambda path: tiny_llama)
+    phase = {"rl": "RL model: GRPO, 6 steps", "supervised": "supervised model: tuning"}
+    recipe = {
+        "tune": recipes.tune_config(DEFAULT_MODEL, quick=True),
+        "rl": recipes.rl_config(DEFAULT_MODEL, quick=True),
+    }
+    said = []
+    tuned = recipes.make_tuned(tuning, **recipe, say=said.append)
+    assert tuned.model is tiny_llama and calls == [({"rl": "RLConfig"}.get(tuning, "TuneConfig"), True)]
+    assert said[0].startswith(phase[tuning])
+    recipes.make_tuned(tuning, **recipe, progress=False)
     assert calls[-1][1] is False and capsys.readouterr().err == ""

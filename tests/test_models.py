@@ -142,3 +142,60 @@ def test_frozen_restores_flags_even_on_error(tiny_llama):
         raise RuntimeError("boom")
     assert [p.requires_grad for p in params] == before
     params[0].requires_grad_(True)
+
+
+TEXTS = ("The cat sat on the mat.", " This movie was really bad", "Hello,\nworld")
+
+
+@pytest.fixture(scope="module")
+def bos_folders(tokenizer, tmp_path_factory):
+    """The same tiny Llama saved twice: with a tokenizer that adds BOS to raw text, and with one that adds none."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    root = tmp_path_factory.mktemp("bos")
+    torch.manual_seed(3)
+    hf = LlamaForCausalLM(tiny_llama_config(len(tokenizer))).eval()
+    folders = {}
+    for adds in (True, False):
+        folders[adds] = root / f"adds-bos-{adds}"
+        hf.save_pretrained(folders[adds])
+        AutoTokenizer.from_pretrained(models.ensure_cached(models.DEFAULT_MODEL), add_bos_token=adds).save_pretrained(
+            folders[adds]
+        )
+    return folders
+
+
+@pytest.mark.parametrize("adds_bos", [True, False])
+def test_raw_text_tokens_are_the_tokenizers_own(bos_folders, monkeypatch, adds_bos):
+    """Folder, registry (hub model from a local folder) and from_config loads all encode text as HF's tokenizer does."""
+    from transformers import AutoTokenizer
+
+    folder = bos_folders[adds_bos]
+    hf_tok = AutoTokenizer.from_pretrained(folder)
+    expected = [hf_tok(text)["input_ids"] for text in TEXTS]
+    assert [ids[0] == hf_tok.bos_token_id for ids in expected] == [adds_bos] * len(TEXTS)
+    monkeypatch.setenv(REGISTRY["llama-2-7b-chat"].env_var, str(folder))
+    by_path, by_name = load_model(folder), load_model("llama-2-7b-chat")
+    built = models.from_config(tiny_llama_config(len(hf_tok)), hf_tok)
+    for model in (by_path, by_name, built):
+        assert model.cfg.default_prepend_bos is adds_bos
+        assert [model.to_tokens(text)[0].tolist() for text in TEXTS] == expected
+        assert model.tokenizer.chat_template == hf_tok.chat_template
+    assert models.tokenizer_prepends_bos(models.load_tokenizer(folder)) is adds_bos
+
+
+def test_an_explicit_prepend_bos_still_wins(tokenizer):
+    model = models.from_config(tiny_llama_config(len(tokenizer)), tokenizer, prepend_bos=True)
+    assert model.to_tokens("a b")[0].tolist() == [tokenizer.bos_token_id, *tokenizer("a b")["input_ids"]]
+
+
+@pytest.mark.real_model
+def test_a_saved_copy_of_the_default_model_tokenizes_as_the_default(smollm2, tmp_path):
+    hf, tok, _, _ = load_hf(models.DEFAULT_MODEL)
+    hf.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    copy = load_model(tmp_path)
+    for text in TEXTS:
+        assert copy.to_tokens(text).tolist() == smollm2.to_tokens(text).tolist() == [tok(text)["input_ids"]]
+    assert copy.cfg.default_prepend_bos is smollm2.cfg.default_prepend_bos is False
+    assert copy.tokenizer.chat_template == smollm2.tokenizer.chat_template == tok.chat_template

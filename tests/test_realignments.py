@@ -8,7 +8,7 @@ import torch
 
 from experiments.common import parse_config
 from experiments.realignments import RealignmentsConfig, main
-from experiments.realignments_measures import Realigned, cosines, first_token_top_dims, residual_changes
+from experiments.realignments.measures import Realigned, cosines, first_token_top_dims, residual_changes
 from workbench.analysis.patching import ModelSide
 from workbench.hooks import hook_name
 

@@ -316,3 +316,48 @@ def test_adamw_is_fused_on_cpu_and_agrees_with_the_loop():
     for a, b in zip(got, want):
         assert not torch.equal(a, start[0] if a.dim() == 2 else start[1])
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def _scripted_run(curve, steps, rule):
+    """A loop whose evaluation returns ``curve`` one value per evaluation (every 10 steps)."""
+    w = torch.nn.Linear(1, 1, bias=False)
+    values = iter(curve)
+
+    def step(batch):
+        return {"mse": Term((w(torch.ones(1, 1)) ** 2).sum(), 1)}
+
+    cfg = LoopConfig(steps=steps, eval_every=10, stop=rule)
+    return train_loop(
+        w, torch.optim.SGD(w.parameters(), lr=0.0), step, cfg, evaluate=lambda: next(values), progress=False
+    )
+
+
+def test_stopping_rule_stops_on_a_hand_built_curve():
+    from workbench.training import StoppingRule
+
+    rule = StoppingRule(patience=3, min_improvement=0.01)
+    # best 4.0 at the 3rd evaluation; the next three improve it by 0.5% in all (< 1%): converged at the 6th
+    curve = [5.0, 4.5, 4.0, 3.99, 3.985, 3.98, 3.0, 2.0]
+    result = _scripted_run(curve, 1000, rule)
+    assert (result.converged, result.steps) == (True, 60)
+    assert [loss for _, loss in result.eval_curve] == curve[:6]
+
+
+def test_stopping_rule_at_the_ceiling_is_not_converged():
+    from workbench.training import StoppingRule
+
+    result = _scripted_run([5.0, 4.0, 3.0, 2.0, 1.0], 50, StoppingRule(patience=2, min_improvement=0.01))
+    assert (result.converged, result.steps) == (False, 50)
+    no_rule = _scripted_run([5.0, 5.0, 5.0, 5.0, 5.0], 50, None)
+    assert (no_rule.converged, no_rule.steps) == (False, 50)
+
+
+def test_stopping_rule_checks_its_fields():
+    from workbench.training import StoppingRule
+
+    with pytest.raises(ValueError, match="patience"):
+        StoppingRule(patience=0)
+    with pytest.raises(ValueError, match="fraction"):
+        StoppingRule(min_improvement=5)
+    with pytest.raises(ValueError, match="eval_every"):
+        LoopConfig(steps=10, stop=StoppingRule())

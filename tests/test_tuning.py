@@ -71,3 +71,40 @@ def test_errors(tiny_folder):
         tune_last_layers(TuneConfig(model=str(tiny_folder), batch_size=8), TEXTS[:3], out=tiny_folder / "never")
     with pytest.raises(FileNotFoundError, match=r"tuning\.json"):
         load_tuned(tiny_folder)
+
+
+def test_trains_on_the_chat_reply_format_it_is_scored_on(tiny_folder, tmp_path):
+    """The first step's loss is the base's loss on the reply tokens of the chat-wrapped texts (by hand), and
+    tuning.json states the budget."""
+    from transformers import AutoTokenizer
+
+    from workbench.irm.text import encode_replies
+
+    cfg = TuneConfig(model=str(tiny_folder), last_layers=1, steps=2, batch_size=len(TEXTS), lr=3e-3)
+    folder = tune_last_layers(cfg, TEXTS, out=tmp_path / "tuned")
+    meta = json.loads((folder / "tuning.json").read_text())
+    tok = AutoTokenizer.from_pretrained(tiny_folder)
+    encoded = encode_replies(tok, TEXTS, user_prompt="Write a tweet.", system_prompt="", max_len=48)
+    prompt = tok.apply_chat_template(
+        [{"role": "system", "content": ""}, {"role": "user", "content": "Write a tweet."}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    assert tok.decode(encoded[0].ids).startswith(prompt) and TEXTS[0] in tok.decode(encoded[0].ids)
+    base = AutoModelForCausalLM.from_pretrained(tiny_folder).eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for e in encoded:
+            logp = base(torch.tensor([e.ids])).logits[0].log_softmax(-1)
+            for t in range(1, len(e.ids)):
+                if e.scored[t]:
+                    total, count = total - float(logp[t - 1, e.ids[t]]), count + 1
+    assert meta["losses"][0] == pytest.approx(total / count, abs=1e-4)
+    assert 0 < count < sum(len(e.ids) for e in encoded)  # the prompt tokens are not scored
+    layer = decoder_layers(base)[-1]
+    assert meta["budget"] == {
+        "steps": 2,
+        "tokens_seen": 2 * sum(len(e.ids) for e in encoded),
+        "scored_tokens": 2 * count,
+        "trainable_parameters": sum(p.numel() for p in layer.parameters()),
+    }

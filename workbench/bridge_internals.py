@@ -10,6 +10,9 @@ weights, ``forward``). The few analyses that need more go through this module:
   (:func:`attention_score_inputs`, :func:`attention_pattern_from`);
 * attribution patching takes gradients at hook points, which some hook points carry only when a
   hook returns a tensor (:func:`carried`);
+* IRM training runs the chat prompt that every text of a batch starts with once, and the replies
+  on top of its cached keys and values (:func:`shared_prefix_forward`), and unembeds only the
+  scored positions (:func:`final_logits`);
 * the patch engine unembeds only the token ids a metric reads, from the weight of the linear layer
   the bridge's unembedding wraps (:func:`unembed_columns`);
 * direct logit attribution reads the scale the bridge applies to a head's result
@@ -41,8 +44,10 @@ __all__ = [
     "block_inputs",
     "block_output",
     "carried",
+    "final_logits",
     "head_result_scale",
     "residual_contribution_scale",
+    "shared_prefix_forward",
     "slice_block_kwargs",
     "unembed_columns",
 ]
@@ -102,13 +107,50 @@ def block_output(out) -> Tensor:
 
 def slice_block_kwargs(kwargs: dict, start: int) -> dict:
     """Block keyword arguments for positions ``start:`` only."""
+    return _cut_kwargs(kwargs, slice(None), slice(start, None))
+
+
+def _cut_kwargs(kwargs: dict, rows: slice, positions: slice) -> dict:
+    """Block keyword arguments cut to ``rows`` (where a tensor has more than one) and ``positions``."""
 
     def cut(v):
         if isinstance(v, tuple):
             return tuple(cut(t) for t in v)
-        return v[:, start:] if torch.is_tensor(v) and v.ndim >= 2 else v
+        if not torch.is_tensor(v) or v.ndim < 2:
+            return v
+        return v[rows if v.shape[0] > 1 else slice(None), positions]
 
     return {k: cut(v) for k, v in kwargs.items()}
+
+
+def shared_prefix_forward(model: TransformerBridge, prefix_len: int, tokens: Tensor) -> tuple[Tensor, Tensor]:
+    """Final residuals (before ``ln_final``) of ``tokens`` whose rows all start with the same ``prefix_len`` ids.
+
+    The shared prefix runs once (batch 1), the rest of every row on top of the prefix's keys and values
+    (repeated over the rows, so gradients from every row reach the prefix once): the same numbers as
+    ``model(tokens)``'s final residual, with the prefix's work done once instead of once per row. Hooks
+    attached to the model fire in both passes: first for the prefix (batch 1), then for the rest.
+
+    Returns:
+        ``(prefix [1, prefix_len, d_model], rest [batch, pos - prefix_len, d_model])``.
+    """
+    if not 0 < prefix_len < tokens.shape[1]:
+        raise ValueError(f"prefix_len {prefix_len} must be in 1..{tokens.shape[1] - 1} for rows of {tokens.shape[1]}")
+    x, kwargs = block_inputs(model, tokens)
+    p, head = x[:1, :prefix_len], _cut_kwargs(kwargs, slice(0, 1), slice(0, prefix_len))
+    recorded = PrefixKV()
+    for block in model.blocks:
+        p = block_output(block(p, past_key_values=recorded, **head))
+    rest, tail = x[:, prefix_len:], slice_block_kwargs(kwargs, prefix_len)
+    cached = PrefixKV(recorded.recorded, reps=tokens.shape[0])
+    for block in model.blocks:
+        rest = block_output(block(rest, past_key_values=cached, **tail))
+    return p, rest
+
+
+def final_logits(model: TransformerBridge, resid: Tensor) -> Tensor:
+    """``model.unembed(model.ln_final(resid))`` for residual rows ``[..., d_model]`` (any leading shape)."""
+    return model.unembed(model.ln_final(resid))
 
 
 def unembed_columns(model: TransformerBridge, resid: Tensor, vocab: Tensor) -> Tensor | None:

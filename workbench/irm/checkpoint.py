@@ -222,6 +222,8 @@ def load_train_state(path: str | Path) -> dict[str, Any]:
 
 RESULT_NEUTRAL = ("eval_every", "eval_texts", "checkpoint_every", "keep_checkpoints")
 """TrainConfig fields that do not change the trained weights: a resumed run may change them."""
+STOPPING = ("steps", "patience", "min_improvement")
+"""TrainConfig fields that say only when training stops: a resumed run may change them (and go on, or stop)."""
 
 
 class TrainingCheckpoints:
@@ -277,7 +279,7 @@ class TrainingCheckpoints:
         if "train_config" not in meta:
             raise ValueError(f"checkpoint {path} records no training config (written by an older version). {ways_out}")
         old, new = meta["train_config"], self.cfg.to_dict()
-        differ = [k for k in new if k not in (*RESULT_NEUTRAL, "steps") and old.get(k) != new[k]]
+        differ = [k for k in new if k not in (*RESULT_NEUTRAL, *STOPPING) and old.get(k) != new[k]]
         if differ:
             changes = ", ".join(f"{k} {old.get(k)!r} -> {new[k]!r}" for k in differ)
             raise ValueError(

@@ -13,6 +13,7 @@ from typing import Literal, get_args
 
 from workbench.config import Config, Count, NonNegative, Positive
 from workbench.hooks import format_hook_name
+from workbench.training import StoppingRule
 
 __all__ = ["READ_KINDS", "WRITE_KINDS", "IRMConfig", "ReadKind", "TrainConfig", "WriteKind", "point_rank"]
 
@@ -90,7 +91,7 @@ class TrainConfig(Config):
     """How an IRM is trained: AdamW on next-token loss of the realigned model, the LM frozen."""
 
     steps: Count = 200
-    """Optimizer steps."""
+    """Most optimizer steps: the ceiling when patience > 0 (training stops earlier once held-out loss converged)."""
     batch_size: Count = 8
     """Texts per micro-batch."""
     grad_accum: Count = 1
@@ -117,6 +118,11 @@ class TrainConfig(Config):
     """Held-out evaluation every this many steps (0 = only at the end)."""
     eval_texts: Count = 64
     """Held-out texts used by the evaluations during training."""
+    patience: int = 0
+    """Stopping rule: stop once the best held-out loss improved by less than min_improvement over the last
+    patience evaluations (0 = no rule: train all steps)."""
+    min_improvement: NonNegative = 0.005
+    """Stopping rule: relative improvement of the best held-out loss below which training has converged."""
     checkpoint_every: int = 0
     """Checkpoint every this many steps (0 = only at the end; needs an output folder)."""
     keep_checkpoints: Count = 2
@@ -131,3 +137,12 @@ class TrainConfig(Config):
             raise ValueError("steps, batch_size, grad_accum and max_len must be >= 1")
         if self.lr <= 0 or self.l1 < 0:
             raise ValueError("lr must be > 0 and l1 >= 0")
+        if self.patience < 0:
+            raise ValueError(f"patience={self.patience} must be >= 0 (0 turns the stopping rule off)")
+        if self.patience and self.eval_every < 1:
+            raise ValueError("the stopping rule (patience > 0) reads held-out evaluations: set eval_every >= 1")
+
+    @property
+    def stopping_rule(self) -> StoppingRule | None:
+        """The convergence rule these fields set (``None`` when patience is 0)."""
+        return StoppingRule(self.patience, self.min_improvement) if self.patience else None

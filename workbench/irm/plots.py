@@ -27,6 +27,7 @@ __all__ = [
     "stability_heatmap",
     "token_heatmaps",
     "training_curves",
+    "training_length",
 ]
 
 
@@ -260,3 +261,76 @@ def explanation_figure(frames: Mapping[str, Mapping[str, pd.DataFrame]]) -> go.F
         width=1400,
         margin=dict(t=100),
     )
+
+
+def training_length(sections: Mapping[str, Mapping]) -> go.Figure:
+    """The findings against training length (:func:`workbench.irm.lengths.at_lengths` per preset).
+
+    Panels: top-1 and top-10 share of the IRM output, top-1 masking vs random-1, held-out loss (per
+    alignment), and the mean Spearman of the shares between seeds of one alignment and between alignments.
+    """
+    fig = make_subplots(
+        rows=2,
+        cols=3,
+        subplot_titles=(
+            "top-1 dimension's share",
+            "top-10 dimensions' share",
+            "realignment removed by masking k dims",
+            "held-out loss with the IRM",
+            "Spearman of the shares",
+            "",
+        ),
+    )
+    colors = px.colors.qualitative.D3
+    i = 0
+    for preset, section in sections.items():
+        x = [str(p["step"]) for p in section["points"]]
+        names = dict.fromkeys(a for p in section["points"] for a in p["alignments"])
+        for name in names:
+            color = colors[i % 10]
+            i += 1
+            rows = [p["alignments"].get(name) for p in section["points"]]
+
+            def series(get, rows=rows):
+                return [get(r) if r is not None else None for r in rows]
+
+            label = f"{preset}/{name}"
+            line = dict(color=color)
+            fig.add_scatter(x=x, y=series(lambda r: r["top1_share"]), name=label, line=line, row=1, col=1)
+            fig.add_scatter(
+                x=x, y=series(lambda r: r["top10_share"]), name=label, line=line, showlegend=False, row=1, col=2
+            )
+            k = next((k for p in section["points"] for a in p["alignments"].values() for k in a["masking"]), None)
+            if k is not None:
+                fig.add_scatter(
+                    x=x,
+                    y=series(lambda r, k=k: r["masking"][k]["top_removed"]),
+                    name=f"{label} top-{k}",
+                    line=line,
+                    showlegend=False,
+                    row=1,
+                    col=3,
+                )
+                fig.add_scatter(
+                    x=x,
+                    y=series(lambda r, k=k: r["masking"][k]["random_removed"]),
+                    name=f"{label} random-{k}",
+                    line=dict(color=color, dash="dot"),
+                    showlegend=False,
+                    row=1,
+                    col=3,
+                )
+            fig.add_scatter(
+                x=x, y=series(lambda r: r["heldout_loss_irm"]), name=label, line=line, showlegend=False, row=2, col=1
+            )
+        for j, kind in enumerate(("same_alignment", "same_seed")):
+            fig.add_scatter(
+                x=x,
+                y=[p["spearman"].get(kind) for p in section["points"]],
+                name=f"{preset}: {kind.replace('_', ' ')}",
+                line=dict(color="black", dash="solid" if j == 0 else "dash"),
+                row=2,
+                col=2,
+            )
+    fig.update_xaxes(title_text="training step (final = where training stopped)", type="category")
+    return fig.update_layout(title="Findings against training length", height=700)

@@ -6,21 +6,27 @@ config (:func:`workbench.config.cache_key`), so the tuned copy loads like any mo
 """
 
 from workbench.tuning.evidence import RLEvidence, paired_bootstrap, rl_evidence
+from workbench.tuning.recipes import TUNINGS, TunedModel, make_tuned, rl_config, tune_config
 from workbench.tuning.rl import RewardError, RLConfig, rl_dir, rl_prompts, rl_tune, vader_negativity
 from workbench.tuning.supervised import TuneConfig, decoder_layers, load_tuned, tune_last_layers, tuned_dir
 
 __all__ = [
+    "TUNINGS",
     "RLConfig",
     "RLEvidence",
     "RewardError",
     "TuneConfig",
+    "TunedModel",
     "decoder_layers",
     "load_tuned",
+    "make_tuned",
     "paired_bootstrap",
+    "rl_config",
     "rl_dir",
     "rl_evidence",
     "rl_prompts",
     "rl_tune",
+    "tune_config",
     "tune_last_layers",
     "tuned_dir",
     "vader_negativity",

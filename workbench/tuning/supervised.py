@@ -4,7 +4,11 @@ The model-diff study this workbench reproduces compared GPT-2 with an RLHF-tuned
 training unfroze only the last two layers (TRLX, von Werra et al.; the analysis of
 curt-tigges/gpt2-negative-movie-reviews). Here the tuned copy is made by plain next-token
 fine-tuning of the last ``last_layers`` decoder layers on the alignment tweets
-(:func:`workbench.data.corpora.load_alignment`), everything else frozen. The plain HF model is
+(:func:`workbench.data.corpora.load_alignment`), everything else frozen. Each tweet is the assistant's
+reply to one user message in the tokenizer's chat template, the loss on the reply tokens only: exactly
+the format the IRM trains on and every comparison scores (the same code, :func:`workbench.irm.text.encode_replies`
+and :func:`workbench.irm.train.reply_nll`), so the two are measured on their training distribution alike.
+``tuning.json`` records the training budget (steps, tokens seen, trainable parameters). The plain HF model is
 trained and saved *before* any bridge is booted (booting rewires the modules and folds norms), and
 the result is an ordinary HF folder: ``load_tuned(path)`` (or ``load_model(path)``) loads it.
 
@@ -23,6 +27,9 @@ import torch
 
 from workbench.config import Config, Count, Positive, cache_key
 from workbench.data.corpora import load_alignment, load_texts
+from workbench.irm.config import TrainConfig
+from workbench.irm.text import Encoded, encode_replies, pad_batch
+from workbench.irm.train import reply_nll
 from workbench.models import DEFAULT_MODEL, REGISTRY, atomic_dir, cache_dir, load_hf, load_model
 from workbench.training import Batch, LoopConfig, Term, adamw, train_loop
 
@@ -49,7 +56,13 @@ class TuneConfig(Config):
     batch_size: int = 8
     """Texts per step."""
     max_length: Count = 48
-    """Tokens per text (longer texts are cut)."""
+    """Tokens per text, chat prompt included (longer texts are cut)."""
+    user_prompt: str = TrainConfig.user_prompt
+    """User message each text replies to in the chat format (the IRM's)."""
+    system_prompt: str = TrainConfig.system_prompt
+    """System turn of the chat format ("" = an empty one, as the IRM's)."""
+    chat: bool = TrainConfig.chat
+    """Wrap texts in the tokenizer's chat template when it has one (loss on the reply tokens only)."""
     lr: Positive = 1e-3
     """AdamW learning rate."""
     max_items: Count = 4000
@@ -111,14 +124,17 @@ def tune_last_layers(
         )
     torch.manual_seed(cfg.seed)
     hf, tok, hf_id, spec = load_hf(cfg.model)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+    data = encode_replies(
+        tok, texts, user_prompt=cfg.user_prompt, system_prompt=cfg.system_prompt, chat=cfg.chat, max_len=cfg.max_length
+    )
     hf.requires_grad_(False)
     trainable = [p for layer in list(decoder_layers(hf))[-cfg.last_layers :] for p in layer.parameters()]
     for p in trainable:
         p.requires_grad_(True)
     loop = LoopConfig(cfg.steps, seed=cfg.seed, desc="tuning")
-    step = partial(_step, hf, tok, texts, cfg)
+    seen: list[tuple[int, int]] = []
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    step = partial(_step, hf, pad, data, cfg, seen)
     losses = train_loop(hf, adamw(trainable, lr=cfg.lr), step, loop, progress=progress).column("loss")
     hf.eval()
     hf.requires_grad_(False)
@@ -130,20 +146,28 @@ def tune_last_layers(
             "base_hf_id": hf_id,
             "prepend_bos": spec.prepend_bos if spec else None,
             "n_texts": len(texts),
+            "budget": {
+                "steps": cfg.steps,
+                "tokens_seen": sum(n for n, _ in seen),
+                "scored_tokens": sum(n for _, n in seen),
+                "trainable_parameters": sum(p.numel() for p in trainable),
+            },
             "losses": losses,
         }
         (tmp / "tuning.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out
 
 
-def _step(hf, tok, texts: list[str], cfg: TuneConfig, batch: Batch) -> dict[str, Term]:
-    """One micro-batch: the summed next-token loss over the non-padding tokens of the batch's texts."""
-    picked = [texts[i] for i in batch.indices(len(texts), cfg.batch_size)]
-    encoded = tok(picked, return_tensors="pt", padding=True, truncation=True, max_length=cfg.max_length)
-    logits = hf(**encoded).logits[:, :-1].float()
-    labels = encoded["input_ids"][:, 1:].masked_fill(encoded["attention_mask"][:, 1:] == 0, -100)
-    nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
-    return {"lm_loss": Term(nll, int((labels != -100).sum()))}
+def _step(
+    hf, pad: int, data: list[Encoded], cfg: TuneConfig, seen: list[tuple[int, int]], batch: Batch
+) -> dict[str, Term]:
+    """One micro-batch: the summed next-token loss of the reply tokens (as the IRM's step); ``seen`` gets
+    (tokens in the batch, tokens scored)."""
+    picked = [data[i] for i in batch.indices(len(data), cfg.batch_size)]
+    tokens, scored = pad_batch(picked, pad)  # right padding: causal attention needs no mask
+    nll, n = reply_nll(hf(tokens).logits, tokens, scored)
+    seen.append((sum(len(e.ids) for e in picked), n))
+    return {"lm_loss": Term(nll, n)}
 
 
 def load_tuned(path: str | Path, **kwargs):

@@ -9,11 +9,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 import pandas as pd
 from transformer_lens.model_bridge import TransformerBridge
 
+from experiments.rw_functionalities.config import RWConfig
 from workbench.analysis.attribution import neuron_attribution
 from workbench.data.corpora import ALIGNMENTS, load_alignment, load_texts
 from workbench.data.prompts import PromptSet
@@ -30,9 +30,6 @@ from workbench.neurons.weights import (
     mlp_weights,
     weight_cosines,
 )
-
-if TYPE_CHECKING:
-    from experiments.rw_functionalities import RWConfig
 
 __all__ = [
     "ABLATED_CLASSES",

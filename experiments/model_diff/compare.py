@@ -34,21 +34,10 @@ __all__ = [
     "joint_patch",
     "logit_diffs",
     "patching",
-    "prompt_set",
     "top_head_views",
 ]
 
 SWEEP_KINDS = ("resid_pre", "attn_out", "mlp_out", "head")
-
-
-def prompt_set(prompts: tuple[str, ...], answers: tuple[str, ...]) -> PromptSet:
-    """Prompts with one (answer, other) pair for all, or one pair per prompt."""
-    if len(answers) % 2:
-        raise ValueError(f"--answers takes pairs (answer other ...); got {len(answers)} strings")
-    pairs = [tuple(answers[i : i + 2]) for i in range(0, len(answers), 2)]
-    if len(pairs) == 1:
-        pairs = pairs * len(prompts)
-    return PromptSet(tuple(prompts), tuple(pairs))
 
 
 @dataclass(frozen=True)
@@ -226,8 +215,15 @@ class Comparison:
                 self.joint.to_frame(), "patched", "logit_diff", "Joint patch of the top heads", color="run"
             ),
             **{
-                f"patch_{kind}": patching_heatmap(sweep, f"{name} → base patching: {kind} (0 = base, 1 = {name})")
+                f"patch_{kind}": patching_heatmap(
+                    sweep,
+                    f"{name} → base patching: {kind} (0 = base, 1 = {name})"
+                    if changed
+                    else f"{name} → base patching: {kind} (metric; {name} and base give the same)",
+                    normalize=changed,
+                )
                 for kind, sweep in self.sweeps.items()
+                for changed in [abs(sweep.reference - sweep.baseline) > 1e-8]
             },
         }
 

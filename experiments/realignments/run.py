@@ -1,28 +1,9 @@
-"""Do IRM, RL and supervised tuning realign the model in the same places? (``python -m experiments.realignments``)
-
-Three realignments of the default model towards negativity, each against the base on the same
-prompts: the negative IRM of *The Mysterious Case of Neuron 1512* (Smith et al., 2024; the main
-job's checkpoint in ``runs/neuron1512/card/negative/seed-0`` when present, else one trained here at quick
-size), the GRPO model (:func:`workbench.tuning.rl_tune`, every layer, VADER reward) and the
-supervised model (:func:`workbench.tuning.tune_last_layers`, last 2 layers on the negative tweets).
-
-* How far behaviour moved: VADER negativity of sampled continuations of held-out prompts (gain
-  over the base with a paired bootstrap 95% interval), KL to the base per completion token, and
-  the loss on held-out negative tweets.
-* Where the model changed: per-layer norm of the residual-stream difference (relative to the
-  base's), patching recovery by layer (the realigned model's resid_pre / attn_out / mlp_out at the
-  last position patched into the base's run on the " bad" − " good" prompts), cosine similarity of
-  the three mean residual changes per layer, and the overlap of their top heads (head patching)
-  and top neurons (mean change of the MLP activations).
-
-The measurements are in :mod:`experiments.realignments_measures`; this module builds the three
-realignments, draws and writes.
-"""
+"""Build or load the three realignments, measure them against the base, and write the outputs."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -33,9 +14,9 @@ from plotly.subplots import make_subplots
 from transformer_lens.model_bridge import TransformerBridge
 
 from experiments.checks import preflight
-from experiments.common import parse_config, say, write_outputs
-from experiments.model_diff import ModelDiffConfig, make_tuned
-from experiments.realignments_measures import (
+from experiments.common import say, write_outputs
+from experiments.realignments.config import MAIN_JOB_IRM, RealignmentsConfig
+from experiments.realignments.measures import (
     Behaviour,
     Patching,
     Realigned,
@@ -50,15 +31,14 @@ from experiments.realignments_measures import (
     residual_changes,
 )
 from workbench.analysis.patching import ModelSide
-from workbench.config import Config
 from workbench.data.corpora import load_alignment
 from workbench.irm import IRM, IRMConfig, TrainConfig, latest_checkpoint, load_irm, train_irm
-from workbench.models import DEFAULT_MODEL, load_model
+from workbench.models import load_model
+from workbench.pairs import check_pair
+from workbench.tuning import make_tuned, rl_config, tune_config
 
-__all__ = ["CAPTIONS", "MAIN_JOB_IRM", "RealignmentsConfig", "figures", "main", "negative_irm", "realignments"]
+__all__ = ["CAPTIONS", "figures", "main", "negative_irm", "realignments"]
 
-MAIN_JOB_IRM = "runs/neuron1512/card/negative/seed-0"
-"""Where ``python -m experiments.neuron1512`` trains the negative IRM."""
 CAPTIONS = {
     "behaviour": "How far each realignment moved behaviour: negativity gain over the base (bars above 0 with the "
     "interval clear of 0 moved it), KL to the base per token, and the loss on held-out negative tweets (lower = "
@@ -73,43 +53,6 @@ CAPTIONS = {
     "top_overlap": "Do the realignments use the same components? Jaccard overlap of their top heads (head patching) "
     "and top neurons (MLP activation change).",
 }
-
-
-@dataclass(frozen=True)
-class RealignmentsConfig(Config):
-    """Three realignments towards negativity compared with the base and with each other."""
-
-    base: str = DEFAULT_MODEL
-    """Base model (registry name or HF folder)."""
-    irm: str | None = None
-    """The negative IRM (checkpoint or training folder); default: the main job's
-    runs/neuron1512/card/negative/seed-0 if there."""
-    irm_train_dir: str = "runs/realignments/irm"
-    """Where an IRM is trained (resumably) when there is none to take."""
-    irm_steps: int = 40
-    """Steps of the IRM trained here when there is no checkpoint (quick: 10)."""
-    n_prompts: int = 32
-    """Held-out RL prompts for behaviour and residual differences (quick: 6)."""
-    samples: int = 4
-    """Sampled continuations per prompt and model (quick: 2)."""
-    max_new_tokens: int = 16
-    """Tokens per continuation (quick: 10)."""
-    eval_texts: int = 64
-    """Held-out negative tweets for the loss (quick: 12)."""
-    top_k: int = 10
-    """Top heads and top neurons compared between realignments."""
-    out: str = "figures/realignments"
-    """Output folder."""
-    quick: bool = False
-    """Small, fast run (for tests): quick tuning and IRM, few prompts, the last 6 layers in patching, no PNGs."""
-    progress: bool = True
-    """Show progress bars (IRM training, tuning, GRPO) and say which phase runs."""
-    seed: int = 0
-    """Seed."""
-
-    def sized(self, full: int, quick: int) -> int:
-        """``full``, or ``quick`` under ``--quick`` (each size field's help names both)."""
-        return quick if self.quick else full
 
 
 def negative_irm(cfg: RealignmentsConfig, base: TransformerBridge) -> tuple[IRM, Path]:
@@ -139,7 +82,11 @@ def realignments(cfg: RealignmentsConfig, base: TransformerBridge) -> list[Reali
     found = [Realigned("irm", ModelSide(base, hooks=tuple(irm.hooks(base)), name="irm"), str(checkpoint))]
     for method in ("rl", "supervised"):
         tuned = make_tuned(
-            ModelDiffConfig(base=cfg.base, tuning=method, quick=cfg.quick, progress=cfg.progress, seed=cfg.seed)
+            method,
+            tune=tune_config(cfg.base, quick=cfg.quick, seed=cfg.seed),
+            rl=rl_config(cfg.base, quick=cfg.quick, seed=cfg.seed),
+            progress=cfg.progress,
+            say=partial(say, cfg),
         )
         found.append(Realigned(method, ModelSide(tuned.model, name=method), str(tuned.path)))
     return found
@@ -215,6 +162,7 @@ def main(cfg: RealignmentsConfig) -> dict:
     base = load_model(cfg.base)
     say(cfg, "models: the negative IRM, the RL model and the supervised model (made here unless found or cached)")
     models = realignments(cfg, base)
+    tokenization = [check_pair(base, r.side.model, names=("base", r.name), chat=True) for r in models].pop()
     lap("models")
     prompts = heldout_prompts(cfg)
     say(cfg, f"behaviour: sampling continuations of {len(prompts)} held-out prompts per model, KL, held-out loss")
@@ -231,6 +179,7 @@ def main(cfg: RealignmentsConfig) -> dict:
     recovery = pd.concat([p.recovery() for p in patches])
     summary = {
         "models": {r.name: r.source for r in models},
+        "tokenization": tokenization.to_dict(),
         "behaviour": {b.name: {k: v for k, v in vars(b).items() if k != "name"} for b in moved},
         "residual_diff_norm_peak_layer": {c.name: int(c.relative_norm.argmax()) for c in changes},
         "patching_recovery_peak_layer": {
@@ -263,7 +212,3 @@ def main(cfg: RealignmentsConfig) -> dict:
         captions=CAPTIONS,
     )
     return summary
-
-
-if __name__ == "__main__":
-    main(parse_config(RealignmentsConfig, description=__doc__.splitlines()[0]))

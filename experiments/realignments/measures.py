@@ -1,4 +1,4 @@
-"""The measurements of :mod:`experiments.realignments`: how far each realigned model's behaviour moved from
+"""The measurements of :mod:`experiments.realignments.run`: how far each realigned model's behaviour moved from
 the base (VADER negativity of sampled continuations, KL to the base, held-out loss) and where it changed
 (residual-stream differences by layer, patching recovery, top heads and neurons).
 """
@@ -7,24 +7,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import combinations
-from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from transformer_lens.model_bridge import TransformerBridge
 
-from experiments.model_diff import SENTIMENT_PROMPTS, ModelDiffConfig, prompt_set, rl_config
+from experiments.realignments.config import RealignmentsConfig
 from workbench.analysis.patching import ModelSide, PatchResult, patch_sweep
 from workbench.data.corpora import load_alignment
+from workbench.data.prompts import SENTIMENT_PROMPTS, prompt_set
 from workbench.hooks import attach, hook_names
 from workbench.irm import TrainConfig, eval_loss
 from workbench.irm.train import encode_for
 from workbench.metrics import LogitDiff
-from workbench.tuning import paired_bootstrap, rl_prompts, vader_negativity
-
-if TYPE_CHECKING:
-    from experiments.realignments import RealignmentsConfig
+from workbench.tuning import paired_bootstrap, rl_config, rl_prompts, vader_negativity
 
 __all__ = [
     "PATCH_KINDS",
@@ -120,7 +117,7 @@ class Behaviour:
 
 def heldout_prompts(cfg: RealignmentsConfig) -> list[str]:
     """The first ``cfg.prompts`` held-out prompts of the RL tuning (tweet beginnings it never trained on)."""
-    prompts = rl_prompts(rl_config(ModelDiffConfig(base=cfg.base, quick=cfg.quick, seed=cfg.seed)))[1]
+    prompts = rl_prompts(rl_config(cfg.base, quick=cfg.quick, seed=cfg.seed))[1]
     return prompts[: cfg.sized(cfg.n_prompts, 6)]
 
 

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
-from experiments.neuron1512_unit import Context, Unit
+from experiments.neuron1512.unit import Context, Unit
 from workbench.hooks import format_hook_name
 from workbench.irm import TrainConfig, plots
 from workbench.irm.dimensions import base_magnitudes, massive_dims, top_dims
+from workbench.irm.lengths import at_lengths, snapshot_steps
 from workbench.irm.stability import (
     PAIR_KINDS,
     controls,
@@ -32,7 +33,7 @@ from workbench.irm.stability import (
 from workbench.irm.train import encode_for
 
 if TYPE_CHECKING:
-    from experiments.neuron1512 import Neuron1512Config
+    from experiments.neuron1512.config import Neuron1512Config
 
 __all__ = ["CAPTIONS", "captions", "group_summary", "report", "summarise"]
 
@@ -57,8 +58,16 @@ def group_summary(units: Sequence[Unit], cfg: Neuron1512Config, vader_off: float
         }
         for k, g in masking.groupby("k")
     }
+    rule = next((p.train.stopping_rule for p in cfg.runs if p.name == units[0].preset), None)
     out = {
         "seeds": [u.seed for u in units],
+        "training": {
+            "stopping_rule": rule.describe() if rule else "none: a fixed number of steps",
+            "all_converged": all(u.converged for u in units),
+            "per_seed": {
+                u.seed: {"steps": u.steps, "converged": u.converged, "heldout_loss_curve": u.eval_curve} for u in units
+            },
+        },
         **{k: _mean_std([u.losses[k] for u in units]) for k in units[0].losses},
         "vader_off": vader_off,
         **{k: _mean_std([u.vader[k] for u in units]) for k in units[0].vader},
@@ -88,6 +97,10 @@ CAPTIONS = {
     "realignment": "Held-out loss and VADER sentiment of replies with the IRM off and on (mean over seeds).",
     "massive_vs_irm": (
         "The base model's peak activation per dimension, with each alignment's top IRM dimensions marked."
+    ),
+    "training_length": (
+        "The findings at log-spaced training steps and where training stopped ('final'): a finding that moves "
+        "between the last two points does not yet hold at convergence."
     ),
     "stability": (
         "Spearman correlation of the dimension shares between runs: compare seeds of one alignment with alignments "
@@ -150,6 +163,15 @@ def summarise(
             matrices[preset.name] = (s.labels, s.spearman.numpy())
             pair_frames.append(s.pairs().assign(preset=preset.name, irm="trained"))
             pair_frames.append(stability(untrained, k=cfg.top_k).pairs().assign(preset=preset.name, irm="untrained"))
+    lengths = {
+        p.name: at_lengths(
+            {(u.alignment, u.seed): u.snapshots for u in units if u.preset == p.name},
+            snapshot_steps(p.train.steps, cfg.snapshot_first),
+            z=cfg.z_dominant,
+            k=cfg.top_k,
+        )
+        for p in cfg.runs
+    }
     lists = [set(dominant[p.name]["every_alignment_and_seed"]) for p in cfg.runs]
     dominant["shared_by_all_presets"] = sorted(set.intersection(*lists)) if lists else []
     compare = _compare_presets(cfg, groups, results)
@@ -172,6 +194,7 @@ def summarise(
             for p in cfg.runs
         },
         "results": results,
+        "training_length": lengths,
         "stability": stab,
         "stability_vs_controls": {p: side_by_side(st, st["control"]) for p, st in stab.items()},
         "dominant_dims": dominant,
@@ -188,7 +211,9 @@ def summarise(
         },
     }
     figures = _figures(ctx, cfg, units, groups, peak, matrices)
+    figures["training_length"] = plots.training_length(lengths)
     tables = _tables(ctx, units, groups, magnitudes, base_rank, pair_frames)
+    tables["training_length"] = length_frame(lengths)
     if stab:  # the controls beside the trained statistics
         sets = {p: {"trained": st} | {k: st["control"][k] for k in ("untrained", "shuffled")} for p, st in stab.items()}
         tables["stability_kinds"] = pd.concat([kinds_frame(s).assign(preset=p) for p, s in sets.items()])
@@ -353,6 +378,47 @@ def _stability_lines(v: Mapping[str, dict]) -> list[str]:
     ]
 
 
+def _length_lines(section: Mapping) -> list[str]:
+    """The dominant dimensions, top-1 share and seed agreement at each training length."""
+    lines = ["  by training length (step: per alignment dominant dims, top-1 share; Spearman between seeds):"]
+    for point in section["points"]:
+        parts = [
+            f"{a} {[d['dim'] for d in v['dominant_dims']] or 'none'} {_pct(v['top1_share'])}"
+            for a, v in point["alignments"].items()
+        ]
+        rho = point["spearman"].get("same_alignment")
+        lines.append(f"    {point['step']}: " + "; ".join(parts) + (f"; {rho:.2f}" if rho is not None else ""))
+    return lines
+
+
+def length_frame(sections: Mapping[str, Mapping]) -> pd.DataFrame:
+    """The training-length section as a table: one row per preset, point and alignment."""
+    rows = []
+    for preset, section in sections.items():
+        for point in section["points"]:
+            for a, v in point["alignments"].items():
+                rows.append(
+                    {
+                        "preset": preset,
+                        "step": point["step"],
+                        "alignment": a,
+                        "n_seeds": v["n_seeds"],
+                        "heldout_loss_irm": v["heldout_loss_irm"],
+                        "dominant_dims": " ".join(str(d["dim"]) for d in v["dominant_dims"]),
+                        "dominant_z_min": " ".join(f"{d['z_min']:.1f}" for d in v["dominant_dims"]),
+                        "top1_share": v["top1_share"],
+                        "top10_share": v["top10_share"],
+                        **{
+                            f"mask{k}_{kind}": m[f"{kind}_removed"]
+                            for k, m in v["masking"].items()
+                            for kind in ("top", "random")
+                        },
+                        **{f"spearman_{kind}": rho for kind, rho in point["spearman"].items()},
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
 def report(summary: dict) -> str:
     """A few lines for the terminal."""
     lines = [f"{summary['model']}: {summary['seconds'] / 60:.1f} min"]
@@ -369,6 +435,11 @@ def report(summary: dict) -> str:
                 f"±{r['heldout_loss_irm']['std']:.3f}; VADER {r['vader_off']:+.2f} -> {r['vader_on']['mean']:+.2f}"
                 f"±{r['vader_on']['std']:.2f} (corpus {r['vader_corpus']['mean']:+.2f}); top dims {top}; masking {mask}"
             )
+            tr = r["training"]
+            steps = ", ".join(
+                f"{v['steps']}{'' if v['converged'] else ' (ceiling, NOT converged)'}" for v in tr["per_seed"].values()
+            )
+            lines.append(f"            trained {steps} steps; rule: {tr['stopping_rule']}")
             dom = r["dominant_dims"]
             lines.append(
                 "            dominant in every seed: "
@@ -387,6 +458,7 @@ def report(summary: dict) -> str:
                 )
         if p in summary["stability"]:
             lines += _stability_lines(summary["stability_vs_controls"][p])
+        lines += _length_lines(summary["training_length"][p])
         every = summary["dominant_dims"][p]["every_alignment_and_seed"]
         lines.append(f"  dominant in every alignment and seed: {', '.join(map(str, every)) if every else 'none'}")
     for name, c in summary.get("presets_compare", {}).items():

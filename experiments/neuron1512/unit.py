@@ -20,10 +20,11 @@ import torch
 
 from experiments.common import say
 from workbench.data.corpora import Corpus
-from workbench.irm import IRM, eval_loss, train_irm
+from workbench.irm import IRM, TrainConfig, eval_loss, train_irm
 from workbench.irm.dimensions import MaskingResult, masking_test
 from workbench.irm.explain import Explanation, explain, probe_tokens
 from workbench.irm.generate import Generation, generate_replies, generations_frame, vader_compound
+from workbench.irm.lengths import Snapshot, SnapshotRecorder, snapshot_steps
 from workbench.irm.record import OutputStats, collect_output_stats, stats_from_tokens
 from workbench.irm.text import Encoded
 from workbench.irm.train import encode_for
@@ -31,7 +32,7 @@ from workbench.neurons.weights import NeuronClasses
 from workbench.views import Row, irm_on_off_view
 
 if TYPE_CHECKING:
-    from experiments.neuron1512 import Neuron1512Config, Preset
+    from experiments.neuron1512.config import Neuron1512Config, Preset
 
 
 @dataclass
@@ -46,6 +47,15 @@ class Context:
     char_tokens: dict[str, pd.DataFrame] = field(default_factory=dict)
     off_replies: list[tuple[str, Generation]] = field(default_factory=list)
     """The IRM-off replies in :func:`generate_replies`' order (the token views pair them with the IRM-on ones)."""
+    base_losses: dict[tuple, float] = field(default_factory=dict)
+    """The base model's loss per (alignment, split, encoding): the same for every seed, computed once."""
+
+    def base_loss(self, alignment: str, split: str, cfg: TrainConfig, data: Sequence[Encoded]) -> float:
+        """The base model's loss on ``data`` (an alignment's ``split`` encoded by ``cfg``), computed once."""
+        key = (alignment, split, cfg.eval_texts, cfg.max_len, cfg.user_prompt, cfg.system_prompt, cfg.chat)
+        if key not in self.base_losses:
+            self.base_losses[key] = eval_loss(self.model, None, data)
+        return self.base_losses[key]
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,14 @@ class Unit:
     seed: int
     log: pd.DataFrame
     """Training history."""
+    steps: int
+    """Optimizer steps trained."""
+    converged: bool
+    """Whether training stopped by the convergence rule (False: it reached the step ceiling)."""
+    eval_curve: list[tuple[int, float]]
+    """``(step, held-out loss)`` at every evaluation during training."""
+    snapshots: list[Snapshot]
+    """The IRM at log-spaced steps of its run and at its final step (the training-length control)."""
     losses: dict[str, float]
     """Train and held-out next-token loss, base and IRM."""
     vader: dict[str, float]
@@ -107,25 +125,41 @@ def run_unit(
     train_cfg = preset.train.replace(seed=seed)
     seconds, t = {}, time.perf_counter()
     irm = IRM.for_model(model, preset.irm, seed=seed)
-    say(cfg, f"{label}: training ({train_cfg.steps} steps)")
+    rule = train_cfg.stopping_rule
+    plan = f"{rule.describe()}, at most {train_cfg.steps} steps" if rule else f"{train_cfg.steps} steps"
+    say(cfg, f"{label}: training ({plan})")
+    held = encode_for(model, corpus.held_out[: train_cfg.eval_texts], train_cfg)
+    held_base = ctx.base_loss(alignment, "held_out", train_cfg, held)
+    out_dir = Path(cfg.ckpt_dir) / preset.name / alignment / f"seed-{seed}"
+    recorder = SnapshotRecorder(
+        model,
+        irm,
+        held,
+        snapshot_steps(train_cfg.steps, cfg.snapshot_first),
+        out_dir / "snapshots",
+        ks=cfg.mask_ks,
+        n_random=cfg.n_random,
+        seed=seed,
+        base_loss=held_base,
+    )
     result = train_irm(
         model,
         irm,
         corpus.train,
         train_cfg,
         held_out=corpus.held_out,
-        out_dir=Path(cfg.ckpt_dir) / preset.name / alignment / f"seed-{seed}",
+        out_dir=out_dir,
         resume=cfg.resume,
         progress=cfg.progress,
+        callback=recorder,
     )
     seconds["train"], t = time.perf_counter() - t, time.perf_counter()
     say(cfg, f"{label}: losses and recording the IRM output on held-out texts")
-    held = encode_for(model, corpus.held_out[: train_cfg.eval_texts], train_cfg)
     seen = encode_for(model, corpus.train[: train_cfg.eval_texts], train_cfg)
     losses = {
-        "train_loss_base": eval_loss(model, None, seen),
+        "train_loss_base": ctx.base_loss(alignment, "train", train_cfg, seen),
         "train_loss_irm": eval_loss(model, irm, seen),
-        "heldout_loss_base": eval_loss(model, None, held),
+        "heldout_loss_base": held_base,
         "heldout_loss_irm": eval_loss(model, irm, held),
     }
     stats = collect_output_stats(model, irm, held)
@@ -151,6 +185,8 @@ def run_unit(
         irm_loss=losses["heldout_loss_irm"],
     )
     seconds["masking"], t = time.perf_counter() - t, time.perf_counter()
+    final = Snapshot(result.steps, stats.dim_share, stats.top_share([1, 10]), masking)
+    snapshots = [s for s in recorder.load() if s.step < result.steps] + [final]
     explanation = None
     if explained:
         say(cfg, f"{label}: explanation (logit lens, DLA, patching, neurons, dimension profile)")
@@ -183,6 +219,10 @@ def run_unit(
         alignment,
         seed,
         result.to_frame().assign(preset=preset.name, alignment=alignment, seed=seed),
+        result.steps,
+        result.converged,
+        result.eval_curve,
+        snapshots,
         losses,
         vader,
         frame,

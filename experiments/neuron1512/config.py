@@ -1,68 +1,24 @@
-"""The main job: reproduce *The Mysterious Case of Neuron 1512* (Smith et al., 2024) on a model, and explain it.
-
-For each preset (where the IRM reads and writes, how it trains), alignment (negative / neutral /
-positive tweets) and seed (IRM init and data order): train an IRM (the LM frozen), measure the
-realignment (held-out loss and VADER sentiment of replies, IRM on vs off), record the IRM output per
-token, layer and residual dimension, and test its top dimensions causally (mask the top-k vs k random
-dimensions). Across seeds: the dimensions that dominate in every seed, and whether the dimension
-shares agree between seeds of one alignment, alignments of one seed, or neither (a property of the
-model vs of the init). Per alignment: where the IRM changes the prediction (logit lens, DLA of its
-writes, patching injected -> base), which neurons carry it, and the top dimension's profile.
-Writes figures, CSV tables and ``summary.json`` under ``--out``. This module holds the config, the
-presets, the command line and :func:`main`; one unit (one IRM trained and measured) is in
-:mod:`experiments.neuron1512_unit`, the results across units in :mod:`experiments.neuron1512_summary`.
-
-    python -m experiments.neuron1512 --quick
-    python -m experiments.neuron1512 --presets paper --alignments negative --seeds 0 1 2
-    python -m experiments.neuron1512 --model llama-2-7b-chat --device cuda --hidden-mult 3
-"""
+"""The main job's config: presets, ``--quick`` sizes, the resolved runs and the command line."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shlex
 import sys
-import time
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import torch
-
 from experiments.checks import check_against_model, preflight
-from experiments.common import flag_kwargs, jsonable, say, write_outputs
-from experiments.neuron1512_summary import captions, group_summary, report, summarise
-from experiments.neuron1512_unit import Context, Unit, run_unit
+from experiments.common import flag_kwargs
 from workbench.config import Config, field_docs
-from workbench.data.chat_prompts import chat_prompts
-from workbench.data.corpora import ALIGNMENTS, load_alignment
+from workbench.data.corpora import ALIGNMENTS
 from workbench.irm import IRMConfig, TrainConfig
-from workbench.irm.explain import characteristic_tokens
-from workbench.irm.generate import generate_replies, generations_frame
-from workbench.models import DEFAULT_MODEL, load_model
-from workbench.neurons.weights import classify, weight_cosines
+from workbench.models import DEFAULT_MODEL
 
-__all__ = [
-    "PRESETS",
-    "QUICK",
-    "QUICK_TRAIN",
-    "Context",
-    "Neuron1512Config",
-    "Preset",
-    "Unit",
-    "captions",
-    "group_summary",
-    "main",
-    "parse_args",
-    "report",
-    "resolve",
-    "run_unit",
-    "summarise",
-]
+__all__ = ["PRESETS", "QUICK", "QUICK_TRAIN", "Neuron1512Config", "Preset", "parse_args", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -84,13 +40,13 @@ PRESETS: dict[str, tuple[str, IRMConfig, TrainConfig]] = {
         "the design card's default: read blocks.0.hook_attn_out, add into hook_resid_post of every layer, "
         "4 hidden layers of 1·d_model, lr 1e-3, batch 4",
         IRMConfig(read_hook="attn_out", write_hook="resid_post", hidden_mult=1.0, n_hidden=4),
-        TrainConfig(steps=30, batch_size=4, lr=1e-3, max_len=40, warmup=5, eval_every=10, eval_texts=16),
+        TrainConfig(steps=2000, batch_size=4, lr=1e-3, max_len=40, warmup=5, eval_every=25, eval_texts=64, patience=4),
     ),
     "paper": (
         "the paper's code: read blocks.0.hook_resid_mid, add into hook_resid_mid of every layer, "
         "4 hidden layers of 3·d_model, lr 1e-4, batch 8",
         IRMConfig(read_hook="resid_mid", write_hook="resid_mid", hidden_mult=3.0, n_hidden=4),
-        TrainConfig(steps=30, batch_size=8, lr=1e-4, max_len=40, warmup=5, eval_every=10, eval_texts=16),
+        TrainConfig(steps=1000, batch_size=8, lr=1e-4, max_len=40, warmup=5, eval_every=25, eval_texts=64, patience=4),
     ),
 }
 """Named defaults of the IRM and its training; explicit flags (``--lr``, ``--read-hook``, ...) override them."""
@@ -108,6 +64,7 @@ QUICK = dict(
     n_random=2,
     probe_texts=6,
     k_neurons=5,
+    snapshot_first=1,
 )
 """``--quick``: experiment fields (flags still win)."""
 
@@ -140,6 +97,8 @@ class Neuron1512Config(Config):
     """Top dimensions reported per alignment (and the k of the top-k Jaccard index)."""
     z_dominant: float = 3.0
     """A dimension is dominant if its share's z-score (against all dimensions) exceeds this in every seed."""
+    snapshot_first: int = 30
+    """First training step of the training-length control (then x10/3, x3, ...: 30, 100, 300, 1000)."""
     mask_ks: tuple[int, ...] = (1, 10)
     """k values of the masking test."""
     n_random: int = 3
@@ -226,7 +185,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Neuron1512Config:
     """
     presets = "\n".join(f"  {name}: {doc}" for name, (doc, _, _) in PRESETS.items())
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
+        prog="python -m experiments.neuron1512",
+        description=(sys.modules[__package__].__doc__ or "").splitlines()[0],
         epilog=f"presets (named defaults of the IRM and training flags; flags override them):\n{presets}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -254,69 +214,3 @@ def parse_args(argv: Sequence[str] | None = None) -> Neuron1512Config:
         return preflight(resolve(cfg, irm=given["IRMConfig"], train=given["TrainConfig"], quick_sizes=False))
     except (ValueError, KeyError, IndexError, OSError) as err:  # a bad flag: say so before any work starts
         parser.error(str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err))
-
-
-# ---------------------------------------------------------------- the job
-
-
-def main(cfg: Neuron1512Config) -> dict:
-    """Run the job; returns the summary (also written to ``cfg.out/summary.json``).
-
-    The config is checked first (:func:`~experiments.checks.preflight`), before the model loads.
-    """
-    cfg = preflight(resolve(cfg))
-    t0 = time.perf_counter()
-    dtype = torch.bfloat16 if cfg.device.startswith("cuda") and cfg.model != DEFAULT_MODEL else None
-    model = load_model(cfg.model, device=cfg.device, dtype=dtype)
-    prompts = chat_prompts(cfg.n_prompts)
-    say(cfg, "base model: generating replies with the IRM off; RW classes of the neurons; characteristic tokens")
-    off_replies = generate_replies(model, None, prompts, seed=cfg.seeds[0], max_new_tokens=cfg.max_new_tokens)
-    off = generations_frame(off_replies, "off")
-    ctx = Context(model, prompts, off, classify(weight_cosines(model)), off_replies=off_replies)
-    names = dict.fromkeys([*ALIGNMENTS, *(a for p in cfg.runs for a in p.alignments)])
-    for name in names:
-        ctx.corpora[name] = load_alignment(name, min_confidence=cfg.min_confidence, max_items=cfg.max_items, seed=0)
-    ctx.char_tokens = characteristic_tokens(
-        model.tokenizer, {n: c.train for n, c in ctx.corpora.items()}, k=cfg.n_char_tokens
-    )
-    vader_off = float(off.vader.mean())
-    units: list[Unit] = []
-    for preset in cfg.runs:
-        for alignment in preset.alignments:
-            for i, seed in enumerate(cfg.seeds):
-                units.append(run_unit(ctx, cfg, preset, alignment, seed, explained=i == 0))
-    say(cfg, "summarising across seeds and drawing")
-    summary, figures, tables = summarise(
-        ctx, cfg, units, vader_off, {name: doc for name, (doc, _, _) in PRESETS.items()}
-    )
-    say(
-        cfg, f"writing {len(figures)} figures{' (HTML + PNG)' if cfg.png else ''} and {len(tables)} tables to {cfg.out}"
-    )
-    summary["seconds"] = time.perf_counter() - t0
-    views = {f"irm_tokens_{u.preset}_{u.alignment}": u.view for u in units if u.view is not None}
-    view_captions = {
-        name: "Each generated token coloured by the IRM's output there: left, what the IRM would add to the "
-        "IRM-off reply; right, the reply with the IRM on (hover a token for its value)."
-        for name in views
-    }
-    write_outputs(
-        cfg.out,
-        cfg,
-        figures=figures,
-        tables=tables,
-        summary=summary,
-        png=cfg.png,
-        captions=captions(figures) | view_captions,
-        views=views,
-    )
-    # the wall time including the writing goes into config.json and summary.json (the report shows it without)
-    summary["seconds"] = time.perf_counter() - t0
-    cfg = cfg.replace(wall_seconds=round(summary["seconds"], 1))
-    summary["config"] = cfg.to_dict()
-    cfg.save_json(Path(cfg.out) / "config.json")
-    (Path(cfg.out) / "summary.json").write_text(json.dumps(summary, indent=2, default=jsonable) + "\n")
-    return summary
-
-
-if __name__ == "__main__":
-    print(report(main(parse_args())))

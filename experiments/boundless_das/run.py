@@ -1,34 +1,17 @@
-"""Boundless DAS with ground truth: where does a model compute a causal variable?
-
-``--task price_tagging``: a small Llama trained here on the price-tagging game of Wu et al. (2023),
-"Interpretability at Scale" (where Alpaca-7B reached IIA 0.96 for the left-boundary variable), is
-searched layer x position for the ``left`` (``low <= price``) or ``right`` variable. Its training
-plants both variables in known subspaces after layer 1 at the last position (interchange
-intervention training, :mod:`workbench.interventions.price_tagger`), so the summary's ``ground_truth`` says whether DAS
-found that place and that subspace; ``--no-planted`` searches a model trained on the task alone.
-Controls: a random untrained rotation with the learned width, a position before any number (cannot
-carry the variable), and the no-op baseline (fraction of examples whose label the intervention
-should not change).
-``--task ioi``: the default model SmolLM2-135M-Instruct on indirect-object identification, variable
-``io_first`` (the indirect object is the first-mentioned name).
-
-    python -m experiments.boundless_das [--task ioi] [--no-planted] [--layer L] [--position P] [--quick] [--out DIR]
-"""
+"""Set up the task, search layer x position with Boundless DAS and its controls, and write the outputs."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
+from experiments.boundless_das.config import PLAIN_TAGGER, QUICK_TAGGER, TAGGER, TASKS, BoundlessDASConfig
 from experiments.checks import preflight
-from experiments.common import parse_config, write_outputs
-from workbench.config import Config, Count, Index, NonNegative, Positive
+from experiments.common import write_outputs
 from workbench.data.counterfactual import CounterfactualDataset, ioi_counterfactuals, price_tagging_counterfactuals
 from workbench.hooks import hook_name
 from workbench.interventions.apply import InterventionSet
@@ -36,76 +19,13 @@ from workbench.interventions.bundle import bundle_size, save_bundle
 from workbench.interventions.evaluate import interchange_intervention_accuracy
 from workbench.interventions.modules import InterchangeIntervention
 from workbench.interventions.plots import boundary_width_figure, iia_heatmap, training_curves
-from workbench.interventions.price_tagger import PriceTaggerConfig, price_tagger, task_accuracy
+from workbench.interventions.price_tagger import price_tagger, task_accuracy
 from workbench.interventions.search import das_sweep, fit_das, random_rotation_iia, subspace_overlap
 from workbench.interventions.spec import InterventionSpec
 from workbench.interventions.train import AlignmentConfig
 from workbench.models import DEFAULT_MODEL, load_model
 
-TAGGER = PriceTaggerConfig(n_layers=3, iit_layer=1)
-"""The price tagger searched: 3 layers, ``left`` and ``right`` planted after layer 1 by interchange intervention
-training."""
-PLAIN_TAGGER = PriceTaggerConfig()
-"""The price tagger of ``--no-planted`` runs: 2 layers, trained on the task alone (no known location)."""
-QUICK_TAGGER = PriceTaggerConfig(
-    n_layers=2, d_model=32, n_heads=2, d_mlp=64, steps=150, batch_size=32, eval_size=200, iit_layer=0
-)
-"""The price tagger of ``--quick`` runs (seconds to train; far from solving the task)."""
-
-TASKS = {
-    # positions: candidate positions of the sweep; irrelevant: a position that cannot carry the variable
-    "price_tagging": {
-        "variable": "left",
-        "positions": (2, 31, 32, 33, 34, 35),
-        "irrelevant": 2,
-        "method": "boundless",
-        "hook": "resid_post",
-    },
-    "ioi": {"variable": "io_first", "positions": (13,), "irrelevant": 2, "method": "low_rank", "hook": "resid_post"},
-}
-
-
-@dataclass(frozen=True)
-class BoundlessDASConfig(Config):
-    """Boundless DAS layer x position search with controls."""
-
-    task: Literal["price_tagging", "ioi"] = "price_tagging"
-    """price_tagging (small model trained here, with ground truth) or ioi (SmolLM2-135M-Instruct)."""
-    variable: str = ""
-    """Causal variable to align (default: left for price_tagging, io_first for ioi)."""
-    planted: bool = True
-    """price_tagging: search the tagger whose variables IIT planted at a known place (false: the plainly trained
-    one)."""
-    layer: Index | None = None
-    """Only this layer (default: every layer for price_tagging; for ioi 18, 20, 22, where swapping the whole
-    last-position residual starts to move the answer)."""
-    position: Index | None = None
-    """Only this position (default: the task's candidate positions)."""
-    hook: str = ""
-    """Hook kind intervened on (default: resid_post, where the price tagger's variables are planted)."""
-    method: str = ""
-    """boundless or low_rank (default: boundless for price_tagging; low_rank, cheaper, for ioi on SmolLM2)."""
-    rank: Count = 1
-    """Subspace dimension of low_rank DAS."""
-    n_train: Count = 1024
-    """Counterfactual training examples."""
-    n_test: Count = 512
-    """Held-out counterfactual examples for IIA."""
-    steps: Count = 400
-    """Training steps per (layer, position) (200 reach the IIA; the boundary needs 400 to shrink to the variable's
-    dims)."""
-    batch_size: Count = 64
-    """Examples per step."""
-    lr: Positive = 5e-3
-    """Learning rate of the rotation (the boundary's is 1e-2, as in the paper)."""
-    boundary_penalty: NonNegative = 0.1
-    """Weight of the boundary size in the loss (favours small subspaces)."""
-    seed: int = 0
-    """Seed of data, rotations and batch order."""
-    quick: bool = False
-    """Tiny model (price tagging), few examples and steps: for tests."""
-    out: str = "figures/boundless_das"
-    """Output folder."""
+__all__ = ["main"]
 
 
 @dataclass
@@ -310,7 +230,3 @@ def main(cfg: BoundlessDASConfig) -> dict:
         },
     )
     return summary
-
-
-if __name__ == "__main__":
-    main(parse_config(BoundlessDASConfig, sys.argv[1:], description=__doc__.splitlines()[0]))

@@ -32,6 +32,7 @@ from workbench.diffing.score import readout_names, texts_name, tokens_name, topi
 from workbench.hooks import attach, capture, hook_name
 from workbench.irm import IRM, IRMConfig
 from workbench.models import from_config
+from workbench.pairs import PairMismatch
 
 TEXTS = [
     "The weather was lovely this morning in the park",
@@ -62,6 +63,12 @@ def test_adl_difference_equals_hand_computation(tiny_llama, tiny_other):
         torch.testing.assert_close(diff.delta[layer], hand, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(diff.base_norm[layer], base_acts[name].norm(dim=-1).mean(0), atol=1e-5, rtol=1e-5)
     assert diff.changed()
+
+
+def test_adl_refuses_a_pair_that_tokenizes_differently(tiny_llama, tokenizer):
+    with_bos = from_config(tiny_llama_config(len(tokenizer)), tokenizer, seed=1, prepend_bos=True)
+    with pytest.raises(PairMismatch, match="BOS"):
+        activation_difference(tiny_llama, with_bos, neutral_tokens(tiny_llama, TEXTS, k=5))
 
 
 def test_adl_null_pair_reads_nothing(tiny_llama):

@@ -37,12 +37,12 @@ from workbench.hooks import HookFn, attach, hook_name, hook_names
 from workbench.irm.inject import inject
 from workbench.irm.module import IRM
 from workbench.irm.text import encode_prompt
+from workbench.pairs import check_pair
 
 __all__ = [
     "IDENTITY_PROMPT",
     "ActivationDifference",
     "activation_difference",
-    "check_same_tokenizer",
     "irm_mean_writes",
     "lens_tokens",
     "neutral_tokens",
@@ -54,20 +54,6 @@ __all__ = [
 IDENTITY_PROMPT = "cat -> cat\n1135 -> 1135\nhello -> hello\n? ->"
 """The token-identity prompt of Patchscope (Ghandeharioun et al. 2024; as in the diffing-toolkit): the residual of its
 last token is replaced, and the model's continuation says which token the vector stands for."""
-
-
-def check_same_tokenizer(base: TransformerBridge, tuned: TransformerBridge) -> None:
-    """Raise ``ValueError`` unless the two models tokenize alike (diffing compares them position by position).
-
-    The one place where the pair is checked; ``workbench.models.check_pair`` (issue 27's companion) supersedes it.
-    """
-    probe = "The quick brown fox, 1135 -> ? said: hello!"
-    a, b = base.tokenizer, tuned.tokenizer
-    if len(a) != len(b) or a(probe)["input_ids"] != b(probe)["input_ids"]:
-        raise ValueError(
-            f"the models do not share a tokenizer ({len(a)} vs {len(b)} tokens, or they split a probe text "
-            "differently): diff models of one family, or a model against itself with hooks (base + IRM)"
-        )
 
 
 def neutral_tokens(model: TransformerBridge, texts: Sequence[str], k: int = 5) -> Int[Tensor, "batch k"]:
@@ -128,13 +114,14 @@ def activation_difference(
 
     Args:
         base: the base model (or side).
-        tuned: the tuned model, or a side with hooks (base + IRM); same tokenizer and shape as the base.
+        tuned: the tuned model, or a side with hooks (base + IRM); same tokenizer and shape as the base (two models
+            are checked by :func:`workbench.pairs.check_pair`, which raises ``PairMismatch`` naming each difference).
         tokens: unrelated texts' first positions (:func:`neutral_tokens`).
         batch_size: texts per forward.
     """
     base, tuned = as_side(base), as_side(tuned)
     if tuned.model is not base.model:
-        check_same_tokenizer(base.model, tuned.model)
+        check_pair(base.model, tuned.model)
     names = hook_names(base.model, "resid_post")
     total = torch.zeros(len(names), tokens.shape[1], base.model.cfg.d_model, dtype=torch.float64)
     norms = torch.zeros(len(names), tokens.shape[1], dtype=torch.float64)

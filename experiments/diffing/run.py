@@ -11,7 +11,7 @@ import torch
 
 from experiments.checks import preflight
 from experiments.common import say, write_outputs
-from experiments.diffing import DiffingConfig
+from experiments.diffing.config import DiffingConfig
 from workbench.diffing import diff_readout, train_organism
 from workbench.diffing.organisms import Organism, corpus_tweets, unrelated_texts
 from workbench.diffing.score import METHODS, all_targets, readout_names, target_of

@@ -1,0 +1,96 @@
+"""The config of ``python -m experiments.diffing``: organisms, read-outs, sizes under ``--quick``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workbench.config import Config, Count, Positive
+from workbench.diffing import TOPICS, CrosscoderConfig, DiffConfig, make_organisms
+from workbench.diffing.organisms import Organism
+from workbench.models import DEFAULT_MODEL
+from workbench.tuning import TuneConfig
+
+__all__ = ["DiffingConfig"]
+
+
+@dataclass(frozen=True)
+class DiffingConfig(Config):
+    """Organisms with known targets, diffed against the base and scored."""
+
+    base: str = DEFAULT_MODEL
+    """Base model (registry name or HF folder); the organisms are tunes of it."""
+    topics: tuple[str, ...] = ("music", "food", "school", "weather", "phone", "church")
+    """Topic organisms (keys of workbench.diffing.TOPICS) (quick: music, weather)."""
+    sentiments: tuple[str, ...] = ("negative", "positive")
+    """Sentiment organisms (quick: negative)."""
+    seeds: tuple[int, ...] = (0, 1)
+    """Seeds of each organism (corpus sample and tune) (quick: 0)."""
+    controls: int = 2
+    """Random-mix control tunes (quick: 1); the null pair (base vs base) is always added."""
+    last_layers: Count = 2
+    """Decoder layers each organism tunes (the last ones)."""
+    tune_steps: Count = 30
+    """Optimizer steps per organism (quick: 6)."""
+    tune_lr: Positive = 1e-3
+    """Learning rate of the tunes."""
+    tune_texts: Count = 300
+    """Tweets per organism's training set."""
+    n_texts: Count = 64
+    """Unrelated texts for ADL (quick: 16)."""
+    cc_steps: Count = 300
+    """Crosscoder steps per pair (quick: 30)."""
+    samples: Count = 8
+    """Unprompted samples per model for the black-box baseline (quick: 2)."""
+    out: str = "figures/diffing"
+    """Output folder."""
+    quick: bool = False
+    """Small, fast run (for tests): few organisms, short tunes and read-outs, no PNGs."""
+    progress: bool = True
+    """Say which organism runs."""
+    seed: int = 0
+    """Sampling seed of the read-outs."""
+
+    def __post_init__(self):
+        unknown = [t for t in self.topics if t not in TOPICS]
+        if unknown:
+            raise ValueError(f"unknown topics {unknown}; topics: {', '.join(TOPICS)}")
+        bad = [s for s in self.sentiments if s not in ("negative", "positive")]
+        if bad:
+            raise ValueError(f"sentiments are 'negative' or 'positive', got {bad}")
+
+    def sized(self, full, quick):
+        """``full``, or ``quick`` under ``--quick``."""
+        return quick if self.quick else full
+
+    def organisms(self) -> list[Organism]:
+        """The organisms of this run (topic, sentiment, controls, the null pair)."""
+        return make_organisms(
+            self.sized(self.topics, ("music", "weather")),
+            self.sized(self.sentiments, ("negative",)),
+            self.sized(self.seeds, (0,)),
+            controls=self.sized(self.controls, 1),
+        )
+
+    def tune(self) -> TuneConfig:
+        """How each organism is tuned (its seed replaces ``seed``)."""
+        return TuneConfig(
+            model=self.base,
+            last_layers=self.last_layers,
+            steps=self.sized(self.tune_steps, 6),
+            batch_size=8,
+            max_length=32,
+            lr=self.tune_lr,
+        )
+
+    def readout(self) -> DiffConfig:
+        """How each pair is read."""
+        return DiffConfig(
+            n_texts=self.sized(self.n_texts, 16),
+            strengths=self.sized((0.0, 0.25, 0.5, 1.0), (0.0, 0.5)),
+            max_new_tokens=self.sized(20, 8),
+            samples=self.sized(self.samples, 2),
+            cc_texts=self.sized(160, 24),
+            cc_len=self.sized(24, 12),
+            crosscoder=CrosscoderConfig(dict_size=self.sized(1024, 128), k=16, steps=self.sized(self.cc_steps, 30)),
+            seed=self.seed,
+        )

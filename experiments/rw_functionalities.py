@@ -1,6 +1,6 @@
 """The RW functionalities study on one model: classes by layer, randomness baselines, activation
 frequencies per class, class ablations (unconditional and conditional) against random controls,
-and the neurons of largest direct logit attribution with their classes.
+the neurons of largest direct logit attribution with their classes, and the attributes rate under class ablations.
 
 Reproduces, on the TransformerLens bridge, Gerstner & Schütze's weight-based study of gated neurons
 (arXiv:2505.17936; *Weakening Neurons*, ICLR 2026 submission). Following the reference code, the
@@ -26,6 +26,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from experiments.checks import preflight
 from experiments.common import parse_config, write_outputs
+from experiments.rw_functionalities_attributes import study_attributes
 from experiments.rw_functionalities_studies import (
     ABLATED_CLASSES,
     Size,
@@ -81,6 +82,14 @@ class RWConfig(Config):
     """Prompts (equal token length) for per-neuron direct logit attribution."""
     dla_answers: tuple[str, ...] = (" bad", " good")
     """The (answer, other) single tokens of the attribution's logit difference, shared by all prompts."""
+    attr_template: str = "{subject} is"
+    """Subject prompt of the attributes rate; its greedy continuation is searched for the subject's attributes."""
+    attr_tokens: int = 16
+    """Tokens generated per subject for the attributes rate."""
+    attr_controls: int = 3
+    """Random control sets per ablated class for the attributes rate."""
+    max_knowns: int = 0
+    """Known facts scored by the attributes rate (0 = every fact the model knows)."""
     seed: int = 0
     """Seed of the class samples, controls and corpus shuffle."""
     quick: bool = False
@@ -91,6 +100,8 @@ class RWConfig(Config):
     def __post_init__(self):
         if len(self.dla_answers) != 2:
             raise ValueError(f"dla_answers is one (answer, other) pair, got {self.dla_answers!r}")
+        if "{subject}" not in self.attr_template:
+            raise ValueError(f"attr_template must contain {{subject}}, got {self.attr_template!r}")
         if self.weights not in ("folded", "raw"):
             raise ValueError(f"weights must be 'folded' or 'raw', got {self.weights!r}")
 
@@ -104,6 +115,11 @@ def gated_model(cfg: RWConfig) -> TransformerBridge:
             "weight_cosines/classify still give the 3 vanilla classes from cos(w_in, w_out) in the library"
         )
     return model
+
+
+def attributes_cfg(cfg: RWConfig) -> RWConfig:
+    """``--quick``: the attributes rate on 8 known facts, 6 tokens each, 1 control."""
+    return cfg.replace(max_knowns=8, attr_tokens=6, attr_controls=1) if cfg.quick else cfg
 
 
 def main(cfg: RWConfig) -> dict:
@@ -121,7 +137,8 @@ def main(cfg: RWConfig) -> dict:
     activations = study_activations(model, cfg, size, weights.classes)
     dla = study_dla(model, cfg, weights.classes)
     ablation = study_ablation(model, cfg, size, weights.classes, activations)
-    parts = (weights, activations, dla, ablation)
+    attributes = study_attributes(model, attributes_cfg(cfg), ablation.sets, weights.classes)
+    parts = (weights, activations, dla, ablation, attributes)
     summary = {k: v for part in parts for k, v in part.summary().items()}
     summary["seconds"] = {"weights": round(t_weights, 1), "total": round(time.perf_counter() - t0, 1)}
     figures = {k: v for part in parts for k, v in part.figures().items()}

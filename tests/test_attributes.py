@@ -89,3 +89,17 @@ def test_default_model_knows_some_capitals(smollm2):
     chosen = [facts[s] for s in ("France", "Japan", "Germany", "Italy", "Tuvalu", "Nauru")]
     known = {f.subject for f in known_facts(smollm2, chosen)}
     assert {"France", "Japan"} <= known and len(known) < len(chosen)
+
+
+def test_experiment_summary_is_strict_json_with_the_knowns_source():
+    import json
+
+    from experiments.rw_functionalities.attributes import AttributesStudy
+
+    effects = AttributesRate(_frame({("clean", "clean", 0): [1, 0], ("weakening", "target", 0): [0, 0],
+                                     ("weakening", "control", 0): [1, 0]}))  # fmt: skip
+    study = AttributesStudy(250, 2, "{subject} is", "zero", effects, effects.summary())
+    table = json.loads(json.dumps(study.summary(), allow_nan=False))["attributes_rate"]
+    assert table["knowns"]["source"].startswith("countryinfo==") and table["knowns"]["n_used"] == 2
+    assert table["sets"]["clean"] == {"n_neurons": 0, "n_subjects": 2, "rate": 0.5, "rate_low": 0.0, "rate_high": 1.0}
+    assert table["sets"]["weakening"]["delta"] == -0.5

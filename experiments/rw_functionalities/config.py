@@ -9,7 +9,7 @@ from workbench.config import Config
 from workbench.models import DEFAULT_MODEL
 from workbench.neurons.ablation import AblationMode
 
-__all__ = ["RWConfig"]
+__all__ = ["RWConfig", "attributes_cfg"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,14 @@ class RWConfig(Config):
     """Prompts (equal token length) for per-neuron direct logit attribution."""
     dla_answers: tuple[str, ...] = (" bad", " good")
     """The (answer, other) single tokens of the attribution's logit difference, shared by all prompts."""
+    attr_template: str = "{subject} is"
+    """Subject prompt of the attributes rate; its greedy continuation is searched for the subject's attributes."""
+    attr_tokens: int = 16
+    """Tokens generated per subject for the attributes rate."""
+    attr_controls: int = 3
+    """Random control sets per ablated class for the attributes rate."""
+    max_knowns: int = 0
+    """Known facts scored by the attributes rate (0 = every fact the model knows)."""
     seed: int = 0
     """Seed of the class samples, controls and corpus shuffle."""
     quick: bool = False
@@ -61,5 +69,12 @@ class RWConfig(Config):
     def __post_init__(self):
         if len(self.dla_answers) != 2:
             raise ValueError(f"dla_answers is one (answer, other) pair, got {self.dla_answers!r}")
+        if "{subject}" not in self.attr_template:
+            raise ValueError(f"attr_template must contain {{subject}}, got {self.attr_template!r}")
         if self.weights not in ("folded", "raw"):
             raise ValueError(f"weights must be 'folded' or 'raw', got {self.weights!r}")
+
+
+def attributes_cfg(cfg: RWConfig) -> RWConfig:
+    """``--quick``: the attributes rate on 8 known facts, 6 tokens each, 1 control."""
+    return cfg.replace(max_knowns=8, attr_tokens=6, attr_controls=1) if cfg.quick else cfg

@@ -10,7 +10,8 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from experiments.checks import preflight
 from experiments.common import write_outputs
-from experiments.rw_functionalities.config import RWConfig
+from experiments.rw_functionalities.attributes import study_attributes
+from experiments.rw_functionalities.config import RWConfig, attributes_cfg
 from experiments.rw_functionalities.studies import (
     Size,
     study_ablation,
@@ -49,7 +50,8 @@ def main(cfg: RWConfig) -> dict:
     activations = study_activations(model, cfg, size, weights.classes)
     dla = study_dla(model, cfg, weights.classes)
     ablation = study_ablation(model, cfg, size, weights.classes, activations)
-    parts = (weights, activations, dla, ablation)
+    attributes = study_attributes(model, attributes_cfg(cfg), ablation.sets, weights.classes)
+    parts = (weights, activations, dla, ablation, attributes)
     summary = {k: v for part in parts for k, v in part.summary().items()}
     summary["seconds"] = {"weights": round(t_weights, 1), "total": round(time.perf_counter() - t0, 1)}
     figures = {k: v for part in parts for k, v in part.figures().items()}

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from experiments.checks import preflight
 from experiments.common import write_outputs
+from experiments.fields import with_quick
 from experiments.rw_functionalities.config import RWConfig
 from experiments.rw_functionalities.studies import (
     Size,
@@ -37,9 +37,9 @@ def gated_model(cfg: RWConfig) -> TransformerBridge:
 def main(cfg: RWConfig) -> dict:
     """Run the study and write figures, tables and ``summary.json`` under ``cfg.out``.
 
-    The config is checked first (:func:`~experiments.checks.preflight`), before the model loads.
+    The config is checked first (:meth:`~experiments.fields.ExperimentConfig.preflight`), before the model loads.
     """
-    preflight(cfg)
+    cfg = with_quick(cfg).preflight()
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     size = Size.of(cfg)
@@ -54,5 +54,5 @@ def main(cfg: RWConfig) -> dict:
     summary["seconds"] = {"weights": round(t_weights, 1), "total": round(time.perf_counter() - t0, 1)}
     figures = {k: v for part in parts for k, v in part.figures().items()}
     tables = {k: v for part in parts for k, v in part.tables().items()}
-    write_outputs(Path(cfg.out), cfg, figures=figures, tables=tables, summary=summary, png=not cfg.quick)
+    write_outputs(Path(cfg.out), cfg, figures=figures, tables=tables, summary=summary, png=cfg.png)
     return summary

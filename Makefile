@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NO_DEPS = $(shell $(PYTHON) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml','rb'))['tool']['workbench']['no-deps']))")
 
-.PHONY: install install-nodeps run quick lint test notebooks bench clean
+.PHONY: install install-nodeps run quick lint test test-fast notebooks bench clean
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -35,6 +35,10 @@ lint: install
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# the edit loop: no real-model and no slow tests
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not real_model"
 
 bench: install
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m benchmarks

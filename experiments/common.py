@@ -1,22 +1,22 @@
-"""What every experiment shares: flags from its config dataclass, and writing its outputs."""
+"""What every experiment shares: writing its outputs and its report's header (its flags: :mod:`experiments.cli`)."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
+import os
 import shlex
+import shutil
 import sys
+import tempfile
 import time
-import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pandas as pd
 
-from experiments.checks import preflight
-from workbench.config import Config, field_docs
+from workbench.config import Config
 from workbench.distributed import on_main
 from workbench.plotting import save_figure
 from workbench.report import ReportHeader, utc_now, write_report
@@ -28,68 +28,13 @@ _IMPORTED = time.perf_counter()
 """When the experiment's process imported this module: the start of a run's wall time unless it measures its own."""
 
 __all__ = [
-    "arg_type",
     "command_line",
-    "flag_kwargs",
     "jsonable",
-    "parse_config",
     "report_header",
     "say",
+    "write_json",
     "write_outputs",
 ]
-
-
-def parse_config(
-    cls: type[C], argv: Sequence[str] | None = None, description: str | None = None, *, check: bool = True
-) -> C:
-    """Build a config from command-line flags, one ``--field-name`` per dataclass field.
-
-    Tuples take several values (``--layers 0 3 5``), booleans are ``--flag/--no-flag``, ``Literal``
-    fields offer their words as ``choices``, and the help text of each flag is the field's docstring.
-    The config is validated when it is built and, with ``check``, by :func:`experiments.checks.preflight`
-    (devices, folders, models, corpora, hook kinds, layers), so a bad flag exits at once with
-    ``error: <what is wrong and the fix>`` (status 2).
-    """
-    parser = argparse.ArgumentParser(
-        prog=f"python -m {experiment_module(cls)}",
-        description=description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    hints = typing.get_type_hints(cls)
-    docs = field_docs(cls)
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        parser.add_argument(flag, default=default, help=docs.get(f.name, ""), **flag_kwargs(hints[f.name]))
-    ns = vars(parser.parse_args(argv))
-    try:
-        cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in ns.items()})
-        return preflight(cfg) if check else cfg
-    except (ValueError, KeyError, IndexError, OSError) as err:
-        parser.error(str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err))
-
-
-def flag_kwargs(hint: Any) -> dict[str, Any]:
-    """argparse keywords of a field of type ``hint``: ``--flag/--no-flag`` for a bool, several values for a
-    tuple, ``choices`` for a ``Literal``, the inner type of an ``Optional``."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if hint is bool:
-        return {"action": argparse.BooleanOptionalAction}
-    if typing.get_origin(hint) is tuple:
-        return {"nargs": "*", **arg_type(args[0] if args else str)}
-    if typing.get_origin(hint) is typing.Literal:
-        return arg_type(hint)
-    if args:  # Optional[X]
-        return arg_type(args[0])
-    return {"type": hint}
-
-
-def arg_type(hint: Any) -> dict[str, Any]:
-    """argparse ``type`` (and ``choices`` for a ``Literal``) of one value of type ``hint``."""
-    if typing.get_origin(hint) is typing.Literal:
-        words = typing.get_args(hint)
-        return {"type": type(words[0]), "choices": words}
-    return {"type": hint}
 
 
 def write_outputs(
@@ -108,6 +53,10 @@ def write_outputs(
     """Write figures (HTML + PNG), tables (CSV), ``summary.json``, the resolved ``config.json`` and
     ``report.html`` (:mod:`workbench.report`: every figure inline with its caption, the summary as tables).
 
+    The folder is written as a unit: everything goes into a hidden sibling (``.NAME.writing-*``) that replaces
+    ``out`` only when complete, so a run killed while writing leaves the previous complete folder (and a
+    ``.writing-`` folder, recognisably unfinished), never one that mixes two runs. Subfolders of the previous
+    ``out`` that this call does not write (another unit's outputs, e.g. ``model_diff``'s ``irm/``) are kept.
     Under ``accelerate launch`` only the main process writes; the others wait until it has
     (:func:`workbench.distributed.on_main`).
 
@@ -119,24 +68,26 @@ def write_outputs(
             since the experiment imported this module).
     """
     return on_main(
-        lambda: _write_outputs(Path(out), cfg, figures, tables, summary, png, captions, views, question, seconds)
+        lambda: _write_unit(Path(out), cfg, figures, tables, summary, png, captions, views, question, seconds)
     )
 
 
-def _write_outputs(
-    out: Path,
-    cfg: Config,
-    figures: dict[str, Any] | None,
-    tables: dict[str, pd.DataFrame] | None,
-    summary: dict[str, Any] | None,
-    png: bool,
-    captions: Mapping[str, str] | None,
-    views: Mapping[str, View | Row] | None,
-    question: str | None,
-    seconds: float | None,
-) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    captions = dict(captions or {})
+def _write_unit(target, cfg, figures, tables, summary, png, captions, views, question, seconds) -> Path:
+    """:func:`write_outputs` on one process: into a hidden sibling, then swapped into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix=f".{target.name}.writing-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    out.chmod(0o777 & ~umask)  # an ordinary folder's permissions, not mkdtemp's private 0700
+    try:
+        _write_all(out, cfg, figures, tables, summary, png, dict(captions or {}), views, question, seconds)
+        _swap_into_place(out, target)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return target
+
+
+def _write_all(out, cfg, figures, tables, summary, png, captions, views, question, seconds) -> None:
     cfg.save_json(out / "config.json")
     for name, fig in (figures or {}).items():
         save_figure(fig, out / name, png=png, caption=captions.get(name))
@@ -157,7 +108,30 @@ def _write_outputs(
         captions=captions,
         views=views,
     )
-    return out
+
+
+def _swap_into_place(new: Path, target: Path) -> None:
+    """Replace ``target`` by the complete folder ``new`` (two renames; the old folder's untouched subfolders move
+    into ``new`` first)."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    for sub in target.iterdir():
+        if sub.is_dir() and not (new / sub.name).exists():
+            os.replace(sub, new / sub.name)
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, old / target.name)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(data, indent=2, default=jsonable) + "\n")
+    os.replace(tmp, path)
 
 
 def experiment_module(cfg: Config | type[Config]) -> str:
@@ -210,6 +184,8 @@ def report_header(
     fields = {"model": str(model)}
     if "tuned" in summary:
         fields["compared with"] = str(summary["tuned"])
+    if "unfinished" in summary:
+        fields["unfinished input"] = str(summary["unfinished"])
     fields["preset"] = "quick (--quick: small sizes, for tests)" if getattr(cfg, "quick", False) else "full"
     fields["command"] = command_line(cfg)
     fields["wall time"] = f"{seconds / 60:.1f} min ({seconds:.0f} s)" if seconds is not None else "not recorded"

@@ -24,10 +24,10 @@ import pytest
 import torch
 
 import workbench.models
-from experiments.checks import check_device, check_irm_path, check_output_dir, check_prompt_lengths
+from experiments.fields import ExperimentConfig, check_device, check_irm_path, check_output_dir, check_prompt_lengths
 from tests.helpers import without_type_checks
 from workbench.analysis.patching import patch_sweep
-from workbench.config import Config, ConfigError
+from workbench.config import ConfigError
 from workbench.data.corpora import load_texts
 from workbench.data.prompts import PromptSet, prompt_tokens
 from workbench.irm import IRM, IRMConfig, TrainConfig, train_irm
@@ -249,8 +249,7 @@ def test_cli_subprocess_fails_fast_without_traceback(tmp_path):
 def test_good_flags_pass_the_preflight(tmp_path, monkeypatch):
     """No false refusals: the defaults of every experiment, and the documented --irm training-folder form."""
     from experiments.boundless_das import BoundlessDASConfig
-    from experiments.checks import preflight
-    from experiments.common import parse_config
+    from experiments.cli import parse_config
     from experiments.model_diff import ModelDiffConfig
     from experiments.neuron1512 import Neuron1512Config, parse_args
     from experiments.rw_functionalities import RWConfig
@@ -258,18 +257,21 @@ def test_good_flags_pass_the_preflight(tmp_path, monkeypatch):
     monkeypatch.setattr(workbench.models, "load_hf", _no_model_loads)
     step = tmp_path / "runs" / "neuron1512" / "negative" / "checkpoints" / "step-000010"
     step.mkdir(parents=True)
-    (step / "irm.json").write_text("{}")
+    meta = dict.fromkeys(("irm_config", "model_name", "d_model", "n_layers", "d_vocab"))
+    (step / "irm.json").write_text(json.dumps({**meta, "step": 10, "train_config": {"steps": 10}}))
+    (step / "irm.safetensors").write_bytes(b"")
+    (step / "train_state.pt").write_bytes(b"")
     for cls in (Neuron1512Config, ModelDiffConfig, BoundlessDASConfig, RWConfig):
-        assert preflight(cls(out=str(tmp_path / "new" / "folder"))) == cls(out=str(tmp_path / "new" / "folder"))
+        assert cls(out=str(tmp_path / "new" / "folder")).preflight() == cls(out=str(tmp_path / "new" / "folder"))
     cfg = parse_config(ModelDiffConfig, ["--irm", str(tmp_path / "runs" / "neuron1512" / "negative"), "--quick"])
     assert cfg.irm.endswith("negative") and cfg.quick
     cfg = parse_args(["--layers", "1", "29", "--read-layer", "0", "--device", "cpu"])
     assert all(p.irm.layers == (1, 29) for p in cfg.runs)
-    assert not (tmp_path / "new").exists()  # checking a folder does not create it
+    assert list((tmp_path / "new" / "folder").iterdir()) == []  # proven writable by a probe file, then removed
 
 
 @dataclass(frozen=True)
-class _WithOwnCheck(Config):
+class _WithOwnCheck(ExperimentConfig):
     base: str = "smollm2-135m-instruct"
     """Model."""
     prompts: tuple[str, ...] = ("This movie was really",)
@@ -280,7 +282,7 @@ class _WithOwnCheck(Config):
 
 
 def test_a_config_check_method_runs_in_the_preflight(capsys):
-    from experiments.common import parse_config
+    from experiments.cli import parse_config
 
     assert parse_config(_WithOwnCheck, ["--prompts", "This movie was", "That film was"]).prompts[1] == "That film was"
     with pytest.raises(SystemExit):
@@ -348,12 +350,18 @@ def test_main_checks_a_config_built_in_python(ctx, monkeypatch, case):
 
 def test_the_command_line_checks_once(ctx, monkeypatch):
     """The CLI checks its config while parsing; ``main`` then does not check it again, but checks a new one."""
-    from experiments.checks import FIELD_CHECKS
+    import experiments.fields
     from experiments.neuron1512 import Neuron1512Config, main
 
     checked = []
-    device_check = FIELD_CHECKS["device"]
-    monkeypatch.setitem(FIELD_CHECKS, "device", lambda flag, value: (checked.append(value), device_check(flag, value)))
+    named = experiments.fields._named
+
+    def counting(check, name, value):
+        if name == "--device":
+            checked.append(value)
+        return named(check, name, value)
+
+    monkeypatch.setattr(experiments.fields, "_named", counting)
     monkeypatch.setattr(workbench.models, "load_hf", _no_model_loads)
     monkeypatch.setattr(workbench.models, "load_model", _no_model_loads)
     monkeypatch.chdir(ctx.tmp)

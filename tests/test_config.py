@@ -6,7 +6,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from experiments.common import parse_config, write_outputs
+from experiments.cli import parse_config
+from experiments.common import write_outputs
 from tests.helpers import without_type_checks
 from workbench.config import Config, ConfigError, Count, Fraction, Index, Positive, field_docs
 from workbench.interventions.price_tagger import PriceTaggerConfig

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from experiments.common import parse_config
+from experiments.cli import parse_config
 from experiments.model_diff import ModelDiffConfig, compare, main
 from tests.helpers import tiny_llama_config
 from workbench.analysis.patching import ModelSide

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from experiments.common import parse_config
+from experiments.cli import parse_config
 from experiments.realignments import RealignmentsConfig, main
 from experiments.realignments.measures import Realigned, cosines, first_token_top_dims, residual_changes
 from workbench.analysis.patching import ModelSide

@@ -125,10 +125,18 @@ def test_command_line_reproduces_the_config():
     assert command_line(cfg) == f"python -m {__name__} --steps 3 --layers 1 2 --no-progress --quick --name 'x y'"
 
 
-def test_write_outputs_writes_a_report(tmp_path):
+def test_write_outputs_writes_a_report(tmp_path, monkeypatch):
     cfg = _ExpConfig(quick=True)
     summary = {"model": "tiny", "loss": 0.5, "seconds": 90.0}
-    (tmp_path / "bars.png").write_bytes(b"")  # as if written by kaleido (png=False keeps the test fast)
+    import experiments.common
+
+    real_save = experiments.common.save_figure
+
+    def save_with_png(fig, path, png=True, caption=None):  # as if kaleido wrote the PNG (keeps the test fast)
+        real_save(fig, path, png=False, caption=caption)
+        Path(f"{path}.png").write_bytes(b"")
+
+    monkeypatch.setattr(experiments.common, "save_figure", save_with_png)
     write_outputs(
         tmp_path,
         cfg,

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from workbench.config import Config, Count, Index, NonNegative, Positive
-from workbench.interventions.price_tagger import PLAIN_TAGGER, QUICK_TAGGER, TAGGER
+from experiments.fields import Check, ExperimentConfig, OutDir, model_config
+from workbench.config import Count, Index, NonNegative, Positive
+from workbench.data.counterfactual import ioi_counterfactuals, price_tagging_counterfactuals
+from workbench.hooks import HOOK_KINDS
+from workbench.interventions.price_tagger import PLAIN_TAGGER, QUICK_TAGGER, TAGGER, PriceTaggerConfig, price_tokenizer
+from workbench.models import DEFAULT_MODEL
 
 __all__ = ["PLAIN_TAGGER", "QUICK_TAGGER", "TAGGER", "TASKS", "BoundlessDASConfig"]
 
@@ -24,9 +29,16 @@ TASKS = {
 }
 
 
+def _check_hook(flag: str, kind: str) -> None:
+    if kind not in HOOK_KINDS:
+        raise ValueError(f"{flag} {kind!r} is not a hook kind; choose one of {', '.join(HOOK_KINDS)}")
+
+
 @dataclass(frozen=True)
-class BoundlessDASConfig(Config):
+class BoundlessDASConfig(ExperimentConfig):
     """Boundless DAS layer x position search with controls."""
+
+    QUICK: ClassVar[Mapping[str, Any]] = {"n_train": 128, "n_test": 64, "steps": 20}
 
     task: Literal["price_tagging", "ioi"] = "price_tagging"
     """price_tagging (small model trained here, with ground truth) or ioi (SmolLM2-135M-Instruct)."""
@@ -40,9 +52,9 @@ class BoundlessDASConfig(Config):
     last-position residual starts to move the answer)."""
     position: Index | None = None
     """Only this position (default: the task's candidate positions)."""
-    hook: str = ""
+    hook: Annotated[str, Check(_check_hook)] = ""
     """Hook kind intervened on (default: resid_post, where the price tagger's variables are planted)."""
-    method: str = ""
+    method: Literal["", "boundless", "low_rank"] = ""
     """boundless or low_rank (default: boundless for price_tagging; low_rank, cheaper, for ioi on SmolLM2)."""
     rank: Count = 1
     """Subspace dimension of low_rank DAS."""
@@ -63,5 +75,42 @@ class BoundlessDASConfig(Config):
     """Seed of data, rotations and batch order."""
     quick: bool = False
     """Tiny model (price tagging), few examples and steps: for tests."""
-    out: str = "figures/boundless_das"
+    out: OutDir = "figures/boundless_das"
     """Output folder."""
+    png: bool = True
+    """Also write PNG figures."""
+
+    def tagger(self) -> PriceTaggerConfig:
+        """The price tagger searched (``--quick``: the small one; ``--no-planted``: the one trained on the task)."""
+        return QUICK_TAGGER if self.quick else TAGGER if self.planted else PLAIN_TAGGER
+
+    def check(self) -> None:
+        """The variable against the task, ``--layer`` against the task's model, ``--position`` against its prompts
+        (the model's config and tokenizer are read without weights; the price tagger's from its config)."""
+        variables = {"price_tagging": ("left", "right"), "ioi": ("io_first",)}[self.task]
+        if self.variable and self.variable not in variables:
+            raise ValueError(f"--variable {self.variable!r}: the {self.task} task has {', '.join(variables)}")
+        if self.task == "price_tagging":
+            n_layers, tokenizer = self.tagger().n_layers, price_tokenizer()
+            prompt = price_tagging_counterfactuals(self.variable or "left", 1, seed=0).base[0]
+        else:
+            hf = model_config(DEFAULT_MODEL)
+            if hf is None:
+                return
+            from transformers import AutoTokenizer
+
+            from workbench.models import local_model_dir
+
+            n_layers, tokenizer = hf.num_hidden_layers, AutoTokenizer.from_pretrained(local_model_dir(DEFAULT_MODEL))
+            prompt = ioi_counterfactuals(1, seed=0).base[0]
+        if self.layer is not None and not -n_layers <= self.layer < n_layers:
+            raise IndexError(
+                f"--layer {self.layer}: out of range, the {self.task} model has layers 0..{n_layers - 1}; "
+                "pass one of those (or leave --layer out to search all)"
+            )
+        n_pos = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        if self.position is not None and not -n_pos <= self.position < n_pos:
+            raise IndexError(
+                f"--position {self.position}: out of range, the {self.task} prompts have {n_pos} tokens "
+                f"(positions 0..{n_pos - 1}); pass one of those"
+            )

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from experiments.boundless_das.config import PLAIN_TAGGER, QUICK_TAGGER, TAGGER, TASKS, BoundlessDASConfig
-from experiments.checks import preflight
+from experiments.boundless_das.config import TASKS, BoundlessDASConfig
 from experiments.common import write_outputs
+from experiments.fields import with_quick
 from workbench.data.counterfactual import CounterfactualDataset, ioi_counterfactuals, price_tagging_counterfactuals
 from workbench.hooks import hook_name
 from workbench.interventions.apply import InterventionSet
@@ -51,7 +51,7 @@ def _setup(cfg: BoundlessDASConfig) -> _Setup:
     variable = cfg.variable or task["variable"]
     planted = None
     if cfg.task == "price_tagging":
-        tagger_cfg = QUICK_TAGGER if cfg.quick else TAGGER if cfg.planted else PLAIN_TAGGER
+        tagger_cfg = cfg.tagger()
         trained = price_tagger(tagger_cfg, progress=True)
         model, tokenizer, name = trained.model, trained.tokenizer, f"price tagger ({trained.path.name})"
         make = lambda n, seed: price_tagging_counterfactuals(variable, n, seed=seed)
@@ -127,17 +127,17 @@ def _full_swap_iia(model: TransformerBridge, hook: str, layer: int, position: in
 
 def main(cfg: BoundlessDASConfig) -> dict:
     """Run the search and write its outputs under ``cfg.out``; the config is checked first
-    (:func:`~experiments.checks.preflight`), before any model loads or trains."""
-    preflight(cfg)
+    (:meth:`~experiments.fields.ExperimentConfig.preflight`), before any model loads or trains."""
+    cfg = with_quick(cfg).preflight()
     torch.manual_seed(cfg.seed)
     s = _setup(cfg)
     model, tokenizer, hook, method = s.model, s.tokenizer, s.hook, s.method
-    n_train, n_test = (128, 64) if cfg.quick else (cfg.n_train, cfg.n_test)
+    n_train, n_test = cfg.n_train, cfg.n_test
     train = s.make(n_train, cfg.seed).tokenize(tokenizer)
     test_set = s.make(n_test, cfg.seed + 1)
     test = test_set.tokenize(tokenizer)
     align = AlignmentConfig(
-        steps=20 if cfg.quick else cfg.steps,
+        steps=cfg.steps,
         batch_size=min(cfg.batch_size, n_train),
         lr=cfg.lr,
         boundary_penalty=cfg.boundary_penalty,
@@ -214,6 +214,7 @@ def main(cfg: BoundlessDASConfig) -> dict:
         },
         tables={"sweep": frame, "histories": sweep.histories(), "examples": test_set.to_frame().head(20)},
         summary=summary,
+        png=cfg.png,
         captions={
             "iia_heatmap": (
                 f"IIA per layer and position: the brightest cell is where '{s.variable}' is computed; compare it "

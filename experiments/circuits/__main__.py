@@ -19,15 +19,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from experiments.checks import preflight
-from experiments.common import parse_config, say, write_outputs
+from experiments.cli import parse_config
+from experiments.common import say, write_outputs
+from experiments.fields import ExperimentConfig
 from workbench.circuits.attribute import EdgeScores, attribute
 from workbench.circuits.diff import circuit_diff
 from workbench.circuits.faithfulness import PERCENTS, mib_scores
 from workbench.circuits.graph import EdgeModel, edge_model
 from workbench.circuits.plots import draw_edges, plot_curves
 from workbench.circuits.tasks import EdgeTask, ioi_task, pair_task
-from workbench.config import Config
 from workbench.data.prompts import SENTIMENT_PROMPTS
 from workbench.models import DEFAULT_MODEL, load_model
 from workbench.pairs import check_pair
@@ -45,7 +45,7 @@ COUNTRIES = (
 
 
 @dataclass(frozen=True)
-class CircuitsConfig(Config):
+class CircuitsConfig(ExperimentConfig):
     """Edge circuits: rankings, faithfulness (CPR / CMD) and a base-vs-tuned diff."""
 
     model: str = DEFAULT_MODEL
@@ -112,7 +112,7 @@ def rankings(cfg: CircuitsConfig, em: EdgeModel, task: EdgeTask) -> list[EdgeSco
 
 def main(cfg: CircuitsConfig) -> dict:
     """Rank, score and diff; write figures, tables, ``summary.json`` and ``report.html`` to ``cfg.out``."""
-    preflight(cfg)
+    cfg = cfg.preflight()
     torch.manual_seed(cfg.seed)
     started = time.perf_counter()
     model = load_model(cfg.model)

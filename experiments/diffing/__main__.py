@@ -1,6 +1,6 @@
 """``python -m experiments.diffing [--quick]``: see :mod:`experiments.diffing`."""
 
-from experiments.common import parse_config
+from experiments.cli import parse_config
 from experiments.diffing.config import DiffingConfig
 from experiments.diffing.run import main
 

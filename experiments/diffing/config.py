@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from workbench.config import Config, Count, Positive
+from experiments.fields import ExperimentConfig
+from workbench.config import Count, Positive
 from workbench.diffing import TOPICS, CrosscoderConfig, DiffConfig, make_organisms
 from workbench.diffing.organisms import Organism
 from workbench.models import DEFAULT_MODEL
@@ -14,8 +16,10 @@ __all__ = ["DiffingConfig"]
 
 
 @dataclass(frozen=True)
-class DiffingConfig(Config):
+class DiffingConfig(ExperimentConfig):
     """Organisms with known targets, diffed against the base and scored."""
+
+    MODEL_FIELD: ClassVar[str] = "base"
 
     base: str = DEFAULT_MODEL
     """Base model (registry name or HF folder); the organisms are tunes of it."""

@@ -9,7 +9,6 @@ import pandas as pd
 import plotly.express as px
 import torch
 
-from experiments.checks import preflight
 from experiments.common import say, write_outputs
 from experiments.diffing.config import DiffingConfig
 from workbench.diffing import diff_readout, train_organism
@@ -64,7 +63,7 @@ def identification(scores: pd.DataFrame) -> pd.DataFrame:
 
 def main(cfg: DiffingConfig) -> dict:
     """Tune (or take cached) every organism, read it against the base, score, and write the outputs."""
-    preflight(cfg)
+    cfg = cfg.preflight()
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     base = load_model(cfg.base)

@@ -11,8 +11,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 import torch
 
-from experiments.checks import preflight
 from experiments.common import say, write_outputs
+from experiments.fields import with_quick
 from experiments.model_diff.compare import VIEW_CAPTIONS, compare, top_head_views
 from experiments.model_diff.config import ModelDiffConfig
 from workbench.analysis.patching import ModelSide
@@ -20,7 +20,7 @@ from workbench.data.prompts import prompt_set
 from workbench.irm import load_irm
 from workbench.models import load_model
 from workbench.pairs import check_pair, share_weights
-from workbench.runstate import irm_checkpoint
+from workbench.runstate import irm_checkpoint, unfinished_note
 from workbench.tuning import (
     RLEvidence,
     TunedModel,
@@ -41,7 +41,7 @@ def tuning_evidence(cfg: ModelDiffConfig, tuned: TunedModel) -> RLEvidence:
         cfg.base,
         tuned.path,
         held_out,
-        samples=2 if cfg.quick else cfg.evidence_samples,
+        samples=cfg.evidence_samples,
         max_new_tokens=tuned.rl.max_completion_length,
         temperature=tuned.rl.temperature,
         seed=cfg.seed,
@@ -77,9 +77,9 @@ def main(cfg: ModelDiffConfig) -> dict:
 
     Base vs tuned goes to ``cfg.out_dir``; with ``--irm``, base vs the IRM-injected base goes to
     ``cfg.out_dir/irm`` and its summary under the key ``"irm"``. The config is checked first
-    (:func:`~experiments.checks.preflight`), before any model loads.
+    (:meth:`~experiments.fields.ExperimentConfig.preflight`), before any model loads.
     """
-    preflight(cfg)
+    cfg = with_quick(cfg).preflight()
     if cfg.tuned is not None:
         check_pair(cfg.base, cfg.tuned, names=("--base", "--tuned"))  # tokenizers only, before any weights load
     torch.manual_seed(cfg.seed)
@@ -98,7 +98,8 @@ def main(cfg: ModelDiffConfig) -> dict:
     tokenization = check_pair(base_model, tuned.model, names=("base", f"{tuned.method} model"))
     shared_bytes = share_weights(base_model, tuned.model)
     prompts = prompt_set(cfg.prompts, cfg.answers)
-    layers = list(range(base_model.cfg.n_layers - 8, base_model.cfg.n_layers)) if cfg.quick else None
+    n_layers, k = base_model.cfg.n_layers, cfg.sweep_layers
+    layers = list(range(max(0, n_layers - k), n_layers)) if k else None
     base = ModelSide(base_model, name="base")
     tuned_side = ModelSide(tuned.model, name="tuned")
     say(cfg, f"base vs {tuned.method} model: logit differences, logit lens, attribution, patching sweeps")
@@ -115,23 +116,25 @@ def main(cfg: ModelDiffConfig) -> dict:
         tables |= {"rl_samples": evidence.samples, "rl_sample_table": evidence.sample_table(), "rl_history": history}
         figures |= rl_figures(evidence, history)
     if cfg.irm is not None:
-        checkpoint = irm_checkpoint(cfg.irm)
+        checkpoint = irm_checkpoint(cfg.irm, allow_unfinished=cfg.allow_unfinished)
         irm = load_irm(checkpoint, base_model)
+        unfinished = unfinished_note(checkpoint)
         injected = ModelSide(base_model, hooks=tuple(irm.hooks(base_model)), name="irm")
         say(cfg, f"base vs base + IRM ({checkpoint}): the same analyses")
         irm_comparison = compare(base, injected, prompts, layers=layers, top_heads=cfg.top_heads)
-        irm_summary = irm_comparison.summary()
+        irm_summary = irm_comparison.summary() | unfinished
         write_outputs(
             cfg.out_dir / "irm",
             cfg,
             figures=irm_comparison.figures(),
             tables=irm_comparison.tables(),
             summary=irm_summary,
-            png=not cfg.quick,
+            png=cfg.png,
             views=top_head_views(base, injected, prompts, irm_comparison.joint),
             captions=VIEW_CAPTIONS,
         )
         summary["irm"] = {"checkpoint": str(checkpoint), **irm_summary}
+        summary |= unfinished
     summary["seconds"] = time.perf_counter() - started
     say(cfg, f"writing {len(figures)} figures and {len(tables)} tables to {cfg.out_dir}")
     write_outputs(
@@ -140,7 +143,7 @@ def main(cfg: ModelDiffConfig) -> dict:
         figures=figures,
         tables=tables,
         summary=summary,
-        png=not cfg.quick,
+        png=cfg.png,
         views=top_head_views(base, tuned_side, prompts, comparison.joint),
         captions=VIEW_CAPTIONS,
     )

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import shlex
 import sys
-import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
-from experiments.checks import check_against_model, preflight
-from experiments.common import flag_kwargs
-from workbench.config import Config, field_docs
+from experiments.cli import Group, parse_flags
+from experiments.fields import (
+    Alignments,
+    Check,
+    Counts,
+    Device,
+    ExperimentConfig,
+    ModelName,
+    OutDir,
+    Seeds,
+    check_alignments,
+    check_layers,
+    with_quick,
+)
+from workbench.config import Config, Count, Fraction, NonNegative, Range
+from workbench.data.chat_prompts import CHAT_PROMPTS
 from workbench.data.corpora import ALIGNMENTS
 from workbench.irm import IRMConfig, TrainConfig
 from workbench.models import DEFAULT_MODEL
@@ -72,51 +81,60 @@ QUICK = dict(
 """``--quick``: experiment fields (flags still win)."""
 
 
+def _check_presets(flag: str, names: Sequence[str]) -> None:
+    unknown = [p for p in names if p not in PRESETS]
+    if unknown or not names:
+        raise ValueError(f"{flag}: unknown presets {unknown}; choose from {', '.join(PRESETS)}")
+
+
 @dataclass(frozen=True)
-class Neuron1512Config(Config):
+class Neuron1512Config(ExperimentConfig):
     """Train IRMs per preset, alignment and seed; find their dominant dimensions and explain the realignment."""
 
-    model: str = DEFAULT_MODEL
+    QUICK: ClassVar[Mapping[str, Any]] = QUICK
+    INTERNAL: ClassVar[Collection[str]] = ("runs", "command", "wall_seconds")
+
+    model: ModelName = DEFAULT_MODEL
     """Model name, local HF folder or hub id."""
-    device: str = "cpu"
+    device: Device = "cpu"
     """Torch device (cpu, cuda)."""
-    presets: tuple[str, ...] = ("card", "paper")
+    presets: Annotated[tuple[str, ...], Check(_check_presets)] = ("card", "paper")
     """Presets to run (see the list below); flags for the IRM and training override every preset's values."""
-    alignments: tuple[str, ...] = ALIGNMENTS
+    alignments: Alignments = ALIGNMENTS
     """Alignment corpora trained under the first preset."""
-    other_alignments: tuple[str, ...] = ("negative",)
+    other_alignments: Annotated[tuple[str, ...], Check(check_alignments)] = ("negative",)
     """Alignments trained under the other presets (empty = the same as --alignments)."""
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: Seeds = (0, 1, 2)
     """Seeds per (preset, alignment): each drives the IRM init and the data order."""
-    min_confidence: float = 0.8
+    min_confidence: Fraction = 0.8
     """Annotator confidence a tweet needs to enter a corpus."""
-    max_items: int = 2000
+    max_items: Count = 2000
     """Tweets per alignment corpus (train + held out)."""
-    n_prompts: int = 3
+    n_prompts: Annotated[int, Range(ge=1, le=len(CHAT_PROMPTS))] = 3
     """Chat prompts for the generations (each greedy and sampled)."""
-    max_new_tokens: int = 16
+    max_new_tokens: Count = 16
     """Tokens per generated reply."""
-    top_k: int = 10
+    top_k: Count = 10
     """Top dimensions reported per alignment (and the k of the top-k Jaccard index)."""
-    z_dominant: float = 3.0
+    z_dominant: NonNegative = 3.0
     """A dimension is dominant if its share's z-score (against all dimensions) exceeds this in every seed."""
-    snapshot_first: int = 30
+    snapshot_first: Count = 30
     """First training step of the training-length control (then x10/3, x3, ...: 30, 100, 300, 1000)."""
-    mask_ks: tuple[int, ...] = (1, 10)
+    mask_ks: Counts = (1, 10)
     """k values of the masking test."""
-    n_random: int = 3
+    n_random: Count = 3
     """Random draws per k in the masking test and random neuron sets in the neuron ablation."""
-    probe_texts: int = 12
+    probe_texts: Count = 12
     """Held-out texts whose prompt + first reply tokens form the probe batch of the explanation."""
-    probe_reply_tokens: int = 3
+    probe_reply_tokens: Count = 3
     """Reply tokens in each probe prompt (the explanation reads the last position)."""
-    k_neurons: int = 10
+    k_neurons: Count = 10
     """Top neurons in the explanation's table and ablation."""
-    n_char_tokens: int = 20
+    n_char_tokens: Count = 20
     """Characteristic tokens per alignment (most over-represented in its corpus vs the others)."""
-    out: str = "figures/neuron1512"
+    out: OutDir = "figures/neuron1512"
     """Output folder (figures, tables, summary.json)."""
-    ckpt_dir: str = "runs/neuron1512"
+    ckpt_dir: OutDir = "runs/neuron1512"
     """Checkpoint folder (one subfolder per preset, alignment and seed)."""
     resume: bool = True
     """Resume training from checkpoints in ckpt_dir."""
@@ -134,9 +152,21 @@ class Neuron1512Config(Config):
     """Wall time of the run that wrote this config.json (filled at the end of the run)."""
 
     def check(self) -> None:
-        """Pre-flight (:func:`experiments.checks.preflight` runs it): each preset's IRM layers against the model."""
+        """Each preset's IRM layers (read and write, each once) and the top-k sizes against the model."""
+        hf = self.model_config()
         for p in self.runs:
-            check_against_model(self.model, {"layers": p.irm.layers, "read_layer": p.irm.read_layer})
+            repeated = sorted({layer for layer in p.irm.layers if p.irm.layers.count(layer) > 1})
+            if repeated:
+                raise ValueError(f"--layers repeats {', '.join(map(str, repeated))}: give each layer once")
+            if hf is not None:
+                check_layers("--layers", p.irm.layers, hf.num_hidden_layers, self.model)
+                check_layers("--read-layer", (p.irm.read_layer,), hf.num_hidden_layers, self.model)
+        if hf is not None:
+            for name, ks in (("--top-k", (self.top_k,)), ("--mask-ks", self.mask_ks)):
+                if max(ks) > hf.hidden_size:
+                    raise ValueError(
+                        f"{name} {max(ks)}: {self.model} has {hf.hidden_size} dimensions; pass at most that"
+                    )
 
 
 def resolve(
@@ -149,9 +179,7 @@ def resolve(
     """Fill ``cfg.runs``: each preset's defaults, then ``--quick``'s training sizes, then the overrides."""
     if cfg.runs:
         return cfg
-    if cfg.quick and quick_sizes:  # fields left at their defaults take --quick's sizes
-        defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
-        cfg = cfg.replace(**{k: v for k, v in QUICK.items() if getattr(cfg, k) == defaults[k]})
+    cfg = with_quick(cfg) if quick_sizes else cfg  # a config built in Python: fields at their defaults
     unknown = [p for p in cfg.presets if p not in PRESETS]
     if unknown or not cfg.presets:
         raise KeyError(f"unknown presets {unknown}; choose from {', '.join(PRESETS)}")
@@ -164,56 +192,18 @@ def resolve(
     return cfg.replace(runs=tuple(runs))
 
 
-# ---------------------------------------------------------------- command line
-
-
-def _add_fields(parser, cls: type, skip: set[str] = frozenset()) -> None:
-    """One flag per field of ``cls`` (help: the field's docstring); unset flags stay out of the namespace."""
-    hints, docs = typing.get_type_hints(cls), field_docs(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        kwargs = flag_kwargs(hints[f.name])
-        if "action" not in kwargs and "choices" not in kwargs:
-            kwargs["metavar"] = f.name.upper()
-        help_text = f"{docs.get(f.name, '')} [{f.default}]"
-        flag = "--" + f.name.replace("_", "-")
-        parser.add_argument(flag, dest=f"{cls.__name__}.{f.name}", default=argparse.SUPPRESS, help=help_text, **kwargs)
-
-
 def parse_args(argv: Sequence[str] | None = None) -> Neuron1512Config:
-    """The config from command-line flags: experiment flags, then IRM and training flags that override the presets.
-
-    ``--quick`` changes only what no flag sets.
-    """
+    """The checked config from command-line flags: experiment flags, then IRM and training flags that override the
+    presets (``--quick`` changes only what no flag sets)."""
     presets = "\n".join(f"  {name}: {doc}" for name, (doc, _, _) in PRESETS.items())
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.neuron1512",
+    return parse_flags(
+        Neuron1512Config,
+        argv,
         description=(sys.modules[__package__].__doc__ or "").splitlines()[0],
         epilog=f"presets (named defaults of the IRM and training flags; flags override them):\n{presets}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        groups=(
+            Group("IRM (overrides the preset; [x] = IRMConfig's default)", IRMConfig),
+            Group("training (overrides the preset; [x] = TrainConfig's default)", TrainConfig, {"seed"}),
+        ),
+        resolve=lambda cfg, given: resolve(cfg, irm=given["IRMConfig"], train=given["TrainConfig"], quick_sizes=False),
     )
-    _add_fields(parser.add_argument_group("experiment"), Neuron1512Config, {"runs", "command", "wall_seconds"})
-    _add_fields(parser.add_argument_group("IRM (overrides the preset; [x] = IRMConfig's default)"), IRMConfig)
-    _add_fields(
-        parser.add_argument_group("training (overrides the preset; [x] = TrainConfig's default)"),
-        TrainConfig,
-        {"seed"},  # --seeds drives it
-    )
-    ns = vars(parser.parse_args(argv))
-    given = {
-        cls: {k.split(".", 1)[1]: tuple(v) if isinstance(v, list) else v for k, v in ns.items() if k.startswith(cls)}
-        for cls in ("Neuron1512Config", "IRMConfig", "TrainConfig")
-    }
-    top = given["Neuron1512Config"]
-    if top.get("quick"):
-        top = {**QUICK, **top}
-    cmd = "python -m experiments.neuron1512 " + shlex.join(sys.argv[1:] if argv is None else argv)
-    try:
-        cfg = Neuron1512Config(**top, command=cmd.strip())
-    except (ValueError, TypeError) as err:
-        parser.error(str(err))
-    try:
-        return preflight(resolve(cfg, irm=given["IRMConfig"], train=given["TrainConfig"], quick_sizes=False))
-    except (ValueError, KeyError, IndexError, OSError) as err:  # a bad flag: say so before any work starts
-        parser.error(str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err))

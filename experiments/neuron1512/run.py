@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import torch
 
-from experiments.checks import preflight
-from experiments.common import jsonable, say, write_outputs
+from experiments.common import say, write_json, write_outputs
 from experiments.neuron1512.config import PRESETS, Neuron1512Config, resolve
 from experiments.neuron1512.summary import captions, summarise
 from experiments.neuron1512.unit import Context, Unit, run_unit
@@ -27,9 +25,9 @@ __all__ = ["main"]
 def main(cfg: Neuron1512Config) -> dict:
     """Run the job; returns the summary (also written to ``cfg.out/summary.json``).
 
-    The config is checked first (:func:`~experiments.checks.preflight`), before the model loads.
+    The config is checked first (:meth:`~experiments.fields.ExperimentConfig.preflight`), before the model loads.
     """
-    cfg = preflight(resolve(cfg))
+    cfg = resolve(cfg).preflight()
     t0 = time.perf_counter()
     dtype = torch.bfloat16 if cfg.device.startswith("cuda") and cfg.model != DEFAULT_MODEL else None
     model = load_model(cfg.model, device=cfg.device, dtype=dtype)
@@ -83,5 +81,5 @@ def main(cfg: Neuron1512Config) -> dict:
 
 
 def _rewrite(cfg: Neuron1512Config, summary: dict) -> None:
-    cfg.save_json(Path(cfg.out) / "config.json")
-    (Path(cfg.out) / "summary.json").write_text(json.dumps(summary, indent=2, default=jsonable) + "\n")
+    write_json(Path(cfg.out) / "config.json", cfg.to_dict())
+    write_json(Path(cfg.out) / "summary.json", summary)

@@ -1,7 +1,7 @@
 """``python -m experiments.realignments``: the experiment from command-line flags."""
 
 import experiments.realignments as package
-from experiments.common import parse_config
+from experiments.cli import parse_config
 from experiments.realignments.config import RealignmentsConfig
 from experiments.realignments.run import main
 

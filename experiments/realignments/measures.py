@@ -74,12 +74,12 @@ def continuations(
     model, texts, kls = side.model, [], []
     eos = model.tokenizer.eos_token_id
     for i, prompt in enumerate(prompts):
-        tokens = model.to_tokens(prompt).repeat(cfg.sized(cfg.samples, 2), 1)
+        tokens = model.to_tokens(prompt).repeat(cfg.samples, 1)
         torch.manual_seed(cfg.seed + i)
         with attach(model, side.hooks):
             out = model.generate(
                 tokens,
-                max_new_tokens=cfg.sized(cfg.max_new_tokens, 10),
+                max_new_tokens=cfg.max_new_tokens,
                 do_sample=True,
                 temperature=1.0,
                 stop_at_eos=True,
@@ -118,7 +118,7 @@ class Behaviour:
 def heldout_prompts(cfg: RealignmentsConfig) -> list[str]:
     """The first ``cfg.prompts`` held-out prompts of the RL tuning (tweet beginnings it never trained on)."""
     prompts = rl_prompts(rl_config(cfg.base, quick=cfg.quick, seed=cfg.seed))[1]
-    return prompts[: cfg.sized(cfg.n_prompts, 6)]
+    return prompts[: cfg.n_prompts]
 
 
 def behaviour(
@@ -126,7 +126,7 @@ def behaviour(
 ) -> list[Behaviour]:
     """Negativity gain, KL and held-out loss of each model, the base first (its gain and KL are 0)."""
     negative = load_alignment("negative", seed=cfg.seed, max_items=4000)
-    held = encode_for(base, negative.held_out[: cfg.sized(cfg.eval_texts, 12)], TrainConfig())
+    held = encode_for(base, negative.held_out[: cfg.eval_texts], TrainConfig())
     sides = [Realigned("base", ModelSide(base, name="base"), cfg.base), *models]
     runs = {r.name: continuations(r.side, base, prompts, cfg) for r in sides}
     scores = {

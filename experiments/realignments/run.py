@@ -13,8 +13,8 @@ import torch
 from plotly.subplots import make_subplots
 from transformer_lens.model_bridge import TransformerBridge
 
-from experiments.checks import preflight
 from experiments.common import say, write_outputs
+from experiments.fields import with_quick
 from experiments.realignments.budget import budgets, more_rl_seeds, seed_spread
 from experiments.realignments.config import MAIN_JOB_IRM, RealignmentsConfig
 from experiments.realignments.measures import (
@@ -33,9 +33,10 @@ from experiments.realignments.measures import (
 )
 from workbench.analysis.patching import ModelSide
 from workbench.data.corpora import load_alignment
-from workbench.irm import IRM, IRMConfig, TrainConfig, latest_checkpoint, load_irm, train_irm
+from workbench.irm import IRM, IRMConfig, TrainConfig, load_irm, train_irm
 from workbench.models import load_model
 from workbench.pairs import check_pair
+from workbench.runstate import irm_checkpoint, unfinished_note, write_run_state
 from workbench.tuning import make_tuned, rl_config, tune_config
 
 __all__ = ["CAPTIONS", "figures", "main", "negative_irm", "realignments"]
@@ -63,17 +64,22 @@ def negative_irm(cfg: RealignmentsConfig, base: TransformerBridge) -> tuple[IRM,
     main job's (whose training would resume from it).
     """
     path = Path(cfg.irm or MAIN_JOB_IRM)
-    found = [path] if (path / "irm.json").is_file() else [latest_checkpoint(p) for p in (path / "checkpoints", path)]
-    checkpoint = next((c for c in found if c is not None), None)
+    try:
+        checkpoint = irm_checkpoint(path, allow_unfinished=cfg.allow_unfinished)
+    except FileNotFoundError:
+        if cfg.irm is not None:
+            raise
+        checkpoint = None
     if checkpoint is None:
         train_dir = Path(cfg.irm_train_dir) / ("quick" if cfg.quick else "full")
         corpus = load_alignment("negative", max_items=400 if cfg.quick else 4000, seed=cfg.seed)
         irm = IRM.for_model(base, IRMConfig(hidden_mult=1.0), seed=cfg.seed)
-        steps = cfg.sized(cfg.irm_steps, 10)
+        steps = cfg.irm_steps
         train = TrainConfig(steps=steps, batch_size=4 if cfg.quick else 8, max_len=40, eval_every=0, seed=cfg.seed)
         say(cfg, f"IRM: no checkpoint at {path}; training one ({steps} steps) into {train_dir}")
         train_irm(base, irm, corpus.train, train, held_out=corpus.held_out, out_dir=train_dir, progress=cfg.progress)
-        checkpoint = latest_checkpoint(train_dir / "checkpoints")
+        write_run_state(train_dir, "finished", steps, steps)
+        checkpoint = irm_checkpoint(train_dir)
     return load_irm(checkpoint, base), checkpoint
 
 
@@ -150,9 +156,9 @@ def figures(moved: list[Behaviour], changes: list[ResidualChange], patches: list
 def main(cfg: RealignmentsConfig) -> dict:
     """Build or load the three realignments, measure them against the base, write figures and ``summary.json``.
 
-    The config is checked first (:func:`~experiments.checks.preflight`), before any model loads.
+    The config is checked first (:meth:`~experiments.fields.ExperimentConfig.preflight`), before any model loads.
     """
-    preflight(cfg)
+    cfg = with_quick(cfg).preflight()
     clock, seconds = time.perf_counter(), {}
 
     def lap(phase: str) -> None:
@@ -176,11 +182,13 @@ def main(cfg: RealignmentsConfig) -> dict:
     lap("residual_changes")
     say(cfg, "patching each model into the base (resid_pre, attn_out, mlp_out by layer; heads)")
     n_layers = base.cfg.n_layers
-    patches = patching(base, models, list(range(n_layers - 6, n_layers)) if cfg.quick else None)
+    k = cfg.patch_layers
+    patches = patching(base, models, list(range(max(0, n_layers - k), n_layers)) if k else None)
     lap("patching")
     cos, overlap = cosines(changes), overlaps(patches, changes, cfg.top_k)
     recovery = pd.concat([p.recovery() for p in patches])
     summary = {
+        **unfinished_note(models[0].source),
         "models": {r.name: r.source for r in models},
         "tokenization": tokenization.to_dict(),
         "training_budget": budget,
@@ -213,7 +221,7 @@ def main(cfg: RealignmentsConfig) -> dict:
         figures=figures(moved, changes, patches, cos, overlap),
         tables=tables,
         summary=summary,
-        png=not cfg.quick,
+        png=cfg.png,
         captions=CAPTIONS,
     )
     return summary

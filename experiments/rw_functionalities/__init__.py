@@ -13,8 +13,8 @@ drawn outside the class. The studies (weights, activations, DLA, ablations) are 
     python -m experiments.rw_functionalities [--quick] [--model M] [--corpus neutral|FILE] [--n-neurons N] [--out DIR]
 """
 
-from experiments.rw_functionalities.config import RWConfig
+from experiments.rw_functionalities.config import RWConfig, parse_condition
 from experiments.rw_functionalities.run import gated_model, main
-from experiments.rw_functionalities.studies import ABLATED_CLASSES, parse_condition
+from experiments.rw_functionalities.studies import ABLATED_CLASSES
 
 __all__ = ["ABLATED_CLASSES", "RWConfig", "gated_model", "main", "parse_condition"]

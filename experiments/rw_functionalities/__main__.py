@@ -1,7 +1,7 @@
 """``python -m experiments.rw_functionalities``: the experiment from command-line flags."""
 
 import experiments.rw_functionalities as package
-from experiments.common import parse_config
+from experiments.cli import parse_config
 from experiments.rw_functionalities.config import RWConfig
 from experiments.rw_functionalities.run import main
 

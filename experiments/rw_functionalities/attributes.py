@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from transformer_lens.model_bridge import TransformerBridge
 
-from experiments.rw_functionalities.studies import parse_condition
+from experiments.rw_functionalities.config import parse_condition
 from workbench.data.knowns import country_facts, known_facts, source_label
 from workbench.neurons import plots as rw_plots
 from workbench.neurons.attributes import AttributesRate, attributes_rate_effects

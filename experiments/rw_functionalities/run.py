@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from experiments.checks import preflight
 from experiments.common import write_outputs
+from experiments.fields import with_quick
 from experiments.rw_functionalities.attributes import study_attributes
-from experiments.rw_functionalities.config import RWConfig, attributes_cfg
+from experiments.rw_functionalities.config import RWConfig
 from experiments.rw_functionalities.studies import (
     Size,
     study_ablation,
@@ -38,9 +38,9 @@ def gated_model(cfg: RWConfig) -> TransformerBridge:
 def main(cfg: RWConfig) -> dict:
     """Run the study and write figures, tables and ``summary.json`` under ``cfg.out``.
 
-    The config is checked first (:func:`~experiments.checks.preflight`), before the model loads.
+    The config is checked first (:meth:`~experiments.fields.ExperimentConfig.preflight`), before the model loads.
     """
-    preflight(cfg)
+    cfg = with_quick(cfg).preflight()
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     size = Size.of(cfg)
@@ -50,11 +50,11 @@ def main(cfg: RWConfig) -> dict:
     activations = study_activations(model, cfg, size, weights.classes)
     dla = study_dla(model, cfg, weights.classes)
     ablation = study_ablation(model, cfg, size, weights.classes, activations)
-    attributes = study_attributes(model, attributes_cfg(cfg), ablation.sets, weights.classes)
+    attributes = study_attributes(model, cfg, ablation.sets, weights.classes)
     parts = (weights, activations, dla, ablation, attributes)
     summary = {k: v for part in parts for k, v in part.summary().items()}
     summary["seconds"] = {"weights": round(t_weights, 1), "total": round(time.perf_counter() - t0, 1)}
     figures = {k: v for part in parts for k, v in part.figures().items()}
     tables = {k: v for part in parts for k, v in part.tables().items()}
-    write_outputs(Path(cfg.out), cfg, figures=figures, tables=tables, summary=summary, png=not cfg.quick)
+    write_outputs(Path(cfg.out), cfg, figures=figures, tables=tables, summary=summary, png=cfg.png)
     return summary

@@ -13,13 +13,13 @@ from functools import cached_property
 import pandas as pd
 from transformer_lens.model_bridge import TransformerBridge
 
-from experiments.rw_functionalities.config import RWConfig
+from experiments.rw_functionalities.config import RWConfig, parse_condition
 from workbench.analysis.attribution import neuron_attribution
 from workbench.data.corpora import ALIGNMENTS, load_alignment, load_texts
 from workbench.data.prompts import PromptSet
 from workbench.models import load_model
 from workbench.neurons import plots as rw_plots
-from workbench.neurons.ablation import Ablation, ablation_effects
+from workbench.neurons.ablation import ablation_effects
 from workbench.neurons.activations import ActivationStats, activation_stats, frequency_by_class
 from workbench.neurons.weights import (
     NeuronClasses,
@@ -55,22 +55,6 @@ ABLATED_CLASSES = (
 """The classes the paper ablates (the typical ones with a clear read-write relation)."""
 
 
-def parse_condition(text: str, mode: str, value: float, orient_post: bool = False) -> Ablation:
-    """'all' -> unconditional; 'gate-post+' -> gate<0 and post>0; 'gate+' / 'post-' alone also work."""
-    if text == "all":
-        return Ablation(mode=mode, value=value)
-    cond = {}
-    rest = text
-    for key in ("gate", "post"):
-        if rest.startswith(key) and len(rest) > len(key) and rest[len(key)] in "+-":
-            cond[key], rest = rest[len(key)], rest[len(key) + 1 :]
-    if rest or not cond:
-        raise ValueError(
-            f"cannot read condition {text!r}: use 'all', 'gate+', 'gate-', 'post+', 'post-' or e.g. 'gate-post+'"
-        )
-    return Ablation(mode=mode, value=value, orient_post=orient_post and "post" in cond, **cond)
-
-
 @dataclass(frozen=True)
 class Size:
     """How much of the study to run (``--quick``: seconds on a random-size corpus)."""
@@ -83,9 +67,9 @@ class Size:
 
     @classmethod
     def of(cls, cfg: RWConfig) -> Size:
-        if cfg.quick:
-            return cls(8, 16, 1, 128, ABLATED_CLASSES[-2:])
-        return cls(cfg.n_texts, cfg.max_len, cfg.n_controls, 512, ABLATED_CLASSES)
+        """The flags' sizes; ``--quick`` also samples fewer neurons and ablates only the two weakening classes."""
+        sample, classes = (128, ABLATED_CLASSES[-2:]) if cfg.quick else (512, ABLATED_CLASSES)
+        return cls(cfg.n_texts, cfg.max_len, cfg.n_controls, sample, classes)
 
 
 @dataclass

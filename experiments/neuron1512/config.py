@@ -51,14 +51,14 @@ PRESETS: dict[str, tuple[str, IRMConfig, TrainConfig]] = {
         "4, and a lower held-out loss at equal wall time than batch 4 at lr 1e-3), to the stopping rule (ceiling 1000)",
         IRMConfig(read_hook="attn_out", write_hook="resid_post", hidden_mult=1.0, n_hidden=4),
         TrainConfig(
-            steps=1000, batch_size=16, lr=3e-3, max_len=40, warmup=5, eval_every=10, eval_texts=64, patience=10
+            steps=1000, batch_size=16, lr=3e-3, max_len=40, warmup=5, eval_every=10, eval_texts=64, patience=15
         ),
     ),
     "paper": (
         "the paper's code: read blocks.0.hook_resid_mid, add into hook_resid_mid of every layer, "
         "4 hidden layers of 3·d_model, lr 1e-4, batch 8, to the stopping rule (ceiling 1500 steps)",
         IRMConfig(read_hook="resid_mid", write_hook="resid_mid", hidden_mult=3.0, n_hidden=4),
-        TrainConfig(steps=1500, batch_size=8, lr=1e-4, max_len=40, warmup=5, eval_every=20, eval_texts=64, patience=10),
+        TrainConfig(steps=1500, batch_size=8, lr=1e-4, max_len=40, warmup=5, eval_every=20, eval_texts=64, patience=15),
     ),
 }
 """Named defaults of the IRM and its training; explicit flags (``--lr``, ``--read-hook``, ...) override them."""

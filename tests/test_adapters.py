@@ -172,7 +172,7 @@ def test_quick_model_diff_of_a_lora_adapter_of_the_default_model(tmp_path):
     """``python -m experiments.model_diff --quick --tuned FOLDER``: a peft adapter of SmolLM2 and its merged folder."""
     from peft import LoraConfig, get_peft_model
 
-    from experiments.common import parse_config
+    from experiments.cli import parse_config
     from workbench.models import DEFAULT_MODEL, REGISTRY, ensure_cached
 
     folder = ensure_cached(DEFAULT_MODEL)

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from experiments.common import parse_config
+from experiments.cli import parse_config
 from experiments.diffing import DiffingConfig, main
 from experiments.diffing.run import identification, score_organism
 from workbench.diffing import Organism

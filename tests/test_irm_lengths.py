@@ -64,3 +64,20 @@ def test_snapshots_are_files_a_resumed_run_keeps(tiny_llama, tmp_path):
     assert [s.step for s in loaded] == [1, 2, 3]
     torch.testing.assert_close(loaded[0].share, first[1])
     assert all(abs(float(s.share.sum()) - 1) < 1e-5 for s in loaded)
+
+
+def test_training_records_its_state_last(tiny_llama, tmp_path):
+    from workbench.runstate import read_run_state
+
+    cfg = TrainConfig(steps=3, batch_size=4, warmup=1, eval_every=1, eval_texts=4)
+    irm = IRM.for_model(tiny_llama, IRMConfig(hidden_mult=0.5, n_hidden=1))
+    train_irm(tiny_llama, irm, TEXTS, cfg, held_out=TEXTS, out_dir=tmp_path, progress=False)
+    state = read_run_state(tmp_path)
+    assert (state.state, state.step, state.steps) == ("finished", 3, 3)
+    # a rule that must fire: 1 evaluation of patience with a 99% bar stops at the second evaluation
+    irm = IRM.for_model(tiny_llama, IRMConfig(hidden_mult=0.5, n_hidden=1))
+    rule = cfg.replace(steps=50, patience=1, min_improvement=0.99)
+    result = train_irm(tiny_llama, irm, TEXTS, rule, held_out=TEXTS, out_dir=tmp_path / "early", progress=False)
+    state = read_run_state(tmp_path / "early")
+    assert result.converged and (state.state, state.step, state.steps) == ("stopped_early", 2, 50)
+    assert state.done

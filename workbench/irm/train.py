@@ -28,7 +28,8 @@ from workbench.irm.config import TrainConfig
 from workbench.irm.module import IRM
 from workbench.irm.text import Encoded, encode_replies, pad_batch
 from workbench.models import frozen
-from workbench.training import Batch, LoopConfig, Term, TrainResult, adamw, batch_order, train_loop
+from workbench.runstate import write_run_state
+from workbench.training import Batch, LoopConfig, Term, TrainResult, accelerator, adamw, batch_order, train_loop
 
 __all__ = [
     "TrainResult",
@@ -178,8 +179,11 @@ def train_irm(
         "IRM",
         cfg.stopping_rule if evals else None,
     )
+    main = accelerator().is_main_process
+    if out is not None and main:
+        write_run_state(out, "running", 0, cfg.steps)
     with frozen(model):
-        return train_loop(
+        result = train_loop(
             irm,
             opt,
             partial(_step, model, irm, data, cfg),
@@ -194,6 +198,9 @@ def train_irm(
             progress=progress,
             callback=callback,
         )
+    if out is not None and main:  # last, so a killed run never reads as finished (workbench.runstate)
+        write_run_state(out, "stopped_early" if result.converged else "finished", result.steps, cfg.steps)
+    return result
 
 
 def _step(model: TransformerBridge, irm: IRM, data: list[Encoded], cfg: TrainConfig, batch: Batch) -> dict[str, Term]:

@@ -5,7 +5,7 @@ import json
 import pytest
 from transformers import AutoModelForCausalLM
 
-from experiments.circuits.__main__ import CircuitsConfig, main
+from experiments.circuits import CircuitsConfig, main
 from tests.helpers import tiny_llama_config
 
 

@@ -18,8 +18,10 @@ import pytest
 
 import workbench.models
 from experiments.boundless_das import BoundlessDASConfig
+from experiments.circuits.config import CircuitsConfig
 from experiments.cli import parse_config
 from experiments.common import report_header, write_outputs
+from experiments.diffing.config import DiffingConfig
 from experiments.fields import MODEL_LAYER, REPEATS, ExperimentConfig, flag, with_quick
 from experiments.model_diff import ModelDiffConfig
 from experiments.neuron1512 import Neuron1512Config, parse_args
@@ -35,6 +37,8 @@ EXPERIMENTS = {
     "realignments": (RealignmentsConfig, lambda argv: parse_config(RealignmentsConfig, argv)),
     "rw_functionalities": (RWConfig, lambda argv: parse_config(RWConfig, argv)),
     "boundless_das": (BoundlessDASConfig, lambda argv: parse_config(BoundlessDASConfig, argv)),
+    "diffing": (DiffingConfig, lambda argv: parse_config(DiffingConfig, argv)),
+    "circuits": (CircuitsConfig, lambda argv: parse_config(CircuitsConfig, argv)),
 }
 UNBOUNDED = {"value"}
 """Numeric fields every value of which is valid (the factor or value of an ablation)."""

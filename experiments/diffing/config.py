@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from experiments.fields import ExperimentConfig
-from workbench.config import Count, Positive
+from experiments.fields import ExperimentConfig, ModelName, OutDir, Seeds
+from workbench.config import Count, Positive, Range
 from workbench.diffing import TOPICS, CrosscoderConfig, DiffConfig, make_organisms
 from workbench.diffing.organisms import Organism
 from workbench.models import DEFAULT_MODEL
@@ -21,15 +21,15 @@ class DiffingConfig(ExperimentConfig):
 
     MODEL_FIELD: ClassVar[str] = "base"
 
-    base: str = DEFAULT_MODEL
+    base: ModelName = DEFAULT_MODEL
     """Base model (registry name or HF folder); the organisms are tunes of it."""
     topics: tuple[str, ...] = ("music", "food", "school", "weather", "phone", "church")
     """Topic organisms (keys of workbench.diffing.TOPICS) (quick: music, weather)."""
     sentiments: tuple[str, ...] = ("negative", "positive")
     """Sentiment organisms (quick: negative)."""
-    seeds: tuple[int, ...] = (0, 1)
+    seeds: Seeds = (0, 1)
     """Seeds of each organism (corpus sample and tune) (quick: 0)."""
-    controls: int = 2
+    controls: Annotated[int, Range(ge=0)] = 2
     """Random-mix control tunes (quick: 1); the null pair (base vs base) is always added."""
     last_layers: Count = 2
     """Decoder layers each organism tunes (the last ones)."""
@@ -45,13 +45,13 @@ class DiffingConfig(ExperimentConfig):
     """Crosscoder steps per pair (quick: 30)."""
     samples: Count = 8
     """Unprompted samples per model for the black-box baseline (quick: 2)."""
-    out: str = "figures/diffing"
+    out: OutDir = "figures/diffing"
     """Output folder."""
     quick: bool = False
     """Small, fast run (for tests): few organisms, short tunes and read-outs, no PNGs."""
     progress: bool = True
     """Say which organism runs."""
-    seed: int = 0
+    seed: Annotated[int, Range(ge=0)] = 0
     """Sampling seed of the read-outs."""
 
     def __post_init__(self):

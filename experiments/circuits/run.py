@@ -1,0 +1,124 @@
+"""Rank every edge per task and method, score circuits as MIB does, diff base vs tuned, and write."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from experiments.circuits.config import CircuitsConfig
+from experiments.common import say, write_outputs
+from workbench.circuits.attribute import EdgeScores, attribute
+from workbench.circuits.diff import circuit_diff
+from workbench.circuits.faithfulness import PERCENTS, mib_scores
+from workbench.circuits.graph import EdgeModel, edge_model
+from workbench.circuits.plots import draw_edges, plot_curves
+from workbench.circuits.tasks import EdgeTask, ioi_task, pair_task
+from workbench.data.prompts import SENTIMENT_PROMPTS
+from workbench.models import load_model
+from workbench.pairs import check_pair
+from workbench.tuning import make_tuned, tune_config
+
+COUNTRIES = (
+    (" France", " Paris"),
+    (" Italy", " Rome"),
+    (" Germany", " Berlin"),
+    (" Spain", " Madrid"),
+    (" Japan", " Tokyo"),
+    (" Russia", " Moscow"),
+)
+"""Countries and capitals that SmolLM2 keeps as single tokens."""
+
+
+def make_task(model, name: str, prompts: int, seed: int) -> EdgeTask:
+    """The task ``name`` on ``model``'s tokenizer."""
+    if name == "ioi":
+        return ioi_task(model, prompts, seed)
+    if name == "sentiment":
+        return pair_task(
+            model,
+            "sentiment",
+            [f"I loved it. {p}" for p in SENTIMENT_PROMPTS],
+            [f"I hated it. {p}" for p in SENTIMENT_PROMPTS],
+            [(" good", " bad")] * len(SENTIMENT_PROMPTS),
+        )
+    pairs = list(zip(COUNTRIES, COUNTRIES[1:] + COUNTRIES[:1]))
+    return pair_task(
+        model,
+        "capitals",
+        [f"The capital of{a[0]} is" for a, _ in pairs],
+        [f"The capital of{b[0]} is" for _, b in pairs],
+        [(a[1], b[1]) for a, b in pairs],
+    )
+
+
+def rankings(cfg: CircuitsConfig, em: EdgeModel, task: EdgeTask) -> list[EdgeScores]:
+    """EAP, EAP-IG and a random ranking of every edge."""
+    steps = 2 if cfg.quick else cfg.ig_steps
+    eap = attribute(em, task, "eap", batch_size=len(task))
+    ig = attribute(em, task, "eap-ig", steps=steps, batch_size=len(task))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    noise = (torch.rand(em.graph.n_up, em.graph.n_down, generator=gen) - 0.5) * em.graph.mask
+    return [eap, ig, EdgeScores(em.graph, noise, "random", task.name)]
+
+
+def main(cfg: CircuitsConfig) -> dict:
+    """Rank, score and diff; write figures, tables, ``summary.json`` and ``report.html`` to ``cfg.out``."""
+    cfg = cfg.preflight()
+    torch.manual_seed(cfg.seed)
+    started = time.perf_counter()
+    model = load_model(cfg.model)
+    em = edge_model(model)
+    tasks = ("ioi",) if cfg.quick else cfg.tasks
+    prompts = 2 if cfg.quick else cfg.ioi_prompts
+    summary: dict = {"model": str(model.cfg.model_name), "edges": em.graph.n_edges, "percents": PERCENTS, "scores": {}}
+    figures, tables, curves_all, timing = {}, {}, [], {}
+    by_task: dict[str, dict[str, EdgeScores]] = {}
+    for name in tasks:
+        task = make_task(model, name, prompts, cfg.seed)
+        if cfg.quick:
+            task = EdgeTask(task.name, task.clean[:2], task.corrupt[:2], task.answers[:2])
+        say(cfg, f"{name}: ranking {em.graph.n_edges} edges by EAP, EAP-IG, random ({len(task)} prompts)")
+        t0 = time.perf_counter()
+        ranked = rankings(cfg, em, task)
+        timing[f"{name}_rank_s"] = time.perf_counter() - t0
+        by_task[name] = {s.method: s for s in ranked}
+        curves = []
+        t0 = time.perf_counter()
+        for scores in ranked:
+            cpr, cmd, signed, absolute = mib_scores(em, task, scores, batch_size=len(task))
+            summary["scores"].setdefault(name, {})[scores.method] = {"cpr": cpr, "cmd": cmd}
+            curves += [signed, absolute]
+            summary["scores"][name]["m_full"], summary["scores"][name]["m_empty"] = signed.m_full, signed.m_empty
+        timing[f"{name}_faithfulness_s"] = time.perf_counter() - t0
+        curves_all += curves
+        figures[f"curves_{name}"] = plot_curves(curves, f"Faithfulness by circuit size ({name})")
+        figures[f"edges_{name}"] = draw_edges(by_task[name]["eap-ig"], 40)
+        tables[f"top_edges_{name}"] = by_task[name]["eap-ig"].to_frame().sort_values("score", ascending=False).head(200)
+    tables["curves"] = pd.concat([c.to_frame() for c in curves_all], ignore_index=True)
+    diff_name = "ioi" if cfg.quick else ("sentiment" if "sentiment" in tasks else tasks[0])
+    tuned = "self" if cfg.quick else cfg.diff_with
+    say(cfg, f"circuit diff on {diff_name}: base vs {tuned}")
+    if tuned == "self":
+        other = em
+    else:
+        tuned_model = make_tuned("supervised", tune=tune_config(cfg.model), progress=cfg.progress).model
+        check_pair(model, tuned_model, names=("base", "supervised model"))
+        other = edge_model(tuned_model)
+    task = make_task(model, diff_name, prompts, cfg.seed)
+    if cfg.quick:
+        task = EdgeTask(task.name, task.clean[:2], task.corrupt[:2], task.answers[:2])
+    base_scores = by_task[diff_name]["eap-ig"]
+    tuned_scores = attribute(other, task, "eap-ig", steps=2 if cfg.quick else cfg.ig_steps, batch_size=len(task))
+    n = max(1, round(cfg.diff_percent / 100 * em.graph.n_edges))
+    diff = circuit_diff(base_scores, tuned_scores, n)
+    summary["diff"] = {"task": diff_name, "tuned": tuned, "n": n, **diff.counts()}
+    table = diff.to_frame()
+    summary["diff"]["largest_changes"] = table.head(10).to_dict("records")
+    tables["circuit_diff"] = table
+    figures["edges_diff_tuned"] = draw_edges(tuned_scores, 40, f"Top 40 edges of the tuned model ({diff_name})")
+    summary["seconds"] = {**timing, "total": time.perf_counter() - started}
+    write_outputs(Path(cfg.out), cfg, figures=figures, tables=tables, summary=summary, png=not cfg.quick)
+    return summary

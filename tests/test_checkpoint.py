@@ -193,7 +193,15 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tiny_llama, tmp
         proc.kill()
     assert proc.returncode == -signal.SIGKILL
     assert latest_checkpoint(out) == out / "checkpoints" / "step-000004"
+    # the killed run is no finished IRM: --irm refuses it naming the step and both ways on, unless allowed
+    from workbench.runstate import UnfinishedRunError, irm_checkpoint, unfinished_note
+
+    with pytest.raises(UnfinishedRunError, match=r"reached step 4 of 8 .*Resume it.*--allow-unfinished"):
+        irm_checkpoint(out)
+    allowed = irm_checkpoint(out, allow_unfinished=True)
+    assert allowed == out / "checkpoints" / "step-000004" and "step 4 of 8" in unfinished_note(allowed)["unfinished"]
     resumed, result = train(tiny_llama, out, CFG.replace(steps=8))
+    assert irm_checkpoint(out) == out / "checkpoints" / "step-000008"  # resumed to the end: finished
     straight, _ = train(tiny_llama, tmp_path / "straight", CFG.replace(steps=8))
     assert result.resumed_from == 4
     for a, b in zip(resumed.state_dict().values(), straight.state_dict().values()):

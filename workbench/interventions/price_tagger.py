@@ -32,6 +32,7 @@ from typing import Annotated
 
 import torch
 from transformer_lens.model_bridge import TransformerBridge
+from transformers import PreTrainedModel
 
 from workbench.config import Config, Count, Positive, Range, cache_key
 from workbench.data.counterfactual import (
@@ -200,7 +201,9 @@ def _batch(cfg: PriceTaggerConfig, tokenizer, rng: random.Random, n: int) -> tup
     return tokens, torch.tensor([yes if r["answer"] else no for r in runs])
 
 
-def task_accuracy(model: TransformerBridge, tokens: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
+def task_accuracy(
+    model: TransformerBridge | PreTrainedModel, tokens: torch.Tensor, labels: torch.Tensor, batch_size: int = 256
+) -> float:
     """Fraction of prompts whose top next-token prediction is the label (model is a bridge or HF model)."""
     hits = 0
     with torch.no_grad():

@@ -87,3 +87,26 @@ def test_the_library_and_notebooks_never_import_an_experiment(folder):
         if "from experiments" in line or "import experiments" in line
     ]
     assert hits == []
+
+
+@pytest.mark.slow
+def test_every_top_module_imports_first_in_a_fresh_process():
+    """A module imported before any other (as ``python -m experiments.NAME`` does) must not meet a partially
+    initialised one: ``workbench.runstate`` first used to fail through workbench.irm -> train -> runstate.
+    Each top-level module and package of workbench, and each experiment, first in its own interpreter."""
+    import subprocess
+    import sys
+
+    names = [
+        ".".join(p.relative_to(ROOT).with_suffix("").parts[:2])
+        for folder in ("workbench", "experiments")
+        for p in sorted((ROOT / folder).iterdir())
+        if (p.suffix == ".py" and p.name != "__init__.py") or (p / "__init__.py").is_file()
+    ]
+    script = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
+    failed = []
+    for name in names:  # each in its own interpreter, imported first
+        proc = subprocess.run([sys.executable, "-c", script, name], cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode:
+            failed.append(f"{name}: {proc.stderr.strip().splitlines()[-1]}")
+    assert failed == []

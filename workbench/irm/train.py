@@ -21,6 +21,7 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
+from workbench import runstate  # a module, not its names: runstate reads checkpoints through workbench.irm
 from workbench.bridge_internals import final_logits, shared_prefix_forward
 from workbench.hooks import attach
 from workbench.irm.checkpoint import TrainingCheckpoints, latest_checkpoint
@@ -28,7 +29,6 @@ from workbench.irm.config import TrainConfig
 from workbench.irm.module import IRM
 from workbench.irm.text import Encoded, encode_replies, pad_batch
 from workbench.models import frozen
-from workbench.runstate import write_run_state
 from workbench.training import Batch, LoopConfig, Term, TrainResult, accelerator, adamw, batch_order, train_loop
 
 __all__ = [
@@ -181,7 +181,7 @@ def train_irm(
     )
     main = accelerator().is_main_process
     if out is not None and main:
-        write_run_state(out, "running", 0, cfg.steps)
+        runstate.write_run_state(out, "running", 0, cfg.steps)
     with frozen(model):
         result = train_loop(
             irm,
@@ -199,7 +199,7 @@ def train_irm(
             callback=callback,
         )
     if out is not None and main:  # last, so a killed run never reads as finished (workbench.runstate)
-        write_run_state(out, "stopped_early" if result.converged else "finished", result.steps, cfg.steps)
+        runstate.write_run_state(out, "stopped_early" if result.converged else "finished", result.steps, cfg.steps)
     return result
 
 

@@ -162,7 +162,9 @@ def test_an_unfinished_run_is_refused_then_allowed_and_said(tiny_llama, tmp_path
     out = tmp_path / "runs" / "negative"
     _tiny_run(tiny_llama, out)
     assert read_run_state(out).state == "finished" and irm_checkpoint(out).name == "step-000004"
-    shutil.rmtree(out / "checkpoints" / "step-000004")  # what a kill after the first checkpoint leaves
+    # what a kill after the first checkpoint leaves: the state written at the start and the step-2 checkpoint
+    shutil.rmtree(out / "checkpoints" / "step-000004")
+    write_run_state(out, "running", 0, 4)
     with pytest.raises(UnfinishedRunError, match=r"reached step 2 of 4.*Resume it.*--allow-unfinished"):
         irm_checkpoint(out)
     with pytest.raises(UnfinishedRunError, match="step 2 of 4"):

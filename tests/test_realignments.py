@@ -139,6 +139,6 @@ def test_rl_gain_spread_over_seeds():
     spread = seed_spread(rows, (0, 4, 7))
     assert spread["seeds"] == [0, 4, 7] and spread["gains"] == [0.1, 0.2, 0.6]
     assert spread["gain_mean"] == pytest.approx(0.3) and spread["gain_std"] == pytest.approx(0.264575, abs=1e-6)
-    with pytest.raises(ValueError, match="distinct seeds"):
-        RealignmentsConfig(rl_seeds=(1, 1))
+    with pytest.raises(ValueError, match="--rl-seeds repeats 1"):
+        RealignmentsConfig(rl_seeds=(1, 1)).preflight()
     assert parse_config(RealignmentsConfig, ["--rl-seeds", "3", "4", "5"]).rl_seeds == (3, 4, 5)

@@ -48,15 +48,22 @@ def _worker(model_dir: Path, out: Path) -> None:
     from workbench.distributed import dist_state
 
     state = dist_state()
-    write_text = Path.write_text
+    write_text, replace = Path.write_text, os.replace
 
-    def logged(self: Path, *args, **kwargs):
-        if self.name == "summary.json":
+    def log_if_summary(path) -> None:
+        if Path(path).name == "summary.json":
             with open(out / "writes.log", "a") as log:
                 log.write(f"{state.process_index}\n")
+
+    def logged_write(self: Path, *args, **kwargs):
+        log_if_summary(self)
         return write_text(self, *args, **kwargs)
 
-    Path.write_text = logged
+    def logged_replace(src, dst, *args, **kwargs):  # an atomic write renames its temporary file into place
+        log_if_summary(dst)
+        return replace(src, dst, *args, **kwargs)
+
+    Path.write_text, os.replace = logged_write, logged_replace
     main(_cfg(model_dir, out))
     state.destroy_process_group()
 
@@ -107,7 +114,8 @@ def test_main_job_in_two_processes_writes_once_and_equals_one_process(tokenizer,
         [*cmd, str(model_dir), str(two)], env=env, capture_output=True, text=True, timeout=1800, cwd=ROOT
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    # write_outputs writes summary.json, then main rewrites it with the wall time: twice, both by rank 0
+    # write_outputs writes summary.json (into the folder it then swaps into place), then main rewrites it atomically
+    # with the wall time: twice, both by rank 0
     assert (two / "writes.log").read_text().split() == ["0", "0"]
     from experiments.neuron1512 import main
 

@@ -104,7 +104,7 @@ def main(cfg: CircuitsConfig) -> dict:
     if tuned == "self":
         other = em
     else:
-        tuned_model = make_tuned("supervised", tune=tune_config(cfg.model), progress=cfg.progress).model
+        tuned_model = make_tuned("supervised", tune=tune_config(cfg.model, chat=False), progress=cfg.progress).model
         check_pair(model, tuned_model, names=("base", "supervised model"))
         other = edge_model(tuned_model)
     task = make_task(model, diff_name, prompts, cfg.seed)

@@ -88,8 +88,14 @@ def main(cfg: ModelDiffConfig) -> dict:
     tuned = make_tuned(
         cfg.tuning,
         folder=cfg.tuned,
-        tune=tune_config(
-            cfg.base, quick=cfg.quick, last_layers=cfg.tune_layers, steps=cfg.tune_steps, lr=cfg.tune_lr, seed=cfg.seed
+        tune=tune_config(  # bare texts: the analyses read raw-text prompts, the TRLX demo's format
+            cfg.base,
+            quick=cfg.quick,
+            last_layers=cfg.tune_layers,
+            steps=cfg.tune_steps,
+            lr=cfg.tune_lr,
+            seed=cfg.seed,
+            chat=False,
         ),
         rl=rl_config(cfg.base, quick=cfg.quick, steps=cfg.rl_steps, seed=cfg.seed),
         progress=cfg.progress,

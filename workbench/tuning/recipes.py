@@ -31,9 +31,15 @@ def tune_config(
     steps: int | None = None,
     lr: float | None = None,
     seed: int = 0,
+    chat: bool = True,
 ) -> TuneConfig:
     """The supervised tuning of ``base``'s last layers: 40 steps at lr 1e-3 unless given (quick: 8 steps at lr 3e-3
-    on 500 short tweets in batches of 4, ~20 s)."""
+    on 500 short tweets in batches of 4, ~20 s).
+
+    ``chat``: train on each tweet as the chat reply to "Write a tweet." (loss on the reply; how realignments scores
+    it, like the IRM), or on the bare text (how model_diff's raw-text prompts and the circuits tasks score it). A
+    comparison model trains on the format it is scored on.
+    """
     if quick:
         return TuneConfig(
             model=base,
@@ -44,8 +50,9 @@ def tune_config(
             max_length=32,
             max_items=500,
             seed=seed,
+            chat=chat,
         )
-    return TuneConfig(model=base, last_layers=last_layers, steps=steps or 40, lr=lr or 1e-3, seed=seed)
+    return TuneConfig(model=base, last_layers=last_layers, steps=steps or 40, lr=lr or 1e-3, seed=seed, chat=chat)
 
 
 def rl_config(base: str, *, quick: bool = False, steps: int | None = None, seed: int = 0) -> RLConfig:

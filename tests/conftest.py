@@ -49,3 +49,15 @@ def smollm2():
     """The real offline default model, loaded once per test session. Do not modify its weights."""
     torch.manual_seed(0)
     return load_model(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tokenizer, tmp_path_factory):
+    """A tiny random Llama saved as a Hugging Face folder with the default model's tokenizer (what load_model reads)."""
+    from transformers import AutoModelForCausalLM
+
+    path = tmp_path_factory.mktemp("tiny_llama_hf")
+    hf = AutoModelForCausalLM.from_config(tiny_llama_config(len(tokenizer)), attn_implementation="eager")
+    hf.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

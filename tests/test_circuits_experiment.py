@@ -3,19 +3,8 @@
 import json
 
 import pytest
-from transformers import AutoModelForCausalLM
 
 from experiments.circuits import CircuitsConfig, main
-from tests.helpers import tiny_llama_config
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tokenizer, tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_llama_hf")
-    hf = AutoModelForCausalLM.from_config(tiny_llama_config(len(tokenizer)), attn_implementation="eager")
-    hf.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.mark.slow

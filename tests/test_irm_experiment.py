@@ -4,21 +4,10 @@ import json
 
 import pandas as pd
 import pytest
-from transformers import AutoModelForCausalLM
 
 from experiments.neuron1512 import PRESETS, QUICK, Neuron1512Config, main, parse_args, report, resolve
-from tests.helpers import tiny_llama_config
 from workbench.irm.stability import PAIR_KINDS
 from workbench.neurons.weights import CLASS_NAMES
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tokenizer, tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_llama_hf")
-    hf = AutoModelForCausalLM.from_config(tiny_llama_config(len(tokenizer)), attn_implementation="eager")
-    hf.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def test_flags_presets_and_quick(capsys):

@@ -141,6 +141,7 @@ class TrainConfig(Config):
             raise ValueError(f"patience={self.patience} must be >= 0 (0 turns the stopping rule off)")
         if self.patience and self.eval_every < 1:
             raise ValueError("the stopping rule (patience > 0) reads held-out evaluations: set eval_every >= 1")
+        self.stopping_rule  # noqa: B018 (building the rule checks min_improvement now, not when training starts)
 
     @property
     def stopping_rule(self) -> StoppingRule | None:

@@ -161,6 +161,9 @@ def run_unit(
         "train_loss_irm": eval_loss(model, irm, seen),
         "heldout_loss_base": held_base,
         "heldout_loss_irm": eval_loss(model, irm, held),
+        # the first 16 held-out texts: the evaluation set of the 30-step study (eval_texts was 16), kept comparable
+        "heldout16_loss_base": ctx.base_loss(alignment, "held_out[:16]", train_cfg, held[:16]),
+        "heldout16_loss_irm": eval_loss(model, irm, held[:16]),
     }
     stats = collect_output_stats(model, irm, held)
     untrained = untrained_share(model, preset, seed, held)

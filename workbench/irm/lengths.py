@@ -199,7 +199,8 @@ def at_lengths(
 
     Args:
         runs: per ``(alignment, seed)``, its snapshots by step, the last one the final (trained) IRM.
-        grid: the steps to report (a run that stopped before a step enters it with its final state).
+        grid: the steps to report (a run that stopped before a step enters it with its final state; steps after
+            every run stopped are left out: they would repeat the final point).
         z: the dominance threshold of :func:`workbench.irm.stability.dominant_dims`.
         k: the top-k of the Jaccard index.
 
@@ -209,7 +210,8 @@ def at_lengths(
         mean Spearman of the shares per pair kind (seeds of one alignment, alignments of one seed, neither).
     """
     points = []
-    for step in [*grid, None]:
+    last = max((snaps[-1].step for snaps in runs.values() if snaps), default=0)
+    for step in [*(s for s in grid if s < last), None]:  # a step after every run stopped would repeat "final"
         at = {run: s for run, snaps in runs.items() if (s := _at(snaps, step)) is not None}
         if not at:
             continue

@@ -21,7 +21,8 @@ from workbench.hooks import attach, hook_names
 from workbench.irm import TrainConfig, eval_loss
 from workbench.irm.train import encode_for
 from workbench.metrics import LogitDiff
-from workbench.tuning import paired_bootstrap, rl_config, rl_prompts, vader_negativity
+from workbench.sentiment import vader_negativity
+from workbench.tuning import paired_bootstrap, rl_config, rl_prompts
 
 __all__ = [
     "PATCH_KINDS",

@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 NODE_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
-    **SWEEPS,
+    **{kind: entry for kind, entry in SWEEPS.items()},
     "neuron": ("mlp_post", ("layer", "neuron")),
     "head_q": ("q", ("layer", "pos", "head")),
     "head_k": ("k", ("layer", "pos", "head")),
@@ -206,7 +206,8 @@ def attribution_sweeps(
             per = []
             for layer, name in zip(layers, kind_names):
                 if kind in fixed:
-                    per.append(_saturation_fixed(model, layer, kind[-1], target_acts, source_acts, grads))
+                    part: Literal["q", "k"] = "q" if kind == "head_q" else "k"
+                    per.append(_saturation_fixed(model, layer, part, target_acts, source_acts, grads))
                 else:
                     per.append(_linear(source_acts[name] - target_acts[name], grads[name], axes))
             values = torch.stack(per) if axes[0] == "layer" else per[0]
@@ -298,10 +299,10 @@ def confirm(
     staircase = target.fast and all(p.layer < model.cfg.n_layers for p in patches)
     with torch.no_grad(), attach(model, target.hooks):
         base = trace(model, tokens, names) if staircase else None
-        _, target_acts = (None, base.acts) if staircase else ModelSide(model).run(tokens, names)
+        target_acts = base.acts if base is not None else ModelSide(model).run(tokens, names)[1]
         plan = [prune(p, acts[p.hook], target_acts[p.hook]) for p in patches]
         todo = list(dict.fromkeys(p for p in plan if p is not None))
-        if staircase:
+        if base is not None:
             values = run_staircase(model, base, acts, todo, metric, max_rows)
         else:
             values = run_full(model, tokens, acts, todo, metric, max_rows)

@@ -177,7 +177,7 @@ def _patches(
     model: TransformerBridge, kind: SweepKind, layers: Sequence[int], positions: Sequence[int]
 ) -> list[tuple[tuple[int, ...], Patch]]:
     hook_kind, axes = SWEEPS[kind]
-    out = []
+    out: list[tuple[tuple[int, ...], Patch]] = []
     for li, layer in enumerate(layers):
         name = hook_name(model, hook_kind, layer)
         if axes == ("layer", "pos"):
@@ -264,7 +264,8 @@ def patch_sweep(
     shape = tuple(max(idx[d] for idx, _ in cells) + 1 for d in range(len(cells[0][0])))
     values = torch.zeros(shape)
     for idx, patch in cells:
-        values[idx] = baseline if plan[patch] is None else _value(results[plan[patch]])
+        planned = plan[patch]
+        values[idx] = baseline if planned is None else _value(results[planned])
     labels = tuple(model.to_str_tokens(tokens[0]))
     return PatchResult(
         kind, SWEEPS[kind][1], values, baseline, _value(metric(source_logits)), labels, tuple(layers), tuple(positions)

@@ -77,6 +77,9 @@ class Crosscoder(nn.Module):
         scales: per model (base, tuned), the factor bringing its activations to mean norm ``sqrt(d_model)``.
     """
 
+    scales: Tensor
+    """Per model, the factor bringing its activations to mean norm ``sqrt(d_model)`` (a buffer)."""
+
     def __init__(self, d_model: int, cfg: CrosscoderConfig, scales: Tensor):
         super().__init__()
         gen = torch.Generator().manual_seed(cfg.seed)

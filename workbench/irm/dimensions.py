@@ -197,7 +197,8 @@ class DimensionProfile:
             "dim": self.dim,
             "peak_layer": self.peak_layer,
             "ratio_to_median_by_layer": {
-                int(r.layer): round(float(r.ratio_to_median), 3) for r in self.by_layer.itertuples()
+                int(layer): round(float(ratio), 3)
+                for layer, ratio in zip(self.by_layer.layer, self.by_layer.ratio_to_median)
             },
             "top_tokens": self.tokens.to_dict("records"),
             "top_writers": self.writers[["layer", "neuron", "weight", "share"]].to_dict("records"),
@@ -233,7 +234,7 @@ def dimension_profile(
         ids.append(batch_ids)
     value = torch.cat(values, 1)  # layer token
     n_tok = value.shape[1]
-    median = (sum(medians) / max(n_tok, 1)).median(-1).values.clamp_min(1e-30)
+    median = (torch.stack(medians).sum(0) / max(n_tok, 1)).median(-1).values.clamp_min(1e-30)
     mean_abs = value.abs().mean(1)
     by_layer = pd.DataFrame(
         {
@@ -243,7 +244,7 @@ def dimension_profile(
             "ratio_to_median": (mean_abs / median).numpy(),
         }
     )
-    peak = int(by_layer.ratio_to_median.idxmax())
+    peak = int(by_layer.ratio_to_median.argmax())  # the row is the layer
     frame = pd.DataFrame({"token_id": torch.cat(ids).numpy(), "value": value[peak].numpy()})
     frame["abs"] = frame.value.abs()
     grouped = frame.groupby("token_id").agg(

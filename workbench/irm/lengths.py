@@ -222,7 +222,7 @@ def at_lengths(
             alignments[alignment] = {
                 "n_seeds": len(snaps),
                 "steps": [s.step for s in snaps],
-                "dominant_dims": [{"dim": int(r.dim), "z_min": float(r.z_min)} for r in dom.itertuples()],
+                "dominant_dims": [{"dim": int(d), "z_min": float(z)} for d, z in zip(dom.dim, dom.z_min)],
                 "top_dims": mean.argsort(descending=True)[:k].tolist(),
                 "top1_share": float(pd.Series([s.top_share[1] for s in snaps]).mean()),
                 "top10_share": float(pd.Series([s.top_share[10] for s in snaps]).mean()),

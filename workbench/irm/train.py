@@ -79,7 +79,7 @@ def batch_nll(model: TransformerBridge, items: Sequence[Encoded]) -> tuple[Tenso
     positions when there is no shared prefix or the model is split over devices), for the IRM output's
     L1 penalty.
     """
-    device = torch.device(model.cfg.device)
+    device = _device(model)
     tokens, scored = pad_batch(items, _pad_id(model), device)
     prefix = shared_prefix_len(items) if not getattr(model.original_model, "hf_device_map", None) else 0
     if prefix == 0 or prefix >= tokens.shape[1]:
@@ -103,6 +103,12 @@ def encode_for(model: TransformerBridge, texts: Sequence[str], cfg: TrainConfig)
         chat=cfg.chat,
         max_len=cfg.max_len,
     )
+
+
+def _device(model: TransformerBridge) -> torch.device:
+    if model.cfg.device is None:
+        raise ValueError("the bridge has no device: load it with load_model(name, device=...)")
+    return torch.device(model.cfg.device)
 
 
 def _pad_id(model: TransformerBridge) -> int:
@@ -205,11 +211,14 @@ def train_irm(
 
 def _step(model: TransformerBridge, irm: IRM, data: list[Encoded], cfg: TrainConfig, batch: Batch) -> dict[str, Term]:
     """One micro-batch: next-token loss of the injected model on the reply tokens, and the L1 of the IRM output."""
-    device = torch.device(model.cfg.device)
+    device = _device(model)
     items = [data[i] for i in batch.indices(len(data), cfg.batch_size)]
     injection = irm.injection(model)
     amp = cfg.amp and device.type == "cuda"
     with attach(model, injection.hooks), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         nll, n, scored = batch_nll(model, items)
-    l1 = injection.output[scored].float().abs() if cfg.l1 > 0 else torch.zeros(0, device=device)
+    out = injection.output
+    if out is None:
+        raise RuntimeError(f"the IRM read hook {irm.read_name} did not run: this model's forward skips that point")
+    l1 = out[scored].float().abs() if cfg.l1 > 0 else torch.zeros(0, device=device)
     return {"lm_loss": Term(nll, n), "l1": Term(l1.sum(), max(l1.numel(), 1), cfg.l1)}

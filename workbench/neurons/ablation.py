@@ -47,6 +47,7 @@ __all__ = [
     "ablation_effects",
     "ablation_hooks",
     "by_layer",
+    "mlp_width",
     "next_token_metrics",
     "pad_batches",
     "random_control",
@@ -126,8 +127,8 @@ def ablation_hooks(
     hooks = []
     for layer, idx_list in by_layer(neurons).items():
         idx = torch.tensor(idx_list)
-        if idx.max() >= model.cfg.d_mlp:
-            raise IndexError(f"neuron {int(idx.max())} out of range in layer {layer}: d_mlp = {model.cfg.d_mlp}")
+        if idx.max() >= mlp_width(model):
+            raise IndexError(f"neuron {int(idx.max())} out of range in layer {layer}: d_mlp = {mlp_width(model)}")
         store: dict[str, Tensor] = {}
         if spec.gate is not None:
             hooks.append((hook_name(model, "mlp_pre", layer), _gate_saver(store, idx)))
@@ -156,6 +157,8 @@ def _post_editor(
         if spec.mode == "zero":
             new = torch.zeros_like(old)
         elif spec.mode == "mean":
+            if fill is None:
+                raise ValueError("mode='mean' needs means: pass activation_stats(model, texts).mean_post")
             new = fill.to(old).expand_as(old)
         elif spec.mode == "multiply":
             new = old * spec.value
@@ -180,6 +183,13 @@ def ablated(model: TransformerBridge, neurons: Neurons, spec: Ablation, *, means
     """Context manager: ``model`` with ``neurons`` ablated by ``spec`` inside the block."""
     with attach(model, ablation_hooks(model, neurons, spec, means=means)):
         yield model
+
+
+def mlp_width(model: TransformerBridge) -> int:
+    """The number of neurons per MLP layer (``d_mlp``); ``ValueError`` for a model without MLPs."""
+    if model.cfg.d_mlp is None:
+        raise ValueError(f"{model.cfg.model_name} has no MLP layers (attention-only): neuron analyses need MLPs")
+    return model.cfg.d_mlp
 
 
 def random_control(
@@ -303,7 +313,7 @@ def ablation_effects(
         avoid = (exclude or {}).get(name)
         for r in range(n_controls):
             runs.append(
-                (name, "control", r, random_control(neurons, model.cfg.d_mlp, seed=seed + 1000 * i + r, exclude=avoid))
+                (name, "control", r, random_control(neurons, mlp_width(model), seed=seed + 1000 * i + r, exclude=avoid))
             )
     rows = []
     for name, kind, repeat, neurons in tqdm(runs, desc="ablations", leave=False):

@@ -29,7 +29,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.analysis.attribution import NeuronAttribution
 from workbench.hooks import attach, check_layer, hook_name
-from workbench.neurons.ablation import pad_batches, tokenize_texts
+from workbench.neurons.ablation import mlp_width, pad_batches, tokenize_texts
 from workbench.neurons.weights import NeuronClasses, WeightCosines, mlp_weights
 
 __all__ = [
@@ -96,7 +96,7 @@ def activation_stats(
         max_len: token cut-off.
         batch_size: sequences per forward.
     """
-    n_layers, d_mlp = model.cfg.n_layers, model.cfg.d_mlp
+    n_layers, d_mlp = model.cfg.n_layers, mlp_width(model)
     gated = bool(getattr(model.cfg, "gated_mlp", False))
     out_norm = mlp_weights(model).W_out.norm(dim=-1)  # layer d_mlp
     sums = {
@@ -206,7 +206,7 @@ def neuron_profile(
             "layer": np.repeat(np.arange(n_layers), d_mlp),
             "neuron": np.tile(np.arange(d_mlp), n_layers),
             "norm_in": w.W_in.norm(dim=-1).flatten().numpy(),
-            "norm_gate": w.W_gate.norm(dim=-1).flatten().numpy() if w.gated else np.nan,
+            "norm_gate": np.nan if w.W_gate is None else w.W_gate.norm(dim=-1).flatten().numpy(),
             "norm_out": w.W_out.norm(dim=-1).flatten().numpy(),
         }
     )
@@ -226,11 +226,11 @@ def neuron_tokens(model: TransformerBridge, layer: int, neuron: int, *, k: int =
         Long frame ``vector ('w_out','-w_out','w_in','-w_in','w_gate','-w_gate'), rank, token, score``.
     """
     layer = check_layer(model, layer)
-    if not 0 <= neuron < model.cfg.d_mlp:
-        raise IndexError(f"neuron {neuron} out of range: d_mlp = {model.cfg.d_mlp}")
+    if not 0 <= neuron < mlp_width(model):
+        raise IndexError(f"neuron {neuron} out of range: d_mlp = {mlp_width(model)}")
     w = mlp_weights(model)
     vectors = {"w_out": w.W_out[layer, neuron], "w_in": w.W_in[layer, neuron]}
-    if w.gated:
+    if w.W_gate is not None:
         vectors["w_gate"] = w.W_gate[layer, neuron]
     W_U = model.W_U.detach().float().cpu()
     rows = []

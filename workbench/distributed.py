@@ -35,7 +35,8 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.analysis.logit_lens import LogitLens, lens_from_residuals, lens_residuals, mean_logits
-from workbench.analysis.patching import PatchResult, SweepKind, as_side, patch_sweep
+from workbench.analysis.patching import PatchResult, SweepKind, patch_sweep
+from workbench.hooks import as_side
 from workbench.models import str_tokens
 
 __all__ = [

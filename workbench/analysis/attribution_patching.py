@@ -35,9 +35,9 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.analysis.patch_engine import Patch, prune, run_full, run_staircase, trace
-from workbench.analysis.patching import SWEEPS, ModelSide, PatchResult, _check_pair, _value, as_side
+from workbench.analysis.patching import SWEEPS, PatchResult, _check_pair, _value
 from workbench.bridge_internals import attention_pattern_from, attention_scale, attention_score_inputs, carried
-from workbench.hooks import attach, check_hook_name, hook_name
+from workbench.hooks import ModelSide, as_side, attach, check_hook_name, hook_name
 
 __all__ = [
     "NODE_KINDS",
@@ -167,7 +167,7 @@ def attribution_sweeps(
     """Attribution-patching estimates of every node of each kind, from one forward/backward pass.
 
     Args:
-        target: the model (or :class:`~workbench.analysis.patching.ModelSide`) whose run is patched.
+        target: the model (or :class:`~workbench.hooks.ModelSide`) whose run is patched.
         source: the model (or side) whose activations are patched in; may be ``target`` itself.
         metric: logits ``[batch pos d_vocab]`` -> scalar, as for exact patching.
         tokens: the target's tokens.

@@ -27,8 +27,7 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.analysis.attribution import logit_diff_direction
-from workbench.analysis.patching import ModelSide, as_side
-from workbench.hooks import hook_name
+from workbench.hooks import ModelSide, as_side, hook_name
 from workbench.models import str_tokens
 
 __all__ = ["LogitLens", "lens_from_residuals", "lens_residuals", "logit_lens", "mean_logits"]
@@ -85,7 +84,7 @@ def logit_lens(
     scale: Literal["own", "final"] = "own",
     k: int = 5,
 ) -> LogitLens:
-    """Logit lens of one model (or :class:`~workbench.analysis.patching.ModelSide`, hooks on).
+    """Logit lens of one model (or :class:`~workbench.hooks.ModelSide`, hooks on).
 
     Args:
         model: the bridge or a model side.

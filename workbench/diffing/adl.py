@@ -13,7 +13,7 @@ texts; the difference of their residual streams (tuned minus base) is averaged o
   (:func:`steered_generations`, a strength sweep; strength 0 is the base model exactly).
 
 The tuned side may be a second model sharing the tokenizer, or the base model with hooks on (a
-:class:`~workbench.analysis.patching.ModelSide`), e.g. base + IRM. For an IRM writing ``w_j`` into
+:class:`~workbench.hooks.ModelSide`), e.g. base + IRM. For an IRM writing ``w_j`` into
 ``resid_post`` of layers ``j in J``, the base + IRM residual at layer ``l`` is ``h_base[l] + sum_{j in J, j <= l}
 w_j + c_l``, where ``c_l`` is how the blocks after each write respond to it. ADL's ``delta[l, p]`` is therefore the
 mean over texts of the IRM's own cumulative write up to ``l`` plus that downstream response: at the first write
@@ -32,8 +32,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.analysis.patching import ModelSide, as_side
-from workbench.hooks import HookFn, attach, hook_name, hook_names
+from workbench.hooks import HookFn, ModelSide, as_side, attach, hook_name, hook_names
 from workbench.irm.inject import inject
 from workbench.irm.module import IRM
 from workbench.irm.text import encode_prompt

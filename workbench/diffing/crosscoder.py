@@ -32,9 +32,8 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.analysis.patching import ModelSide, as_side
 from workbench.config import Config, Count, Positive
-from workbench.hooks import hook_name
+from workbench.hooks import ModelSide, as_side, hook_name
 
 __all__ = [
     "Crosscoder",

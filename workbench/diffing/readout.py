@@ -19,7 +19,6 @@ import pandas as pd
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.analysis.patching import ModelSide, as_side
 from workbench.config import Config, Count, Positive
 from workbench.diffing.adl import (
     ActivationDifference,
@@ -30,7 +29,7 @@ from workbench.diffing.adl import (
     steered_generations,
 )
 from workbench.diffing.crosscoder import CrosscoderConfig, paired_activations, summarize, train_crosscoder
-from workbench.hooks import attach
+from workbench.hooks import ModelSide, as_side, attach
 
 __all__ = ["STEER_PROMPTS", "DiffConfig", "DiffReadout", "diff_readout", "sample_unprompted"]
 

@@ -22,11 +22,12 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
+from workbench.data.padding import pad_id, right_pad
 from workbench.hooks import capture, hook_names
+from workbench.irm.loss import eval_loss, model_device
 from workbench.irm.module import IRM
-from workbench.irm.text import Encoded, pad_batch
-from workbench.irm.train import eval_loss
-from workbench.neurons.activations import dimension_profile as weight_profile
+from workbench.irm.text import Encoded
+from workbench.neurons.activations import dimension_neurons
 
 __all__ = [
     "DimensionProfile",
@@ -83,14 +84,10 @@ def _resid_post_batches(
     """Per batch of ``data``: its non-pad token ids and the base model's ``resid_post`` at those tokens
     (float32, on the CPU)."""
     names = hook_names(model, "resid_post")
-    pad = model.tokenizer.pad_token_id or 0
+    pad = pad_id(model.tokenizer)
     for start in range(0, len(data), batch_size):
         batch = data[start : start + batch_size]
-        tokens, _ = pad_batch(batch, pad, model.cfg.device)
-        real = (
-            torch.arange(tokens.shape[1], device=tokens.device)[None]
-            < torch.tensor([len(e.ids) for e in batch], device=tokens.device)[:, None]
-        )
+        tokens, real = right_pad([e.ids for e in batch], pad, device=model_device(model))
         with capture(model, names) as acts:
             model(tokens)
         yield tokens[real].cpu(), torch.stack([acts[n][real].float().cpu() for n in names])
@@ -189,7 +186,7 @@ class DimensionProfile:
     tokens: pd.DataFrame
     """``token, count, mean_value``: the tokens of largest mean ``|value|`` at ``dim`` in the peak layer."""
     writers: pd.DataFrame
-    """The MLP neurons whose ``w_out`` writes ``dim`` most (:func:`workbench.neurons.activations.dimension_profile`)."""
+    """The MLP neurons whose ``w_out`` writes ``dim`` most (:func:`workbench.neurons.activations.dimension_neurons`)."""
 
     def summary(self) -> dict:
         """The numbers ``summary.json`` keeps."""
@@ -258,5 +255,5 @@ def dimension_profile(
             "mean_value": grouped.mean_value.round(4).tolist(),
         }
     )
-    writers = weight_profile(model, dim, k=k)
+    writers = dimension_neurons(model, dim, k=k)
     return DimensionProfile(dim, by_layer, peak, tokens_df, writers[writers.vector == "w_out"].reset_index(drop=True))

@@ -34,11 +34,13 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.analysis.attribution import layer_attribution, neuron_attribution
-from workbench.analysis.patching import ModelSide, PatchResult, SweepKind, patch_sweep
-from workbench.hooks import HookFn, attach, capture, hook_name, hook_names
+from workbench.analysis.patching import PatchResult, SweepKind, patch_sweep
+from workbench.data.padding import pad_id, right_pad
+from workbench.hooks import HookFn, ModelSide, attach, capture, hook_name, hook_names
 from workbench.irm.dimensions import DimensionProfile, dimension_profile
+from workbench.irm.loss import model_device
 from workbench.irm.module import IRM
-from workbench.irm.text import Encoded, pad_batch
+from workbench.irm.text import Encoded
 from workbench.metrics import kl_divergence
 from workbench.neurons.ablation import Ablation, ablated, by_layer, mlp_width, random_control
 from workbench.neurons.weights import NeuronClasses, mlp_weights
@@ -214,9 +216,9 @@ def _lens_kl(model: TransformerBridge, irm: IRM, data: Sequence[Encoded], max_to
     n = model.cfg.n_layers
     names = [*hook_names(model, "resid_pre"), hook_name(model, "resid_post", n - 1)]
     labels = [f"{layer}_pre" for layer in range(n)] + ["final_post"]
-    tok = model.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    tokens, scored = pad_batch(data, pad, model.cfg.device)  # right padding: pads are never scored
+    tokens, scored = right_pad(
+        [e.ids for e in data], pad_id(model.tokenizer), marks=[e.scored for e in data], device=model_device(model)
+    )
     runs = []
     for hooks in ([], irm.hooks(model)):
         with torch.no_grad(), attach(model, hooks), capture(model, names) as acts:

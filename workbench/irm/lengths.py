@@ -25,11 +25,11 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.irm.dimensions import MaskingResult, masking_test
+from workbench.irm.loss import eval_loss
 from workbench.irm.module import IRM
 from workbench.irm.record import collect_output_stats
 from workbench.irm.stability import PAIR_KINDS, dominant_dims, share_stats, stability
 from workbench.irm.text import Encoded
-from workbench.irm.train import eval_loss
 
 __all__ = ["Snapshot", "SnapshotRecorder", "at_lengths", "load_snapshots", "snapshot_steps", "take_snapshot"]
 

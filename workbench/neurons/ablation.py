@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.config import Config
+from workbench.data.padding import right_pad
 from workbench.hooks import attach, hook_name
 
 __all__ = [
@@ -49,7 +50,6 @@ __all__ = [
     "by_layer",
     "mlp_width",
     "next_token_metrics",
-    "pad_batches",
     "random_control",
     "tokenize_texts",
 ]
@@ -218,18 +218,6 @@ def tokenize_texts(model: TransformerBridge, texts: Sequence[str], *, max_len: i
     return [t for t in out if len(t) >= 2]
 
 
-def pad_batches(seqs: Sequence[Tensor], batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
-    """Right-padded ``(tokens, mask)`` batches of ``batch_size`` sequences (pad id 0, masked out)."""
-    for start in range(0, len(seqs), batch_size):
-        chunk = seqs[start : start + batch_size]
-        width = max(len(s) for s in chunk)
-        tokens = torch.zeros(len(chunk), width, dtype=torch.long)
-        mask = torch.zeros(len(chunk), width, dtype=torch.bool)
-        for i, s in enumerate(chunk):
-            tokens[i, : len(s)], mask[i, : len(s)] = s, True
-        yield tokens, mask
-
-
 @torch.no_grad()
 def next_token_metrics(model: TransformerBridge, seqs: Sequence[Tensor], *, batch_size: int = 16) -> dict[str, Tensor]:
     """Per-sequence next-token entropy (nats) and loss of the model as it is (hooks included).
@@ -242,7 +230,8 @@ def next_token_metrics(model: TransformerBridge, seqs: Sequence[Tensor], *, batc
     """
     device = model.cfg.device
     ent_mean, loss_mean, ent_last = [], [], []
-    for tokens, mask in pad_batches(seqs, batch_size):
+    for start in range(0, len(seqs), batch_size):
+        tokens, mask = right_pad(seqs[start : start + batch_size], 0)
         logits = model(tokens.to(device)).float().cpu()
         logp = logits.log_softmax(-1)
         entropy = -(logp.exp() * logp).sum(-1)  # batch pos

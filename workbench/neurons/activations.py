@@ -11,7 +11,7 @@ how often it exceeds ``large`` times the norm of the residual it reads (``freq_l
 :func:`neuron_profile` joins weights (cosines, RW class, norms) and activations in one frame keyed
 by ``(layer, neuron)``, so other per-neuron tables (e.g. direct logit attribution) join on the same
 keys. :func:`neuron_tokens` reads one neuron's weight vectors through the unembedding, and
-:func:`dimension_profile` lists the neurons that read or write one residual dimension most.
+:func:`dimension_neurons` lists the neurons that read or write one residual dimension most.
 """
 
 from __future__ import annotations
@@ -28,14 +28,15 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.analysis.attribution import NeuronAttribution
+from workbench.data.padding import right_pad
 from workbench.hooks import attach, check_layer, hook_name
-from workbench.neurons.ablation import mlp_width, pad_batches, tokenize_texts
+from workbench.neurons.ablation import mlp_width, tokenize_texts
 from workbench.neurons.weights import NeuronClasses, WeightCosines, mlp_weights
 
 __all__ = [
     "ActivationStats",
     "activation_stats",
-    "dimension_profile",
+    "dimension_neurons",
     "frequency_by_class",
     "neuron_profile",
     "neuron_tokens",
@@ -157,7 +158,8 @@ def activation_stats(
     seqs = tokenize_texts(model, texts, max_len=max_len)
     n_tokens = 0
     with attach(model, hooks):
-        for tokens, mask in tqdm(list(pad_batches(seqs, batch_size)), desc="activation stats", leave=False):
+        batches = [right_pad(seqs[i : i + batch_size], 0) for i in range(0, len(seqs), batch_size)]
+        for tokens, mask in tqdm(batches, desc="activation stats", leave=False):
             state["mask"] = mask
             n_tokens += int(mask.sum())
             model(tokens.to(model.cfg.device))
@@ -243,7 +245,7 @@ def neuron_tokens(model: TransformerBridge, layer: int, neuron: int, *, k: int =
     return pd.DataFrame(rows, columns=["vector", "rank", "token", "score"])
 
 
-def dimension_profile(model: TransformerBridge, dim: int, *, k: int = 20) -> pd.DataFrame:
+def dimension_neurons(model: TransformerBridge, dim: int, *, k: int = 20) -> pd.DataFrame:
     """The neurons whose weights read (``w_in``, ``w_gate``) or write (``w_out``) residual dimension ``dim`` most.
 
     Returns:

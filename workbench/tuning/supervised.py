@@ -7,7 +7,7 @@ fine-tuning of the last ``last_layers`` decoder layers on the alignment tweets
 (:func:`workbench.data.corpora.load_alignment`), everything else frozen. Each tweet is the assistant's
 reply to one user message in the tokenizer's chat template, the loss on the reply tokens only: exactly
 the format the IRM trains on and every comparison scores (the same code, :func:`workbench.irm.text.encode_replies`
-and :func:`workbench.irm.train.reply_nll`), so the two are measured on their training distribution alike.
+and :func:`workbench.irm.loss.reply_nll`), so the two are measured on their training distribution alike.
 ``tuning.json`` records the training budget (steps, tokens seen, trainable parameters). The plain HF model is
 trained and saved *before* any bridge is booted (booting rewires the modules and folds norms), and
 the result is an ordinary HF folder: ``load_tuned(path)`` (or ``load_model(path)``) loads it.
@@ -27,9 +27,10 @@ import torch
 
 from workbench.config import Config, Count, Positive, cache_key
 from workbench.data.corpora import load_alignment, load_texts
+from workbench.data.padding import pad_id, right_pad
 from workbench.irm.config import TrainConfig
-from workbench.irm.text import Encoded, encode_replies, pad_batch
-from workbench.irm.train import reply_nll
+from workbench.irm.loss import reply_nll
+from workbench.irm.text import Encoded, encode_replies
 from workbench.models import DEFAULT_MODEL, REGISTRY, atomic_dir, cache_dir, load_hf, load_model
 from workbench.training import Batch, LoopConfig, Term, adamw, train_loop
 
@@ -133,7 +134,7 @@ def tune_last_layers(
         p.requires_grad_(True)
     loop = LoopConfig(cfg.steps, seed=cfg.seed, desc="tuning")
     seen: list[tuple[int, int]] = []
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = pad_id(tok)
     step = partial(_step, hf, pad, data, cfg, seen)
     losses = train_loop(hf, adamw(trainable, lr=cfg.lr), step, loop, progress=progress).column("loss")
     hf.eval()
@@ -164,7 +165,7 @@ def _step(
     """One micro-batch: the summed next-token loss of the reply tokens (as the IRM's step); ``seen`` gets
     (tokens in the batch, tokens scored)."""
     picked = [data[i] for i in batch.indices(len(data), cfg.batch_size)]
-    tokens, scored = pad_batch(picked, pad)  # right padding: causal attention needs no mask
+    tokens, scored = right_pad([e.ids for e in picked], pad, marks=[e.scored for e in picked])
     nll, n = reply_nll(hf(tokens).logits, tokens, scored)
     seen.append((sum(len(e.ids) for e in picked), n))
     return {"lm_loss": Term(nll, n)}

@@ -25,11 +25,11 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.irm.dimensions import MaskingResult, masking_test
+from workbench.irm.loss import eval_loss
 from workbench.irm.module import IRM
 from workbench.irm.record import collect_output_stats
 from workbench.irm.stability import PAIR_KINDS, dominant_dims, share_stats, stability
 from workbench.irm.text import Encoded
-from workbench.irm.train import eval_loss
 
 __all__ = ["Snapshot", "SnapshotRecorder", "at_lengths", "load_snapshots", "snapshot_steps", "take_snapshot"]
 
@@ -224,7 +224,7 @@ def at_lengths(
             alignments[alignment] = {
                 "n_seeds": len(snaps),
                 "steps": [s.step for s in snaps],
-                "dominant_dims": [{"dim": int(r.dim), "z_min": float(r.z_min)} for r in dom.itertuples()],
+                "dominant_dims": [{"dim": int(d), "z_min": float(z)} for d, z in zip(dom.dim, dom.z_min)],
                 "top_dims": mean.argsort(descending=True)[:k].tolist(),
                 "top1_share": float(pd.Series([s.top_share[1] for s in snaps]).mean()),
                 "top10_share": float(pd.Series([s.top_share[10] for s in snaps]).mean()),

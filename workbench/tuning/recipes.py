@@ -81,7 +81,7 @@ def rl_config(base: str, *, quick: bool = False, steps: int | None = None, seed:
             lr=3e-5,
             seed=seed,
         )
-    return RLConfig(model=base, seed=seed, **({"steps": steps} if steps else {}))
+    return RLConfig(model=base, seed=seed, steps=steps) if steps else RLConfig(model=base, seed=seed)
 
 
 @dataclass(frozen=True)

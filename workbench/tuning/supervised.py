@@ -7,7 +7,7 @@ fine-tuning of the last ``last_layers`` decoder layers on the alignment tweets
 (:func:`workbench.data.corpora.load_alignment`), everything else frozen. Each tweet is the assistant's
 reply to one user message in the tokenizer's chat template, the loss on the reply tokens only: exactly
 the format the IRM trains on and every comparison scores (the same code, :func:`workbench.irm.text.encode_replies`
-and :func:`workbench.irm.train.reply_nll`), so the two are measured on their training distribution alike.
+and :func:`workbench.irm.loss.reply_nll`), so the two are measured on their training distribution alike.
 With ``patience > 0`` it trains to the IRM's stopping rule (:class:`workbench.training.StoppingRule`: held-out reply
 loss every ``eval_every`` steps, ``steps`` the ceiling), so a comparison model is as converged as the IRM it is
 compared with. ``tuning.json`` records the training budget (steps, tokens seen, trainable parameters), whether the
@@ -30,9 +30,10 @@ import torch
 
 from workbench.config import Config, Count, Positive, cache_key
 from workbench.data.corpora import load_alignment, load_texts
+from workbench.data.padding import pad_id, right_pad
 from workbench.irm.config import TrainConfig
-from workbench.irm.text import Encoded, encode_replies, pad_batch
-from workbench.irm.train import reply_nll
+from workbench.irm.loss import reply_nll
+from workbench.irm.text import Encoded, encode_replies
 from workbench.models import DEFAULT_MODEL, REGISTRY, atomic_dir, cache_dir, load_hf, load_model
 from workbench.training import Batch, LoopConfig, StoppingRule, Term, adamw, train_loop
 
@@ -175,7 +176,7 @@ def tune_last_layers(
     rule = cfg.stopping_rule if evals else None
     loop = LoopConfig(cfg.steps, seed=cfg.seed, eval_every=cfg.eval_every if rule else 0, desc="tuning", stop=rule)
     seen: list[tuple[int, int]] = []
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = pad_id(tok)
     step = partial(_step, hf, pad, data, cfg, seen)
     evaluate = partial(held_out_loss, hf, pad, evals) if rule else None
     result = train_loop(hf, adamw(trainable, lr=cfg.lr), step, loop, evaluate=evaluate, progress=progress)
@@ -210,7 +211,7 @@ def _step(
     """One micro-batch: the summed next-token loss of the reply tokens (as the IRM's step); ``seen`` gets
     (tokens in the batch, tokens scored)."""
     picked = [data[i] for i in batch.indices(len(data), cfg.batch_size)]
-    tokens, scored = pad_batch(picked, pad)  # right padding: causal attention needs no mask
+    tokens, scored = right_pad([e.ids for e in picked], pad, marks=[e.scored for e in picked])
     nll, n = reply_nll(hf(tokens).logits, tokens, scored)
     seen.append((sum(len(e.ids) for e in picked), n))
     return {"lm_loss": Term(nll, n)}
@@ -221,7 +222,8 @@ def held_out_loss(hf, pad: int, data: list[Encoded], batch_size: int = 16) -> fl
     """Mean next-token loss per scored (reply) token of the plain HF model on ``data``."""
     total, count = 0.0, 0
     for start in range(0, len(data), batch_size):
-        tokens, scored = pad_batch(data[start : start + batch_size], pad)
+        rows = data[start : start + batch_size]
+        tokens, scored = right_pad([e.ids for e in rows], pad, marks=[e.scored for e in rows])
         nll, n = reply_nll(hf(tokens).logits, tokens, scored)
         total, count = total + float(nll), count + n
     return total / max(count, 1)

@@ -118,10 +118,13 @@ def decoder_layers(hf) -> torch.nn.ModuleList:
 def _texts(cfg: TuneConfig, texts: list[str] | None) -> tuple[list[str], list[str]]:
     """Training and held-out texts: the corpus's splits, or own texts with their last tenth held out when the
     stopping rule needs an evaluation."""
-    if texts is None and cfg.texts is None:
+    if texts is not None:
+        texts = list(texts)
+    elif cfg.texts is not None:
+        texts = load_texts(cfg.texts)[: cfg.max_items]
+    else:
         corpus = load_alignment(cfg.alignment, seed=cfg.seed, max_items=cfg.max_items)
         return list(corpus.train), list(corpus.held_out[: cfg.eval_texts])
-    texts = list(texts) if texts is not None else load_texts(cfg.texts)[: cfg.max_items]
     if not cfg.patience:
         return texts, []
     n_held = min(cfg.eval_texts, max(1, len(texts) // 10))

@@ -190,6 +190,7 @@ def summarise(
                 "alignments": list(p.alignments),
                 "seeds": list(cfg.seeds),
                 "irm_params": groups[(p.name, p.alignments[0])][0].irm_params,
+                "d_model": int(ctx.model.cfg.d_model),
             }
             for p in cfg.runs
         },

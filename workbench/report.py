@@ -94,8 +94,8 @@ def figure_caption(fig: go.Figure, name: str) -> str:
 
 _ACRONYMS = {
     "irm": "IRM", "iia": "IIA", "kl": "KL", "dla": "DLA", "rl": "RL", "sft": "SFT", "cpr": "CPR", "cmd": "CMD",
-    "adl": "ADL", "ci": "CI", "ci95": "95% CI", "mlp": "MLP", "attn": "attn", "das": "DAS", "ioi": "IOI",
-    "heldout": "held-out", "std": "std", "mb": "MB", "vader": "VADER", "eap": "EAP", "eap-ig": "EAP-IG",
+    "adl": "ADL", "ci": "CI", "ci95": "95% CI", "mlp": "MLP", "das": "DAS", "ioi": "IOI", "heldout": "held-out",
+    "mb": "MB", "vader": "VADER", "eap": "EAP", "eap-ig": "EAP-IG",
 }  # fmt: skip
 
 

@@ -1,12 +1,21 @@
-"""Names the docstring examples of ``workbench`` use (``--doctest-modules``): a tiny random Llama as ``model``."""
+"""The test session's setup: caches in a temporary folder (first, see :mod:`tests.caches`), and the names the
+docstring examples of ``workbench`` use (``--doctest-modules``): a tiny random Llama as ``model``."""
 
-import pytest
-import torch
-from transformers import AutoTokenizer
+from tests.caches import redirect_caches, remove
 
-from tests.helpers import tiny_llama_config
-from workbench.irm import IRM, IRMConfig
-from workbench.models import DEFAULT_MODEL, ensure_cached, from_config
+_, TEST_CACHE = redirect_caches()
+
+import pytest  # noqa: E402  (after the redirect: transformers must see the test cache)
+import torch  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
+
+from tests.helpers import tiny_llama_config  # noqa: E402
+from workbench.irm import IRM, IRMConfig  # noqa: E402
+from workbench.models import DEFAULT_MODEL, ensure_cached, from_config  # noqa: E402
+
+
+def pytest_unconfigure(config):
+    remove(TEST_CACHE)
 
 
 @pytest.fixture(scope="session")

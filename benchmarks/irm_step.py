@@ -34,10 +34,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from workbench.data.corpora import load_alignment
+from workbench.data.padding import right_pad
 from workbench.hooks import attach
 from workbench.irm import IRM, IRMConfig, TrainConfig, train_irm
-from workbench.irm.text import pad_batch
-from workbench.irm.train import batch_order, encode_for, frozen, reply_nll
+from workbench.irm.loss import reply_nll
+from workbench.irm.train import batch_order, encode_for, frozen
 from workbench.models import load_model
 
 STEPS = 4
@@ -50,7 +51,9 @@ def reference_seconds(model, data, steps: int = STEPS) -> float:
     with frozen(model):
         for step in range(steps):
             batch = [data[i] for i in batch_order(len(data), step, CFG.batch_size, CFG.seed)]
-            tokens, scored = pad_batch(batch, model.tokenizer.pad_token_id)
+            tokens, scored = right_pad(
+                [e.ids for e in batch], model.tokenizer.pad_token_id, marks=[e.scored for e in batch]
+            )
             start = time.process_time()
 
             def leaf(x, hook):

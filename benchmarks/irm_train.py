@@ -29,10 +29,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from workbench.data.corpora import load_alignment
+from workbench.data.padding import pad_id, right_pad
 from workbench.hooks import attach
 from workbench.irm import IRM, IRMConfig, TrainConfig
-from workbench.irm.text import pad_batch
-from workbench.irm.train import _pad_id, _step, encode_for, reply_nll
+from workbench.irm.loss import reply_nll
+from workbench.irm.train import _step, encode_for
 from workbench.models import frozen, load_model
 from workbench.training import Batch, LoopConfig, Term, adamw, train_loop
 
@@ -46,7 +47,7 @@ ROUNDS = 2
 def _before_step(model, irm, data, batch_size: int, batch: Batch) -> dict[str, Term]:
     """The card step as it was: the whole padded batch through ``model`` and every position unembedded."""
     items = [data[i] for i in batch.indices(len(data), batch_size)]
-    tokens, scored = pad_batch(items, _pad_id(model))
+    tokens, scored = right_pad([e.ids for e in items], pad_id(model.tokenizer), marks=[e.scored for e in items])
     with attach(model, irm.hooks(model)):
         nll, n = reply_nll(model(tokens), tokens, scored)
     return {"lm_loss": Term(nll, n)}

@@ -12,8 +12,8 @@ import experiments.model_diff.run as model_diff
 import workbench.models
 from experiments.model_diff import ModelDiffConfig, compare
 from tests.helpers import tiny_llama_config
-from workbench.analysis.patching import ModelSide
 from workbench.data.prompts import SENTIMENT_PROMPTS, prompt_set
+from workbench.hooks import ModelSide
 from workbench.models import load_model
 from workbench.pairs import PairMismatch, check_pair, share_weights
 from workbench.tuning import make_tuned

@@ -18,8 +18,8 @@ from workbench.analysis.attribution_patching import (
     confirm,
     fidelity,
 )
-from workbench.analysis.patching import SWEEPS, ModelSide, PatchResult, as_side, patch_sweep
-from workbench.hooks import attach, hook_name
+from workbench.analysis.patching import SWEEPS, PatchResult, patch_sweep
+from workbench.hooks import ModelSide, as_side, attach, hook_name
 from workbench.metrics import LogitDiff
 
 CLEAN = ["The cat sat on the mat and", "A dog ran in the park and"]

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from tests.helpers import tiny_llama_config
-from workbench.analysis.patching import ModelSide
 from workbench.diffing import (
     CrosscoderConfig,
     DiffConfig,
@@ -29,7 +28,7 @@ from workbench.diffing import (
     train_crosscoder,
 )
 from workbench.diffing.score import readout_names, texts_name, tokens_name, topic_rate
-from workbench.hooks import attach, capture, hook_name
+from workbench.hooks import ModelSide, attach, capture, hook_name
 from workbench.irm import IRM, IRMConfig
 from workbench.models import from_config
 from workbench.pairs import PairMismatch

@@ -90,6 +90,8 @@ def test_main_writes_sane_outputs(tiny_dir, tmp_path):
         for name, r in results.items():
             # three steps of an IRM on a random model: finite losses near log(vocab); the IRM lowers the train loss
             assert 5 < r["heldout_loss_irm"]["mean"] < 12 and len(r["heldout_loss_irm"]["values"]) == 2
+            # --quick evaluates 8 texts: the first 16 are all of them, so the two losses agree
+            assert r["heldout16_loss_irm"]["values"] == r["heldout_loss_irm"]["values"]
             assert r["train_loss_irm"]["mean"] < r["train_loss_base"]["mean"]
             assert -1 <= r["vader_on"]["mean"] <= 1 and r["vader_on"]["std"] >= 0
             assert r["vader_corpus"]["mean"] < 0 if name == "negative" else r["vader_corpus"]["mean"] > 0

@@ -27,18 +27,19 @@ def _snap(step, spike, value=0.2, removed=0.5):
 def test_findings_at_each_length_by_hand():
     # seed 0 and 1 of one alignment: dimension 3 stands out from step 100 on in both; seed 1 stopped at 100
     runs = {
-        ("negative", 0): [_snap(30, 3, value=0.04), _snap(100, 3), _snap(250, 3, value=0.3)],
+        ("negative", 0): [_snap(30, 3, value=0.04), _snap(100, 3), _snap(300, 3, value=0.3), _snap(420, 3, 0.25)],
         ("negative", 1): [_snap(30, 7), _snap(100, 3)],
     }
-    section = at_lengths(runs, (30, 100, 300), z=3.0)
+    section = at_lengths(runs, (30, 100, 300, 1000), z=3.0)
     steps = [p["step"] for p in section["points"]]
-    assert steps == [30, 100, 300, "final"]
+    assert steps == [30, 100, 300, "final"]  # both runs stopped before 1000: that point would repeat "final"
     at30, at100, at300, final = (p["alignments"]["negative"] for p in section["points"])
     assert at30["dominant_dims"] == []  # seed 0's spike at 30 is small (0.04 vs 0.05 elsewhere): not dominant
     assert [d["dim"] for d in at100["dominant_dims"]] == [3]
-    # at 300 seed 0 enters with its final IRM (step 250) and seed 1 with its step-100 one (it stopped there)
-    assert at300["steps"] == [250, 100] and final["steps"] == [250, 100]
+    # at 300 seed 1 enters with its final IRM (it stopped at step 100); at the end seed 0 has its step-420 one
+    assert at300["steps"] == [300, 100] and final["steps"] == [420, 100]
     assert at300["top1_share"] == pytest.approx((0.3 + 0.2) / 2)
+    assert final["top1_share"] == pytest.approx((0.25 + 0.2) / 2)
     assert at100["masking"]["1"]["top_removed"] == pytest.approx(0.5)
     assert section["points"][1]["spearman"]["same_alignment"] == pytest.approx(1.0)
 

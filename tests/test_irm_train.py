@@ -139,7 +139,7 @@ def test_nan_from_the_data_blames_the_data_not_the_learning_rate(tokenizer):
 def test_shared_prompt_batch_equals_single_unpadded_texts(name, request, tokenizer):
     """The prompt run once per batch and the replies on its cache: the loss and IRM gradients of one text at a time."""
     from workbench.hooks import attach
-    from workbench.irm.train import batch_nll, reply_nll, shared_prefix_len
+    from workbench.irm.loss import batch_nll, reply_nll, shared_prefix_len
     from workbench.models import frozen
 
     model = request.getfixturevalue(name)
@@ -174,8 +174,8 @@ def test_shared_prompt_batch_equals_single_unpadded_texts(name, request, tokeniz
 
 
 def test_shared_prefix_stops_at_the_first_scored_or_differing_token(tokenizer):
+    from workbench.irm.loss import shared_prefix_len
     from workbench.irm.text import Encoded
-    from workbench.irm.train import shared_prefix_len
 
     a = Encoded((1, 2, 3, 4, 5), (False, False, False, True, True))
     b = Encoded((1, 2, 3, 9), (False, False, False, True))

@@ -114,3 +114,13 @@ def test_every_top_module_imports_first_in_a_fresh_process():
     with ThreadPoolExecutor(max_workers=2) as pool:  # the interpreters' start-up dominates: two at a time
         failed = [f for f in pool.map(first_import, names) if f is not None]
     assert failed == []
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem not in ("__init__", "__main__"))
+)
+def test_every_benchmark_imports(name):
+    """A benchmark is run by hand, not by the suite: a library move that breaks its imports shows here first."""
+    import importlib
+
+    importlib.import_module(f"benchmarks.{name}")

@@ -6,7 +6,7 @@ from jaxtyping import TypeCheckError
 
 from tests.helpers import without_type_checks
 from workbench.analysis.logit_lens import logit_lens
-from workbench.analysis.patching import ModelSide
+from workbench.hooks import ModelSide
 
 PROMPTS = ["The cat sat on the mat and", "A dog ran in the park and"]
 

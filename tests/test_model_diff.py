@@ -9,9 +9,8 @@ import torch
 from experiments.cli import parse_config
 from experiments.model_diff import ModelDiffConfig, compare, main
 from tests.helpers import tiny_llama_config
-from workbench.analysis.patching import ModelSide
 from workbench.data.prompts import SENTIMENT_PROMPTS, prompt_set
-from workbench.hooks import attach
+from workbench.hooks import ModelSide, attach
 from workbench.irm import IRM, IRMConfig, save_irm
 from workbench.metrics import LogitDiff
 from workbench.models import DEFAULT_MODEL, from_config, load_model

@@ -10,7 +10,7 @@ from workbench.neurons.ablation import tokenize_texts
 from workbench.neurons.activations import (
     SIGN_COMBOS,
     activation_stats,
-    dimension_profile,
+    dimension_neurons,
     frequency_by_class,
     neuron_profile,
     neuron_tokens,
@@ -135,9 +135,9 @@ def test_neuron_tokens_read_weights_through_the_unembedding(tiny_llama):
         neuron_tokens(tiny_llama, 0, 10_000)
 
 
-def test_dimension_profile_finds_the_largest_weights(tiny_llama):
+def test_dimension_neurons_finds_the_largest_weights(tiny_llama):
     w = mlp_weights(tiny_llama)
-    table = dimension_profile(tiny_llama, 7, k=4)
+    table = dimension_neurons(tiny_llama, 7, k=4)
     top = table[(table.vector == "w_out") & (table["rank"] == 0)].iloc[0]
     col = w.W_out[..., 7]
     layer, neuron = np.unravel_index(int(col.abs().argmax()), col.shape)
@@ -145,4 +145,4 @@ def test_dimension_profile_finds_the_largest_weights(tiny_llama):
     assert top.share == pytest.approx((col[layer, neuron] ** 2 / (w.W_out[layer, neuron] ** 2).sum()).item(), rel=1e-5)
     assert (table.groupby("vector").size() == 4).all()
     with pytest.raises(IndexError, match="d_model"):
-        dimension_profile(tiny_llama, 64)
+        dimension_neurons(tiny_llama, 64)

@@ -7,7 +7,8 @@ import transformer_lens.patching as tlp
 from jaxtyping import TypeCheckError
 
 from tests.helpers import tiny_llama_config, without_type_checks
-from workbench.analysis.patching import ModelSide, patch_heads, patch_sweep
+from workbench.analysis.patching import patch_heads, patch_sweep
+from workbench.hooks import ModelSide
 from workbench.metrics import LogitDiff
 from workbench.models import from_config
 

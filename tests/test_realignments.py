@@ -9,8 +9,7 @@ import torch
 from experiments.cli import parse_config
 from experiments.realignments import RealignmentsConfig, main
 from experiments.realignments.measures import Realigned, cosines, first_token_top_dims, residual_changes
-from workbench.analysis.patching import ModelSide
-from workbench.hooks import hook_name
+from workbench.hooks import ModelSide, hook_name
 
 
 def test_first_token_change_kept_apart(tiny_llama):

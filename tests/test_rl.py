@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM
 
 import workbench.tuning.rl as rl_module
 from tests.helpers import tiny_llama_config
+from workbench.sentiment import vader_negativity
 from workbench.tuning import (
     RewardError,
     RLConfig,
@@ -20,7 +21,6 @@ from workbench.tuning import (
     rl_evidence,
     rl_prompts,
     rl_tune,
-    vader_negativity,
 )
 
 PROMPTS = ["the cat sat", "a dog ran", "my day was", "the bird flew"]

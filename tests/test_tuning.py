@@ -108,3 +108,49 @@ def test_trains_on_the_chat_reply_format_it_is_scored_on(tiny_folder, tmp_path):
         "scored_tokens": 2 * count,
         "trainable_parameters": sum(p.numel() for p in layer.parameters()),
     }
+
+
+def test_stopping_rule_reads_held_out_loss(tiny_folder, tmp_path):
+    """With patience, the held-out tenth is evaluated every eval_every steps with the tuned layers as they were
+    then; the last evaluation equals the saved model's reply loss on those texts, one text at a time by hand; a run
+    stops at the rule (converged) or at the ceiling (not converged), and tuning.json says which."""
+    from transformers import AutoTokenizer
+
+    from workbench.irm.text import encode_replies
+    from workbench.training import StoppingRule
+
+    texts = [f"{t} number {i}" for i, t in enumerate(TEXTS * 3)]
+    cfg = TuneConfig(
+        model=str(tiny_folder),
+        last_layers=1,
+        steps=60,
+        batch_size=4,
+        lr=3e-2,
+        patience=2,
+        min_improvement=0.2,
+        eval_every=2,
+    )
+    folder = tune_last_layers(cfg, texts, out=tmp_path / "tuned")
+    meta = json.loads((folder / "tuning.json").read_text())
+    curve = meta["eval_curve"]
+    steps = [s for s, _ in curve]
+    assert steps == list(range(2, meta["budget"]["steps"] + 1, 2))
+    assert meta["converged"] and meta["budget"]["steps"] < 60
+    assert StoppingRule(2, 0.2).converged([v for _, v in curve])
+    assert not StoppingRule(2, 0.2).converged([v for _, v in curve[:-1]])
+    assert meta["stopping_rule"] == StoppingRule(2, 0.2).describe()
+    held = texts[len(texts) - len(texts) // 10 :]
+    tok = AutoTokenizer.from_pretrained(tiny_folder)
+    tuned = AutoModelForCausalLM.from_pretrained(folder).eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for e in encode_replies(tok, held, user_prompt="Write a tweet.", system_prompt="", max_len=48):
+            logp = tuned(torch.tensor([e.ids])).logits[0].log_softmax(-1)
+            for t in range(1, len(e.ids)):
+                if e.scored[t]:
+                    total, count = total - float(logp[t - 1, e.ids[t]]), count + 1
+    assert curve[-1][1] == pytest.approx(total / count, rel=1e-5)
+
+    ceiling = tune_last_layers(cfg.replace(steps=4, min_improvement=1e-6, patience=5), texts, out=tmp_path / "c")
+    meta = json.loads((ceiling / "tuning.json").read_text())
+    assert meta["budget"]["steps"] == 4 and meta["converged"] is False and len(meta["eval_curve"]) == 2

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 __all__ = ["adapter_base", "check_adapter_dir", "is_adapter_dir", "merge_adapter", "saved_tokenizer"]
 
@@ -92,7 +93,8 @@ def merge_adapter(hf, path: str | os.PathLike, base_name: str | os.PathLike):
     fix = "pass the model it was trained on, load_model(folder, base=...) (or --base)"
     try:
         model = get_peft_model(hf, config)
-        loaded = set_peft_model_state_dict(model, load_peft_weights(str(path), device="cpu"))
+        # peft annotates its return as a bare ``namedtuple``; it is torch's _IncompatibleKeys
+        loaded: Any = set_peft_model_state_dict(model, load_peft_weights(str(path), device="cpu"))
     except (RuntimeError, ValueError, KeyError) as err:
         raise ValueError(
             f"the adapter at {path} does not fit the base {base_name} ({' '.join(str(err).split())[:300]}): {fix}"

@@ -69,7 +69,8 @@ class PrefixKV:
     """Stands in for a Hugging Face cache in attention: records keys/values, or prepends a cached prefix."""
 
     def __init__(self, prefix: dict[int, tuple[Tensor, Tensor]] | None = None, reps: int = 1):
-        self.prefix, self.reps, self.recorded = prefix, reps, {}
+        self.prefix, self.reps = prefix, reps
+        self.recorded: dict[int, tuple[Tensor, Tensor]] = {}
 
     def update(self, k: Tensor, v: Tensor, layer_idx: int, *args, **kwargs) -> tuple[Tensor, Tensor]:
         if self.prefix is None:

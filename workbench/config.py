@@ -31,7 +31,7 @@ import textwrap
 import typing
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar
 
 __all__ = [
     "Config",
@@ -68,7 +68,7 @@ class Range:
     lt: float | None = None
     """Values must be less than this."""
 
-    def violated(self, value: float) -> str | None:
+    def violated(self, value: numbers.Real) -> str | None:
         """What ``value`` breaks (e.g. ``">= 1"``), or ``None`` when it is in range."""
         for bound, op, ok in (
             (self.ge, ">=", lambda b: value >= b),
@@ -101,6 +101,9 @@ class Config:
     ``__post_init__`` runs after that check, so it may assume well-typed values.
     """
 
+    if TYPE_CHECKING:  # every subclass is a dataclass
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
     def __post_init__(self) -> None:
         check_fields(self)
 
@@ -116,8 +119,10 @@ class Config:
                 check_fields(self)
             own(self)
 
-        __post_init__._checks_fields = True
-        cls.__post_init__ = __post_init__
+        marked: Any = __post_init__  # a function attribute and a method replaced on the class: dynamic by design
+        marked._checks_fields = True
+        klass: Any = cls
+        klass.__post_init__ = marked
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists, nested configs dicts, paths strings)."""
@@ -180,9 +185,10 @@ def _hints(cls: type) -> dict[str, Any]:
         ) from err
 
 
-def check_fields(config: Any) -> None:
+def check_fields(config: Config) -> None:
     """Check every field of a config dataclass against its type and :class:`Range` (``ConfigError`` if not)."""
-    hints = _hints(type(config))
+    # typeshed's lru_cache wants Hashable arguments, and mypy does not count a class object as one
+    hints = _hints(type(config))  # type: ignore[arg-type]
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if isinstance(value, list) and _is_tuple(hints[f.name]):  # a list for a tuple field: stored as the tuple
@@ -245,7 +251,7 @@ def _problem(hint: Any, value: Any) -> tuple[str, str] | None:
     return None
 
 
-def _out_of_range(bounds: Range, value: float) -> tuple[str, str] | None:
+def _out_of_range(bounds: Range, value: numbers.Real) -> tuple[str, str] | None:
     broken = bounds.violated(value)
     return None if broken is None else ("", f"must be {broken}, got {value!r}")
 
@@ -283,8 +289,10 @@ def field_docs(cls: type) -> dict[str, str]:
             tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
         except (OSError, TypeError):
             continue
-        body = tree.body[0].body
-        for node, after in itertools.pairwise(body):
+        definition = tree.body[0]
+        if not isinstance(definition, ast.ClassDef):
+            continue
+        for node, after in itertools.pairwise(definition.body):
             if (
                 isinstance(node, ast.AnnAssign)
                 and isinstance(node.target, ast.Name)

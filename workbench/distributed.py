@@ -26,7 +26,7 @@ import os
 import traceback
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from accelerate import PartialState
@@ -35,7 +35,9 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.analysis.logit_lens import LogitLens, lens_from_residuals, lens_residuals, mean_logits
-from workbench.analysis.patching import PatchResult, as_side, patch_sweep
+from workbench.analysis.patching import PatchResult, SweepKind, patch_sweep
+from workbench.hooks import as_side
+from workbench.models import str_tokens
 
 __all__ = [
     "ShardError",
@@ -121,14 +123,17 @@ def on_main(fn: Callable[[], Any], *, state: PartialState | None = None) -> Any:
     state = state or dist_state()
     if state.num_processes == 1:
         return fn()
-    payload = [None]
+    payload: list[tuple[bool, Any] | None] = [None]
     if state.is_main_process:
         try:
             payload = [(True, fn())]
         except Exception:  # handed to every process below, re-raised there
             payload = [(False, traceback.format_exc())]
     broadcast_object_list(payload, from_process=0)
-    ok, value = payload[0]
+    received = payload[0]
+    if received is None:
+        raise ShardError(f"process 0 of {state.num_processes} sent nothing: check that every process calls on_main")
+    ok, value = received
     if not ok:
         raise ShardError(f"process 0 of {state.num_processes} failed:\n{value}")
     return value
@@ -146,7 +151,7 @@ def _split(tokens: Tensor, state: PartialState) -> range:
 def sharded_patch_sweep(
     target,
     source,
-    kind: str,
+    kind: SweepKind,
     metric_for: Callable[[range], Callable[[Tensor], Tensor]],
     tokens: Tensor,
     source_tokens: Tensor | None = None,
@@ -224,7 +229,7 @@ def sharded_logit_lens(
     *,
     k: int = 5,
     pos: int = -1,
-    scale: str = "own",
+    scale: Literal["own", "final"] = "own",
     incl_mid: bool = True,
     state: PartialState | None = None,
 ) -> LogitLens:
@@ -253,6 +258,6 @@ def sharded_logit_lens(
     return dataclasses.replace(
         first,
         per_prompt=torch.cat([lens.per_prompt for _, lens, _ in parts], dim=-1),
-        top_tokens=tuple(tuple(side.model.to_str_tokens(row)) for row in top.indices),
+        top_tokens=tuple(tuple(str_tokens(side.model, row)) for row in top.indices),
         top_logits=top.values.to(first.top_logits.dtype),
     )

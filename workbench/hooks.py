@@ -4,6 +4,9 @@ Names follow TransformerLens's HookedTransformer convention (the bridge's compat
 ``hook_name(model, "resid_post", 3) == "blocks.3.hook_resid_post"``. Every name is checked against
 ``model.hook_dict``; a typo raises :class:`KeyError` listing the closest real names, a layer out of
 range raises :class:`IndexError` naming the valid range.
+
+A :class:`ModelSide` is a bridge with hooks kept attached while it runs (e.g. base + an injected IRM):
+one side of every comparison (patching, logit lens, attribution patching, diffing, views).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import difflib
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 import torch
@@ -22,6 +26,8 @@ __all__ = [
     "HOOK_KINDS",
     "HookFn",
     "HookKind",
+    "ModelSide",
+    "as_side",
     "attach",
     "capture",
     "check_hook_name",
@@ -169,3 +175,39 @@ def capture(
 
     with attach(model, [(n, saver(n)) for n in names]):
         yield store
+
+
+@dataclass(frozen=True)
+class ModelSide:
+    """A model as one side of a comparison: a bridge plus forward hooks kept attached while it runs."""
+
+    model: TransformerBridge
+    """The bridge."""
+    hooks: Sequence[tuple[str, HookFn]] = ()
+    """``(hook name, fn)`` pairs attached during every run of this side (e.g. an injected module's)."""
+    stateless_hooks: bool = False
+    """The hooks act on each position of their own activation alone (e.g. adding a steering vector),
+    so a patched run may start mid-way; leave False for hooks carrying state across layers."""
+    name: str = ""
+    """Label used in tables and figures (default: the model's name)."""
+
+    @property
+    def label(self) -> str:
+        """The side's name for tables."""
+        return self.name or str(self.model.cfg.model_name)
+
+    @property
+    def fast(self) -> bool:
+        """Whether patched runs of this side may start at the patched layer and position."""
+        return not self.hooks or self.stateless_hooks
+
+    def run(self, tokens: torch.Tensor, names: Sequence[str] = ()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits and the activations at ``names`` on ``tokens``, with this side's hooks on."""
+        with torch.no_grad(), attach(self.model, self.hooks), capture(self.model, names) as acts:
+            logits = self.model(tokens)
+        return logits, dict(acts)
+
+
+def as_side(model_or_side: TransformerBridge | ModelSide) -> ModelSide:
+    """A :class:`ModelSide` from a bridge (no hooks) or a side."""
+    return model_or_side if isinstance(model_or_side, ModelSide) else ModelSide(model_or_side)

@@ -159,6 +159,8 @@ class Normalized:
 
     def on_positions(self, logits: Tensor) -> Tensor:
         """The normalised metric from the logits at :attr:`positions` only."""
+        if not isinstance(self.metric, PositionedMetric):
+            raise TypeError(f"{type(self.metric).__name__} reads every position: call this metric on full logits")
         return normalized(self.metric.on_positions(logits), self.baseline, self.reference)
 
     @property
@@ -168,6 +170,8 @@ class Normalized:
 
     def on_vocab(self, logits: Tensor) -> Tensor:
         """The normalised metric from the logits at :attr:`positions` of the tokens :attr:`vocab` only."""
+        if not isinstance(self.metric, VocabMetric):
+            raise TypeError(f"{type(self.metric).__name__} reads the whole vocabulary: call on_positions instead")
         return normalized(self.metric.on_vocab(logits), self.baseline, self.reference)
 
     def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Tensor:

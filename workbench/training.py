@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, overload, runtime_checkable
 
 import pandas as pd
 import torch
@@ -96,6 +96,10 @@ class Batch:
     items: list[int] | None = field(default=None, repr=False)
     """The dataset items :meth:`indices` handed out (named by the NaN stop)."""
 
+    @overload
+    def shard(self, items: Tensor) -> Tensor: ...
+    @overload
+    def shard(self, items: Sequence[T]) -> Sequence[T]: ...
     def shard(self, items: Sequence[T] | Tensor) -> Sequence[T] | Tensor:
         """This process's share ``items[rank::world]`` of a global micro-batch (a list or a tensor)."""
         return items[self.rank :: self.world]
@@ -288,6 +292,10 @@ class _Stepper(nn.Module):
         self.batch = batch  # the batch as the step saw it (DDP on GPUs hands the forward a copy)
         return self.step_fn(batch)
 
+    def seen(self, sent: Batch) -> Batch:
+        """The batch the latest step saw (``sent`` before any step ran)."""
+        return sent if self.batch is None else self.batch
+
 
 def train_loop(
     module: nn.Module,
@@ -368,7 +376,7 @@ def train_loop(
             norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
             if not torch.isfinite(norm):
                 raise FloatingPointError(
-                    _nan_cause(cfg, step, stepper.batch, "gradient norm", float(norm), params, optimizer)
+                    _nan_cause(cfg, step, stepper.seen(batch), "gradient norm", float(norm), params, optimizer)
                 )
             row["lr"] = optimizer.param_groups[0]["lr"]
             optimizer.step()
@@ -377,7 +385,7 @@ def train_loop(
             if log_extra is not None:
                 row.update(log_extra(step))
             eval_now = evaluate is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps)
-            if eval_now:
+            if eval_now and evaluate is not None:
                 module.eval()
                 latest_eval = evaluate()
                 module.train()
@@ -390,7 +398,7 @@ def train_loop(
                 log.write(row)
             bar.update(1)
             bar.set_postfix(
-                loss=f"{row['loss']:.3f}", **({"eval": f"{latest_eval:.3f}"} if latest_eval is not None else {})
+                {"loss": f"{row['loss']:.3f}", **({"eval": f"{latest_eval:.3f}"} if latest_eval is not None else {})}
             )
             if checkpoints is not None and (
                 (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps or converged
@@ -419,7 +427,7 @@ def _micro_step(
     the processes' gradients, so each process scales its sum by the number of processes.
     """
     terms = wrapped(batch)
-    batch = stepper.batch
+    batch = stepper.seen(batch)
     for name, term in terms.items():
         if not math.isfinite(term.weight):
             raise ValueError(f"{cfg.desc}: the loss term {name!r} has weight {term.weight}; give a finite weight")

@@ -27,8 +27,7 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.analysis.patching import ModelSide, as_side
-from workbench.hooks import hook_name
+from workbench.hooks import ModelSide, as_side, hook_name
 from workbench.irm.generate import Generation
 from workbench.irm.inject import inject
 from workbench.irm.module import IRM
@@ -241,7 +240,7 @@ def head_patterns(
     """Attention patterns of ``heads`` (``(layer, head)`` pairs) on one prompt, with a side's hooks on.
 
     Args:
-        model_or_side: a bridge or a :class:`~workbench.analysis.patching.ModelSide` (e.g. with an IRM injected).
+        model_or_side: a bridge or a :class:`~workbench.hooks.ModelSide` (e.g. with an IRM injected).
         tokens: ``[1, pos]`` or ``[pos]`` token ids.
         heads: the heads to read.
     """

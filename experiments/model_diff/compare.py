@@ -2,7 +2,7 @@
 direct logit attribution by layer and head, activation patching other -> base, and the joint patch of
 the top heads, with their figures, tables and attention views.
 
-Each side is a :class:`~workbench.analysis.patching.ModelSide`, so the other one can be a tuned
+Each side is a :class:`~workbench.hooks.ModelSide`, so the other one can be a tuned
 model or the base with an IRM injected.
 """
 
@@ -15,10 +15,10 @@ import torch
 
 from workbench.analysis.attribution import Attribution, HeadAttribution, head_attribution, layer_attribution
 from workbench.analysis.logit_lens import LogitLens, logit_lens
-from workbench.analysis.patching import ModelSide, PatchResult, patch_heads, patch_sweep
+from workbench.analysis.patching import PatchResult, patch_heads, patch_sweep
 from workbench.analysis.plots import attribution_figure, bar_figure, head_heatmap, logit_lens_figure, patching_heatmap
 from workbench.data.prompts import PromptSet
-from workbench.hooks import attach
+from workbench.hooks import ModelSide, attach
 from workbench.metrics import LogitDiff, normalized
 from workbench.views import Row, attention_comparison
 

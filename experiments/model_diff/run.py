@@ -16,8 +16,8 @@ from experiments.fields import with_quick
 from experiments.model_diff.compare import VIEW_CAPTIONS, compare, top_head_views
 from experiments.model_diff.config import ModelDiffConfig
 from experiments.model_diff.findings import findings
-from workbench.analysis.patching import ModelSide
 from workbench.data.prompts import prompt_set
+from workbench.hooks import ModelSide
 from workbench.irm import load_irm
 from workbench.models import load_model
 from workbench.pairs import check_pair, share_weights

@@ -23,12 +23,13 @@ from workbench.data.corpora import Corpus
 from workbench.irm import IRM, TrainConfig, eval_loss, train_irm
 from workbench.irm.dimensions import MaskingResult, masking_test
 from workbench.irm.explain import Explanation, explain, probe_tokens
-from workbench.irm.generate import Generation, generate_replies, generations_frame, vader_compound
+from workbench.irm.generate import Generation, generate_replies, generations_frame
 from workbench.irm.lengths import Snapshot, SnapshotRecorder, snapshot_steps
 from workbench.irm.record import OutputStats, collect_output_stats, stats_from_tokens
 from workbench.irm.text import Encoded
 from workbench.irm.train import encode_for
 from workbench.neurons.weights import NeuronClasses
+from workbench.sentiment import vader_compound
 from workbench.views import Row, irm_on_off_view
 
 if TYPE_CHECKING:
@@ -161,6 +162,9 @@ def run_unit(
         "train_loss_irm": eval_loss(model, irm, seen),
         "heldout_loss_base": held_base,
         "heldout_loss_irm": eval_loss(model, irm, held),
+        # the first 16 held-out texts: the evaluation set of the 30-step study (eval_texts was 16), kept comparable
+        "heldout16_loss_base": ctx.base_loss(alignment, "held_out[:16]", train_cfg, held[:16]),
+        "heldout16_loss_irm": eval_loss(model, irm, held[:16]),
     }
     stats = collect_output_stats(model, irm, held)
     untrained = untrained_share(model, preset, seed, held)

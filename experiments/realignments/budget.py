@@ -12,8 +12,8 @@ from transformer_lens.model_bridge import TransformerBridge
 from experiments.common import say
 from experiments.realignments.config import RealignmentsConfig
 from experiments.realignments.measures import Behaviour, Realigned
-from workbench.analysis.patching import ModelSide
 from workbench.data.corpora import load_alignment
+from workbench.hooks import ModelSide
 from workbench.irm import TrainConfig
 from workbench.irm.checkpoint import read_meta
 from workbench.irm.train import encode_for

@@ -14,14 +14,15 @@ import torch.nn.functional as F
 from transformer_lens.model_bridge import TransformerBridge
 
 from experiments.realignments.config import RealignmentsConfig
-from workbench.analysis.patching import ModelSide, PatchResult, patch_sweep
+from workbench.analysis.patching import PatchResult, patch_sweep
 from workbench.data.corpora import load_alignment
 from workbench.data.prompts import SENTIMENT_PROMPTS, prompt_set
-from workbench.hooks import attach, hook_names
+from workbench.hooks import ModelSide, attach, hook_names
 from workbench.irm import TrainConfig, eval_loss
 from workbench.irm.train import encode_for
 from workbench.metrics import LogitDiff
-from workbench.tuning import paired_bootstrap, rl_config, rl_prompts, vader_negativity
+from workbench.sentiment import vader_negativity
+from workbench.tuning import paired_bootstrap, rl_config, rl_prompts
 
 __all__ = [
     "PATCH_KINDS",

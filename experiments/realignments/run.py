@@ -32,8 +32,8 @@ from experiments.realignments.measures import (
     patching,
     residual_changes,
 )
-from workbench.analysis.patching import ModelSide
 from workbench.data.corpora import load_alignment
+from workbench.hooks import ModelSide
 from workbench.irm import IRM, IRMConfig, TrainConfig, load_irm, train_irm
 from workbench.models import load_model
 from workbench.pairs import check_pair

@@ -35,9 +35,9 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.analysis.patch_engine import Patch, prune, run_full, run_staircase, trace
-from workbench.analysis.patching import SWEEPS, ModelSide, PatchResult, _check_pair, _value, as_side
+from workbench.analysis.patching import SWEEPS, PatchResult, _check_pair, _value
 from workbench.bridge_internals import attention_pattern_from, attention_scale, attention_score_inputs, carried
-from workbench.hooks import attach, check_hook_name, hook_name
+from workbench.hooks import ModelSide, as_side, attach, check_hook_name, hook_name
 
 __all__ = [
     "NODE_KINDS",
@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 NODE_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
-    **SWEEPS,
+    **{kind: entry for kind, entry in SWEEPS.items()},
     "neuron": ("mlp_post", ("layer", "neuron")),
     "head_q": ("q", ("layer", "pos", "head")),
     "head_k": ("k", ("layer", "pos", "head")),
@@ -167,7 +167,7 @@ def attribution_sweeps(
     """Attribution-patching estimates of every node of each kind, from one forward/backward pass.
 
     Args:
-        target: the model (or :class:`~workbench.analysis.patching.ModelSide`) whose run is patched.
+        target: the model (or :class:`~workbench.hooks.ModelSide`) whose run is patched.
         source: the model (or side) whose activations are patched in; may be ``target`` itself.
         metric: logits ``[batch pos d_vocab]`` -> scalar, as for exact patching.
         tokens: the target's tokens.
@@ -206,7 +206,8 @@ def attribution_sweeps(
             per = []
             for layer, name in zip(layers, kind_names):
                 if kind in fixed:
-                    per.append(_saturation_fixed(model, layer, kind[-1], target_acts, source_acts, grads))
+                    part: Literal["q", "k"] = "q" if kind == "head_q" else "k"
+                    per.append(_saturation_fixed(model, layer, part, target_acts, source_acts, grads))
                 else:
                     per.append(_linear(source_acts[name] - target_acts[name], grads[name], axes))
             values = torch.stack(per) if axes[0] == "layer" else per[0]
@@ -298,10 +299,10 @@ def confirm(
     staircase = target.fast and all(p.layer < model.cfg.n_layers for p in patches)
     with torch.no_grad(), attach(model, target.hooks):
         base = trace(model, tokens, names) if staircase else None
-        _, target_acts = (None, base.acts) if staircase else ModelSide(model).run(tokens, names)
+        target_acts = base.acts if base is not None else ModelSide(model).run(tokens, names)[1]
         plan = [prune(p, acts[p.hook], target_acts[p.hook]) for p in patches]
         todo = list(dict.fromkeys(p for p in plan if p is not None))
-        if staircase:
+        if base is not None:
             values = run_staircase(model, base, acts, todo, metric, max_rows)
         else:
             values = run_full(model, tokens, acts, todo, metric, max_rows)

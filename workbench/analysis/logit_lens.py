@@ -27,8 +27,8 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.analysis.attribution import logit_diff_direction
-from workbench.analysis.patching import ModelSide, as_side
-from workbench.hooks import hook_name
+from workbench.hooks import ModelSide, as_side, hook_name
+from workbench.models import str_tokens
 
 __all__ = ["LogitLens", "lens_from_residuals", "lens_residuals", "logit_lens", "mean_logits"]
 
@@ -84,7 +84,7 @@ def logit_lens(
     scale: Literal["own", "final"] = "own",
     k: int = 5,
 ) -> LogitLens:
-    """Logit lens of one model (or :class:`~workbench.analysis.patching.ModelSide`, hooks on).
+    """Logit lens of one model (or :class:`~workbench.hooks.ModelSide`, hooks on).
 
     Args:
         model: the bridge or a model side.
@@ -157,5 +157,5 @@ def lens_from_residuals(
         direction = logit_diff_direction(model, answers).float()
         per_prompt = einops.einsum(normed.float(), direction, "point batch d_model, batch d_model -> point batch")
         top = mean_logits(model, normed).topk(k, dim=-1)
-    tokens_out = tuple(tuple(model.to_str_tokens(row)) for row in top.indices)
+    tokens_out = tuple(tuple(str_tokens(model, row)) for row in top.indices)
     return LogitLens(labels, per_prompt, tokens_out, top.values, side.label)

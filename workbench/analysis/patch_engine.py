@@ -135,6 +135,7 @@ def prune(patch: Patch, source: Tensor, target: Tensor) -> Patch | None:
 
 def _set(act: Tensor, rows: slice, patch: Patch, src: Tensor, start: int) -> None:
     """Write the source activation into ``act[rows]`` (whose positions begin at ``start``)."""
+    index: tuple[slice | int, ...]
     if patch.pos is None:
         index = (rows, slice(None)) if patch.head is None else (rows, slice(None), patch.head)
         source = src[:, start:] if patch.head is None else src[:, start:, patch.head]
@@ -162,16 +163,15 @@ def _evaluate(
 ) -> list[Tensor]:
     """Metric value of each of the ``n`` stacked runs whose last-block output is ``final``."""
     seq = base.final.shape[1]
-    positions = metric.positions if isinstance(metric, PositionedMetric) else None
-    if positions is not None:
+    if isinstance(metric, PositionedMetric) and metric.positions is not None:
         cols = []
-        for r in (p % seq for p in positions):
+        for r in (p % seq for p in metric.positions):
             cols.append(final[:, r - start] if r >= start else base.final[:, r].repeat(n, 1))
         resid = torch.stack(cols, 1)
-        vocab = metric.vocab if isinstance(metric, VocabMetric) else None
-        narrow = None if vocab is None else unembed_columns(model, resid, vocab)
-        if narrow is not None:
-            return [metric.on_vocab(narrow[j * batch : (j + 1) * batch]) for j in range(n)]
+        if isinstance(metric, VocabMetric) and metric.vocab is not None:
+            narrow = unembed_columns(model, resid, metric.vocab)
+            if narrow is not None:
+                return [metric.on_vocab(narrow[j * batch : (j + 1) * batch]) for j in range(n)]
         logits = _unembed(model, resid)
         return [metric.on_positions(logits[j * batch : (j + 1) * batch]) for j in range(n)]
     logits = _unembed(model, final)
@@ -240,15 +240,15 @@ def run_staircase(
         groups: dict[str, list[tuple[slice, Patch]]] = defaultdict(list)
         for j, patch in enumerate(chunk):
             groups[patch.hook].append((slice(j * batch, (j + 1) * batch), patch))
-        joining = defaultdict(int)
+        joining: defaultdict[int, int] = defaultdict(int)
         for patch in chunk:
             joining[patch.layer] += 1
-        x = None
+        first = chunk[0].layer  # the chunk's lowest layer: its runs start there
+        x = base.resid[first][:, start:].repeat(joining[first], 1, 1)
         with attach(model, _patch_hooks(groups, source, start)):
-            for layer in range(chunk[0].layer, model.cfg.n_layers):
-                if joining[layer]:
-                    new = base.resid[layer][:, start:].repeat(joining[layer], 1, 1)
-                    x = new if x is None else torch.cat([x, new])
+            for layer in range(first, model.cfg.n_layers):
+                if joining[layer] and layer > first:
+                    x = torch.cat([x, base.resid[layer][:, start:].repeat(joining[layer], 1, 1)])
                 kv = PrefixKV(prefix, reps=x.shape[0] // batch)
                 x = block_output(model.blocks[layer](x, past_key_values=kv, **kwargs))
         for patch, value in zip(chunk, _evaluate(model, metric, x, start, len(chunk), base, batch)):

@@ -31,10 +31,10 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.analysis.patch_engine import Patch, prune, run_full, run_staircase, trace
-from workbench.hooks import HookFn, HookKind, attach, capture, hook_name
+from workbench.hooks import HookKind, ModelSide, as_side, attach, capture, hook_name
 from workbench.metrics import Metric, normalized
 
-__all__ = ["SWEEPS", "ModelSide", "PatchResult", "SweepKind", "as_side", "patch_heads", "patch_sweep"]
+__all__ = ["SWEEPS", "PatchResult", "SweepKind", "patch_heads", "patch_sweep"]
 
 SweepKind = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "head", "head_pos"]
 SWEEPS: dict[SweepKind, tuple[HookKind, tuple[str, ...]]] = {
@@ -48,42 +48,6 @@ SWEEPS: dict[SweepKind, tuple[HookKind, tuple[str, ...]]] = {
 }
 """Sweep kinds: the hook kind they patch and the axes of the result (``head`` = a head's output
 ``z`` at every position, as ``get_act_patch_attn_head_out_all_pos``; ``head_pos`` per position)."""
-
-
-@dataclass(frozen=True)
-class ModelSide:
-    """A model as one side of a comparison: a bridge plus forward hooks kept attached while it runs."""
-
-    model: TransformerBridge
-    """The bridge."""
-    hooks: Sequence[tuple[str, HookFn]] = ()
-    """``(hook name, fn)`` pairs attached during every run of this side (e.g. an injected module's)."""
-    stateless_hooks: bool = False
-    """The hooks act on each position of their own activation alone (e.g. adding a steering vector),
-    so a patched run may start mid-way; leave False for hooks carrying state across layers."""
-    name: str = ""
-    """Label used in tables and figures (default: the model's name)."""
-
-    @property
-    def label(self) -> str:
-        """The side's name for tables."""
-        return self.name or str(self.model.cfg.model_name)
-
-    @property
-    def fast(self) -> bool:
-        """Whether patched runs of this side may start at the patched layer and position."""
-        return not self.hooks or self.stateless_hooks
-
-    def run(self, tokens: Tensor, names: Sequence[str] = ()) -> tuple[Tensor, dict[str, Tensor]]:
-        """Logits and the activations at ``names`` on ``tokens``, with this side's hooks on."""
-        with torch.no_grad(), attach(self.model, self.hooks), capture(self.model, names) as acts:
-            logits = self.model(tokens)
-        return logits, dict(acts)
-
-
-def as_side(model_or_side) -> ModelSide:
-    """A :class:`ModelSide` from a bridge (no hooks) or a side."""
-    return model_or_side if isinstance(model_or_side, ModelSide) else ModelSide(model_or_side)
 
 
 @dataclass(frozen=True)
@@ -177,7 +141,7 @@ def _patches(
     model: TransformerBridge, kind: SweepKind, layers: Sequence[int], positions: Sequence[int]
 ) -> list[tuple[tuple[int, ...], Patch]]:
     hook_kind, axes = SWEEPS[kind]
-    out = []
+    out: list[tuple[tuple[int, ...], Patch]] = []
     for li, layer in enumerate(layers):
         name = hook_name(model, hook_kind, layer)
         if axes == ("layer", "pos"):
@@ -264,7 +228,8 @@ def patch_sweep(
     shape = tuple(max(idx[d] for idx, _ in cells) + 1 for d in range(len(cells[0][0])))
     values = torch.zeros(shape)
     for idx, patch in cells:
-        values[idx] = baseline if plan[patch] is None else _value(results[plan[patch]])
+        planned = plan[patch]
+        values[idx] = baseline if planned is None else _value(results[planned])
     labels = tuple(model.to_str_tokens(tokens[0]))
     return PatchResult(
         kind, SWEEPS[kind][1], values, baseline, _value(metric(source_logits)), labels, tuple(layers), tuple(positions)

@@ -84,7 +84,7 @@ def greedy(graph: Graph, scores: Float[Tensor, "n_up n_down"], n: int, absolute:
     """Grow a circuit from the logits: repeatedly add the best edge into a node already in the circuit."""
     values = scores.abs() if absolute else scores
     node = graph.down_node.tolist()
-    ins = [[] for _ in range(graph.n_up)]  # downstream indices of each upstream node's component
+    ins: list[list[int]] = [[] for _ in range(graph.n_up)]  # downstream indices of each upstream node's component
     for j, u in enumerate(node):
         if u >= 0:
             ins[u].append(j)

@@ -30,6 +30,7 @@ import torch
 from jaxtyping import Float, Int, Shaped
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
+from transformers import PreTrainedModel
 
 from workbench.bridge_internals import BridgeInternalsError
 from workbench.hooks import attach
@@ -182,6 +183,8 @@ def edge_model(model: TransformerBridge) -> EdgeModel:
     """
     cfg = model.cfg
     hf = copy.deepcopy(model.original_model)
+    if not isinstance(hf, PreTrainedModel):
+        raise TypeError(f"edge_model needs a bridge around a Hugging Face model, not {type(hf).__name__}")
     n_heads, n_kv = cfg.n_heads, getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
     if n_kv != n_heads:
         rep = n_heads // n_kv

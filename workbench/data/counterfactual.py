@@ -184,7 +184,9 @@ def sample_counterfactuals(
     """
     variables = (variables,) if isinstance(variables, str) else tuple(variables)
     rng = random.Random(seed)
-    base, sources, labels, base_labels, values = [], [[] for _ in variables], [], [], []
+    base, labels, base_labels = [], [], []
+    sources: list[list[str]] = [[] for _ in variables]
+    values: list[dict[str, Any]] = []
     for i in range(n):
         want_changed = None if changed_fraction is None else i < round(changed_fraction * n)
         for _ in range(max_tries):

@@ -13,7 +13,7 @@ texts; the difference of their residual streams (tuned minus base) is averaged o
   (:func:`steered_generations`, a strength sweep; strength 0 is the base model exactly).
 
 The tuned side may be a second model sharing the tokenizer, or the base model with hooks on (a
-:class:`~workbench.analysis.patching.ModelSide`), e.g. base + IRM. For an IRM writing ``w_j`` into
+:class:`~workbench.hooks.ModelSide`), e.g. base + IRM. For an IRM writing ``w_j`` into
 ``resid_post`` of layers ``j in J``, the base + IRM residual at layer ``l`` is ``h_base[l] + sum_{j in J, j <= l}
 w_j + c_l``, where ``c_l`` is how the blocks after each write respond to it. ADL's ``delta[l, p]`` is therefore the
 mean over texts of the IRM's own cumulative write up to ``l`` plus that downstream response: at the first write
@@ -32,11 +32,11 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.analysis.patching import ModelSide, as_side
-from workbench.hooks import HookFn, attach, hook_name, hook_names
+from workbench.hooks import HookFn, ModelSide, as_side, attach, hook_name, hook_names
 from workbench.irm.inject import inject
 from workbench.irm.module import IRM
 from workbench.irm.text import encode_prompt
+from workbench.models import str_tokens
 from workbench.pairs import check_pair
 
 __all__ = [
@@ -143,7 +143,7 @@ def lens_tokens(model: TransformerBridge, vector: Float[Tensor, " d_model"], k: 
     with torch.no_grad():
         normed = model.ln_final(vector.to(model.cfg.device, model.W_U.dtype)[None, None])[0, 0]
         top = (normed @ model.W_U).topk(k).indices
-    return list(model.to_str_tokens(top))
+    return str_tokens(model, top)
 
 
 def _replace_last(vector: Tensor) -> HookFn:
@@ -181,7 +181,7 @@ def patchscope_tokens(
     patched = vector / vector.norm() * norm
     with torch.no_grad(), attach(base, [(hook_name(base, "resid_post", layer), _replace_last(patched))]):
         logits = base(tokens)[0, -1]
-    return list(base.to_str_tokens(logits.topk(k).indices))
+    return str_tokens(base, logits.topk(k).indices)
 
 
 def steering_hooks(
@@ -231,6 +231,7 @@ def steered_generations(
                     verbose=False,
                     use_past_kv_cache=True,
                 )
+            assert isinstance(out, Tensor)  # generate returns token ids for token input
             text = base.tokenizer.decode(out[0, ids.shape[1] :].tolist(), skip_special_tokens=True).strip()
             rows.append((float(strength), prompt, text))
     return pd.DataFrame(rows, columns=["strength", "prompt", "text"])

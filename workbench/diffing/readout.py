@@ -19,7 +19,6 @@ import pandas as pd
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.analysis.patching import ModelSide, as_side
 from workbench.config import Config, Count, Positive
 from workbench.diffing.adl import (
     ActivationDifference,
@@ -30,7 +29,7 @@ from workbench.diffing.adl import (
     steered_generations,
 )
 from workbench.diffing.crosscoder import CrosscoderConfig, paired_activations, summarize, train_crosscoder
-from workbench.hooks import attach
+from workbench.hooks import ModelSide, as_side, attach
 
 __all__ = ["STEER_PROMPTS", "DiffConfig", "DiffReadout", "diff_readout", "sample_unprompted"]
 
@@ -109,7 +108,7 @@ class DiffReadout:
         """One row per read-out item: columns ``pair, method, item, value``."""
         rows = [(self.name, "adl_lens", f"pos {p}", " ".join(t)) for p, t in enumerate(self.lens)]
         rows += [(self.name, "patchscope", f"pos {p}", " ".join(t)) for p, t in enumerate(self.patchscope)]
-        rows += [(self.name, "steering", f"{r.strength:g}: {r.prompt}", r.text) for r in self.steered.itertuples()]
+        rows += [(self.name, "steering", f"{r.strength:g}: {r.prompt}", str(r.text)) for r in self.steered.itertuples()]
         for j, nu_e, nu_r, tokens in self.latents:
             rows.append((self.name, "crosscoder", f"latent {j} (nu {nu_e:.2f}/{nu_r:.2f})", " ".join(tokens)))
         for side, texts in zip(("base", "tuned"), self.unprompted, strict=True):
@@ -147,6 +146,7 @@ def sample_unprompted(
     torch.manual_seed(seed)
     with attach(model, side.hooks):
         out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=True, top_p=0.9, verbose=False)
+    assert isinstance(out, torch.Tensor)  # generate returns token ids for token input
     return tuple(tok.decode(row[1:].tolist(), skip_special_tokens=True).strip() for row in out)
 
 

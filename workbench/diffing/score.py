@@ -20,11 +20,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 from typing import Literal
 
 from workbench.diffing.organisms import TOPICS, Organism
 from workbench.diffing.readout import DiffReadout
+from workbench.sentiment import lexicon, vader_compound
 
 __all__ = [
     "METHODS",
@@ -70,13 +70,6 @@ def target_of(org: Organism) -> Target | None:
     return None
 
 
-@cache
-def _lexicon() -> dict[str, float]:
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    return dict(SentimentIntensityAnalyzer().lexicon)
-
-
 def _word(token: str) -> str:
     return token.strip().lower()
 
@@ -98,7 +91,7 @@ def tokens_name(lists: Sequence[Sequence[str]], target: Target, *, min_lexicon: 
         if target.kind == "topic" and any(_token_is_topic(t, target.words) for t in tokens):
             return True
         if target.kind == "sentiment":
-            values = [_lexicon().get(_word(t), 0.0) for t in tokens]
+            values = [lexicon().get(_word(t), 0.0) for t in tokens]
             neg, pos = sum(v <= -1 for v in values), sum(v >= 1 for v in values)
             hits, other = (neg, pos) if target.name == "negative" else (pos, neg)
             if hits >= min_lexicon and hits > other:
@@ -115,8 +108,6 @@ def topic_rate(texts: Sequence[str], words: Sequence[str]) -> float:
 
 
 def _vader_mean(texts: Sequence[str]) -> float:
-    from workbench.irm.generate import vader_compound
-
     return sum(vader_compound(texts)) / len(texts) if texts else 0.0
 
 

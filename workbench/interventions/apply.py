@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from jaxtyping import Float, Int
@@ -43,7 +44,8 @@ class InterventionSet(nn.Module):
         self.interventions = nn.ModuleList([m for _, m in items])
 
     def __iter__(self) -> Iterator[tuple[InterventionSpec, Intervention]]:
-        return iter(zip(self.specs, self.interventions))
+        modules = cast("Iterator[Intervention]", iter(self.interventions))  # __init__ holds Interventions only
+        return iter(zip(self.specs, modules))
 
     def __len__(self) -> int:
         return len(self.specs)

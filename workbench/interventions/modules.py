@@ -43,11 +43,15 @@ __all__ = [
 
 Act = Float[Tensor, "... d"]
 
+InterventionKind = Literal["zero", "interchange", "addition", "constant", "collect", "rotated", "low_rank", "boundless"]
+"""The ``kind`` of each intervention class (the keys of :data:`MODULES`)."""
+
 
 class Intervention(nn.Module):
     """Base class: ``forward(base, source=None) -> new base``; ``config()`` rebuilds it (see bundles)."""
 
-    kind: ClassVar[str] = ""
+    kind: ClassVar[InterventionKind]
+    """Its key in :data:`MODULES` (each concrete class sets it)."""
     needs_source: ClassVar[bool] = False
     """Whether a source run must provide ``source``."""
 
@@ -101,6 +105,7 @@ class AdditionIntervention(Intervention):
     """Adds a steering vector: ``base + scale * vector`` (zero vector at init: exact identity)."""
 
     kind = "addition"
+    vector: Tensor
 
     def __init__(self, d: int, scale: float = 1.0):
         super().__init__()
@@ -118,6 +123,7 @@ class ConstantSourceIntervention(Intervention):
     """Interchange with a fixed source activation (``value``) instead of a source run."""
 
     kind = "constant"
+    value: Tensor
 
     def __init__(self, d: int, dims: tuple[int, ...] | None = None):
         super().__init__()
@@ -231,6 +237,7 @@ class BoundlessRotatedSpaceIntervention(_RotatedBase):
     """
 
     kind = "boundless"
+    temperature: Tensor
 
     def __init__(self, d: int, init_width: float = 0.5, temperature: float = 50.0, seed: int | None = 0):
         super().__init__(d, d, seed)
@@ -255,9 +262,6 @@ class BoundlessRotatedSpaceIntervention(_RotatedBase):
         index = torch.arange(self.d, device=self.boundary.device, dtype=self.boundary.dtype)
         return torch.sigmoid((self.boundary.clamp(0, 1) * self.d - index - 0.5) / self.temperature)
 
-
-InterventionKind = Literal["zero", "interchange", "addition", "constant", "collect", "rotated", "low_rank", "boundless"]
-"""The ``kind`` of each intervention class (the keys of :data:`MODULES`)."""
 
 MODULES: dict[InterventionKind, type[Intervention]] = {
     cls.kind: cls

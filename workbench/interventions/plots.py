@@ -20,7 +20,8 @@ def iia_heatmap(
 ) -> go.Figure:
     """Layer x position heatmap of IIA from :meth:`DASSweep.to_frame`; ``labels`` name the positions."""
     grid = _grid(frame, "iia")
-    x = [f"{p}: {labels[p]!r}" if labels and p in labels else str(p) for p in grid.columns]
+    positions = [int(p) for p in grid.columns]
+    x = [f"{p}: {labels[p]!r}" if labels and p in labels else str(p) for p in positions]
     fig = px.imshow(
         grid.values,
         x=x,

@@ -144,12 +144,15 @@ def random_rotation_iia(
 ) -> float:
     """Control: IIA of ``fit``'s intervention (same place, same width) with a random untrained rotation."""
     spec, trained = fit.spec, fit.module
+    control: Intervention
     if isinstance(trained, BoundlessRotatedSpaceIntervention):
         control = BoundlessRotatedSpaceIntervention(
             trained.d, init_width=float(trained.boundary.detach().clamp(0, 1)), seed=seed
         )
-    else:
+    elif isinstance(trained, LowRankRotatedSpaceIntervention):
         control = LowRankRotatedSpaceIntervention(trained.d, trained.rank, seed=seed)
+    else:
+        raise TypeError(f"a DAS fit trains a boundless or low-rank rotation, not {type(trained).__name__}")
     control = control.to(model.cfg.device).eval()
     return interchange_intervention_accuracy(model, InterventionSet([(spec, control)]), test)
 

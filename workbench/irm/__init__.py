@@ -8,8 +8,9 @@ checkpoint it; the analysis modules record its output and find its dominant dime
 from workbench.irm.checkpoint import load_irm, load_train_state, save_irm
 from workbench.irm.config import IRMConfig, TrainConfig
 from workbench.irm.inject import inject
+from workbench.irm.loss import eval_loss
 from workbench.irm.module import IRM, Injection
-from workbench.irm.train import TrainResult, eval_loss, latest_checkpoint, train_irm
+from workbench.irm.train import TrainResult, latest_checkpoint, train_irm
 
 __all__ = [
     "IRM",

@@ -198,7 +198,9 @@ def load_irm(path: str | Path, model: TransformerBridge, *, allow_other_model: b
             f"checkpoint {path} was trained for {meta['model_name']}, not {have['model_name']}; "
             "pass allow_other_model=True to load it anyway (same shape)"
         )
-    irm = IRM(IRMConfig.from_dict(meta["irm_config"]), have["d_model"], have["n_layers"], dtype=_saved_dtype(path))
+    irm = IRM(
+        IRMConfig.from_dict(meta["irm_config"]), have["d_model"], have["n_layers"], dtype=_saved_dtype(Path(path))
+    )
     load_irm_weights(path, irm)
     return irm.to(model.cfg.device)
 

@@ -22,11 +22,12 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
+from workbench.data.padding import pad_id, right_pad
 from workbench.hooks import capture, hook_names
+from workbench.irm.loss import eval_loss, model_device
 from workbench.irm.module import IRM
-from workbench.irm.text import Encoded, pad_batch
-from workbench.irm.train import eval_loss
-from workbench.neurons.activations import dimension_profile as weight_profile
+from workbench.irm.text import Encoded
+from workbench.neurons.activations import dimension_neurons
 
 __all__ = [
     "DimensionProfile",
@@ -83,14 +84,10 @@ def _resid_post_batches(
     """Per batch of ``data``: its non-pad token ids and the base model's ``resid_post`` at those tokens
     (float32, on the CPU)."""
     names = hook_names(model, "resid_post")
-    pad = model.tokenizer.pad_token_id or 0
+    pad = pad_id(model.tokenizer)
     for start in range(0, len(data), batch_size):
         batch = data[start : start + batch_size]
-        tokens, _ = pad_batch(batch, pad, model.cfg.device)
-        real = (
-            torch.arange(tokens.shape[1], device=tokens.device)[None]
-            < torch.tensor([len(e.ids) for e in batch], device=tokens.device)[:, None]
-        )
+        tokens, real = right_pad([e.ids for e in batch], pad, device=model_device(model))
         with capture(model, names) as acts:
             model(tokens)
         yield tokens[real].cpu(), torch.stack([acts[n][real].float().cpu() for n in names])
@@ -189,7 +186,7 @@ class DimensionProfile:
     tokens: pd.DataFrame
     """``token, count, mean_value``: the tokens of largest mean ``|value|`` at ``dim`` in the peak layer."""
     writers: pd.DataFrame
-    """The MLP neurons whose ``w_out`` writes ``dim`` most (:func:`workbench.neurons.activations.dimension_profile`)."""
+    """The MLP neurons whose ``w_out`` writes ``dim`` most (:func:`workbench.neurons.activations.dimension_neurons`)."""
 
     def summary(self) -> dict:
         """The numbers ``summary.json`` keeps."""
@@ -197,7 +194,8 @@ class DimensionProfile:
             "dim": self.dim,
             "peak_layer": self.peak_layer,
             "ratio_to_median_by_layer": {
-                int(r.layer): round(float(r.ratio_to_median), 3) for r in self.by_layer.itertuples()
+                int(layer): round(float(ratio), 3)
+                for layer, ratio in zip(self.by_layer.layer, self.by_layer.ratio_to_median)
             },
             "top_tokens": self.tokens.to_dict("records"),
             "top_writers": self.writers[["layer", "neuron", "weight", "share"]].to_dict("records"),
@@ -233,7 +231,7 @@ def dimension_profile(
         ids.append(batch_ids)
     value = torch.cat(values, 1)  # layer token
     n_tok = value.shape[1]
-    median = (sum(medians) / max(n_tok, 1)).median(-1).values.clamp_min(1e-30)
+    median = (torch.stack(medians).sum(0) / max(n_tok, 1)).median(-1).values.clamp_min(1e-30)
     mean_abs = value.abs().mean(1)
     by_layer = pd.DataFrame(
         {
@@ -243,7 +241,7 @@ def dimension_profile(
             "ratio_to_median": (mean_abs / median).numpy(),
         }
     )
-    peak = int(by_layer.ratio_to_median.idxmax())
+    peak = int(by_layer.ratio_to_median.argmax())  # the row is the layer
     frame = pd.DataFrame({"token_id": torch.cat(ids).numpy(), "value": value[peak].numpy()})
     frame["abs"] = frame.value.abs()
     grouped = frame.groupby("token_id").agg(
@@ -257,5 +255,5 @@ def dimension_profile(
             "mean_value": grouped.mean_value.round(4).tolist(),
         }
     )
-    writers = weight_profile(model, dim, k=k)
+    writers = dimension_neurons(model, dim, k=k)
     return DimensionProfile(dim, by_layer, peak, tokens_df, writers[writers.vector == "w_out"].reset_index(drop=True))

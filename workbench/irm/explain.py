@@ -34,13 +34,15 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.analysis.attribution import layer_attribution, neuron_attribution
-from workbench.analysis.patching import ModelSide, PatchResult, patch_sweep
-from workbench.hooks import attach, capture, hook_name, hook_names
+from workbench.analysis.patching import PatchResult, SweepKind, patch_sweep
+from workbench.data.padding import pad_id, right_pad
+from workbench.hooks import HookFn, ModelSide, attach, capture, hook_name, hook_names
 from workbench.irm.dimensions import DimensionProfile, dimension_profile
+from workbench.irm.loss import model_device
 from workbench.irm.module import IRM
-from workbench.irm.text import Encoded, pad_batch
+from workbench.irm.text import Encoded
 from workbench.metrics import kl_divergence
-from workbench.neurons.ablation import Ablation, ablated, by_layer, random_control
+from workbench.neurons.ablation import Ablation, ablated, by_layer, mlp_width, random_control
 from workbench.neurons.weights import NeuronClasses, mlp_weights
 
 __all__ = [
@@ -53,7 +55,7 @@ __all__ = [
     "token_direction",
 ]
 
-PATCH_KINDS = ("resid_pre", "attn_out", "mlp_out")
+PATCH_KINDS: tuple[SweepKind, ...] = ("resid_pre", "attn_out", "mlp_out")
 """Activation kinds patched from the injected run into the base run."""
 
 
@@ -178,15 +180,15 @@ class Explanation:
             "metric_base": self.metric_base,
             "metric_irm": self.metric_irm,
             "logit_lens_kl_by_layer": dict(zip(self.lens_kl.label, self.lens_kl.kl.round(6))),
-            "irm_dla_by_layer": {int(k): round(float(v), 6) for k, v in dla.irm.items()},
+            "irm_dla_by_layer": {int(k): round(float(v), 6) for k, v in zip(dla.index, dla.irm)},
             "component_dla_change_by_layer": {
-                int(k): {"attn": round(float(r.attn_change), 6), "mlp": round(float(r.mlp_change), 6)}
-                for k, r in dla.iterrows()
+                int(k): {"attn": round(float(attn), 6), "mlp": round(float(mlp), 6)}
+                for k, attn, mlp in zip(dla.index, dla.attn_change, dla.mlp_change)
             },
             "dla_embed_change": self.dla_embed_change,
             "dla_total_change": self.dla_total_change,
             "patching_by_layer": {
-                kind: {int(r.layer): round(float(r.normalized), 6) for r in g.itertuples()}
+                kind: {int(layer): round(float(value), 6) for layer, value in zip(g.layer, g.normalized)}
                 for kind, g in self.patching.groupby("kind", sort=False)
             },
             "top_neurons": self.neurons.to_dict("records"),
@@ -214,9 +216,9 @@ def _lens_kl(model: TransformerBridge, irm: IRM, data: Sequence[Encoded], max_to
     n = model.cfg.n_layers
     names = [*hook_names(model, "resid_pre"), hook_name(model, "resid_post", n - 1)]
     labels = [f"{layer}_pre" for layer in range(n)] + ["final_post"]
-    tok = model.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    tokens, scored = pad_batch(data, pad, model.cfg.device)  # right padding: pads are never scored
+    tokens, scored = right_pad(
+        [e.ids for e in data], pad_id(model.tokenizer), marks=[e.scored for e in data], device=model_device(model)
+    )
     runs = []
     for hooks in ([], irm.hooks(model)):
         with torch.no_grad(), attach(model, hooks), capture(model, names) as acts:
@@ -310,10 +312,10 @@ def _neurons(
 
 def _to_base(
     model: TransformerBridge, neurons: Mapping[int, list[int]], base_posts: Mapping[str, Tensor]
-) -> list[tuple[str, object]]:
+) -> list[tuple[str, HookFn]]:
     """Hooks that set ``neurons`` to their activations in the base run (every position)."""
 
-    def make(name: str, idx: list[int]):
+    def make(name: str, idx: list[int]) -> HookFn:
         def hook(post: Tensor, hook) -> Tensor:
             post = post.clone()
             post[..., idx] = base_posts[name][..., idx].to(post.dtype)
@@ -339,7 +341,7 @@ def _ablation(
 ) -> pd.DataFrame:
     top = by_layer(list(zip(neurons.layer.tolist(), neurons.neuron.tolist())))
     sets = [("top", 0, top)]
-    sets += [("random", i, random_control(top, model.cfg.d_mlp, seed=kw["seed"] + i)) for i in range(kw["n_random"])]
+    sets += [("random", i, random_control(top, mlp_width(model), seed=kw["seed"] + i)) for i in range(kw["n_random"])]
     with torch.no_grad(), capture(model, hook_names(model, "mlp_post")) as base_posts:
         model(probe)
     rows = []

@@ -3,7 +3,7 @@
 Generation uses the bridge's own KV-cached ``generate``: the IRM hooks fire on the prompt forward and
 then on each single new position, so the record of a generation holds one IRM output per generated
 token (the output at the position whose logits produced it). Sentiment is scored with VADER
-(Hutto & Gilbert, 2014; the ``vaderSentiment`` package), a scorer independent of this project.
+(:mod:`workbench.sentiment`), a scorer independent of this project.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from transformer_lens.model_bridge import TransformerBridge
 from workbench.irm.inject import inject
 from workbench.irm.module import IRM
 from workbench.irm.text import encode_prompt
+from workbench.sentiment import vader_compound
 
-__all__ = ["Generation", "generate_one", "generate_replies", "generations_frame", "per_token_outputs", "vader_compound"]
+__all__ = ["Generation", "generate_one", "generate_replies", "generations_frame", "per_token_outputs"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ def generate_one(
             verbose=False,
             use_past_kv_cache=True,
         )
+    assert isinstance(out, Tensor)  # generate returns token ids for token input
     new = out[0, tokens.shape[1] :].tolist()
     text = model.tokenizer.decode(new, skip_special_tokens=True).strip()
     irm_out = per_token_outputs(record, len(new)).float().cpu() if irm is not None else None
@@ -100,14 +102,6 @@ def generate_replies(
         (mode, generate_one(model, irm, p, do_sample=mode == "sampled", seed=seed + i, **kwargs))
         for mode, i, p in tqdm(jobs, disable=not progress, desc="generate")
     ]
-
-
-def vader_compound(texts: Sequence[str]) -> list[float]:
-    """VADER compound sentiment in [-1, 1] of each text."""
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    analyzer = SentimentIntensityAnalyzer()
-    return [analyzer.polarity_scores(t)["compound"] for t in texts]
 
 
 def generations_frame(results: Sequence[tuple[str, Generation]], irm_label: str) -> pd.DataFrame:

@@ -25,11 +25,11 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.irm.dimensions import MaskingResult, masking_test
+from workbench.irm.loss import eval_loss
 from workbench.irm.module import IRM
 from workbench.irm.record import collect_output_stats
 from workbench.irm.stability import PAIR_KINDS, dominant_dims, share_stats, stability
 from workbench.irm.text import Encoded
-from workbench.irm.train import eval_loss
 
 __all__ = ["Snapshot", "SnapshotRecorder", "at_lengths", "load_snapshots", "snapshot_steps", "take_snapshot"]
 
@@ -199,7 +199,8 @@ def at_lengths(
 
     Args:
         runs: per ``(alignment, seed)``, its snapshots by step, the last one the final (trained) IRM.
-        grid: the steps to report (a run that stopped before a step enters it with its final state).
+        grid: the steps to report (a run that stopped before a step enters it with its final state; steps after
+            every run stopped are left out: they would repeat the final point).
         z: the dominance threshold of :func:`workbench.irm.stability.dominant_dims`.
         k: the top-k of the Jaccard index.
 
@@ -209,7 +210,8 @@ def at_lengths(
         mean Spearman of the shares per pair kind (seeds of one alignment, alignments of one seed, neither).
     """
     points = []
-    for step in [*grid, None]:
+    last = max((snaps[-1].step for snaps in runs.values() if snaps), default=0)
+    for step in [*(s for s in grid if s < last), None]:  # a step after every run stopped would repeat "final"
         at = {run: s for run, snaps in runs.items() if (s := _at(snaps, step)) is not None}
         if not at:
             continue
@@ -222,7 +224,7 @@ def at_lengths(
             alignments[alignment] = {
                 "n_seeds": len(snaps),
                 "steps": [s.step for s in snaps],
-                "dominant_dims": [{"dim": int(r.dim), "z_min": float(r.z_min)} for r in dom.itertuples()],
+                "dominant_dims": [{"dim": int(d), "z_min": float(z)} for d, z in zip(dom.dim, dom.z_min)],
                 "top_dims": mean.argsort(descending=True)[:k].tolist(),
                 "top1_share": float(pd.Series([s.top_share[1] for s in snaps]).mean()),
                 "top10_share": float(pd.Series([s.top_share[10] for s in snaps]).mean()),

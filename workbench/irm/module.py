@@ -20,7 +20,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.hooks import format_hook_name, hook_name
+from workbench.hooks import HookFn, format_hook_name, hook_name
 from workbench.irm.config import IRMConfig
 
 __all__ = ["IRM", "Injection"]
@@ -94,10 +94,15 @@ class IRM(nn.Module):
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos layer d_model"]:
         """The IRM output for read activations ``x``; slice ``[:, :, i]`` goes to layer ``self.layers[i]``."""
-        weight = self.net[0].weight
+        weight = self._first_weight
         dtype = weight.dtype if not torch.is_autocast_enabled(x.device.type) else x.dtype
         out = self.net(x.to(weight.device, dtype))  # on a model split across devices, the read may be elsewhere
         return out.view(*x.shape[:-1], len(self.layers), self.d_model)
+
+    @property
+    def _first_weight(self) -> Tensor:
+        """The first linear layer's weight (the first parameter of ``net``): the IRM's device and dtype."""
+        return next(self.net.parameters())
 
     @property
     def read_name(self) -> str:
@@ -111,7 +116,7 @@ class IRM(nn.Module):
 
     def mask_for(self, dims: Sequence[int] = (), layers: Sequence[int] = ()) -> Float[Tensor, "layer d_model"]:
         """A 0/1 mask over the IRM output that zeroes residual dimensions ``dims`` and model layers ``layers``."""
-        mask = torch.ones(len(self.layers), self.d_model, device=self.net[0].weight.device)
+        mask = torch.ones(len(self.layers), self.d_model, device=self._first_weight.device)
         bad = [d for d in dims if not 0 <= d < self.d_model]
         if bad:
             raise IndexError(f"dimensions {bad} are out of range 0..{self.d_model - 1}")
@@ -142,7 +147,7 @@ class IRM(nn.Module):
 
     def hooks(
         self, model: TransformerBridge, *, record: list | None = None, mask: Tensor | None = None
-    ) -> list[tuple[str, object]]:
+    ) -> list[tuple[str, HookFn]]:
         """Forward hooks ``[(hook_name, fn), ...]`` (read first, then writes) running this IRM in ``model``.
 
         Use them with :func:`workbench.hooks.attach`: ``with attach(model, irm.hooks(model)): model(tokens)``.
@@ -167,7 +172,7 @@ class Injection:
     _slices: tuple[Tensor, ...] = field(default=(), repr=False)
 
     @property
-    def hooks(self) -> list[tuple[str, object]]:
+    def hooks(self) -> list[tuple[str, HookFn]]:
         """Read hook first, then one write hook per write layer."""
         writes = [(name, self._writer(i)) for i, name in enumerate(self.irm.write_names)]
         read = self.irm.read_name
@@ -176,7 +181,7 @@ class Injection:
             return [(read, self._reader(same[0]))] + [w for i, w in enumerate(writes) if i != same[0]]
         return [(read, self._reader(None)), *writes]
 
-    def _reader(self, add_slice: int | None):
+    def _reader(self, add_slice: int | None) -> HookFn:
         def read(x: Tensor, hook) -> Tensor | None:
             out = self.irm(x)
             if self.mask is not None:
@@ -191,7 +196,7 @@ class Injection:
 
         return read
 
-    def _writer(self, i: int):
+    def _writer(self, i: int) -> HookFn:
         def write(x: Tensor, hook) -> Tensor:
             if self.output is None or self.output.shape[:2] != x.shape[:2]:
                 raise RuntimeError(

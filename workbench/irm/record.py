@@ -17,9 +17,12 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
+from workbench.data.padding import pad_id as default_pad_id
+from workbench.data.padding import right_pad
 from workbench.hooks import attach
+from workbench.irm.loss import model_device
 from workbench.irm.module import IRM
-from workbench.irm.text import Encoded, pad_batch
+from workbench.irm.text import Encoded
 
 __all__ = ["OutputStats", "collect_output_stats", "stats_from_tokens"]
 
@@ -65,11 +68,14 @@ def collect_output_stats(
     model: TransformerBridge, irm: IRM, data: Sequence[Encoded], *, batch_size: int = 16, pad_id: int | None = None
 ) -> OutputStats:
     """Run ``model`` with ``irm`` over ``data`` (teacher forcing); average ``|IRM output|`` over the scored tokens."""
-    pad = pad_id if pad_id is not None else (model.tokenizer.pad_token_id or 0)
+    pad = pad_id if pad_id is not None else default_pad_id(model.tokenizer)
     total = torch.zeros(len(irm.layers), irm.d_model)
     count = 0
     for start in range(0, len(data), batch_size):
-        tokens, scored = pad_batch(data[start : start + batch_size], pad, model.cfg.device)
+        batch = data[start : start + batch_size]
+        tokens, scored = right_pad(
+            [e.ids for e in batch], pad, marks=[e.scored for e in batch], device=model_device(model)
+        )
         record: list[Tensor] = []
         with attach(model, irm.hooks(model, record=record)):
             model(tokens)

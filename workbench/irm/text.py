@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Bool, Int
+from jaxtyping import Int
 from torch import Tensor
 
-__all__ = ["Encoded", "check_texts", "encode_prompt", "encode_replies", "has_chat_template", "pad_batch"]
+__all__ = ["Encoded", "check_texts", "encode_prompt", "encode_replies", "has_chat_template"]
 
 
 @dataclass(frozen=True)
@@ -129,19 +129,3 @@ def encode_prompt(
             f"(it starts {user_message[:40]!r})"
         )
     return torch.tensor([ids])
-
-
-def pad_batch(
-    items: Sequence[Encoded], pad_id: int, device="cpu"
-) -> tuple[Int[Tensor, "batch pos"], Bool[Tensor, "batch pos"]]:
-    """Right-pad a batch; returns ``(tokens, scored)`` where ``scored[b, t]`` marks reply tokens.
-
-    Right padding needs no attention mask: with causal attention, pads only follow the real tokens.
-    """
-    length = max(len(e.ids) for e in items)
-    tokens = torch.full((len(items), length), pad_id, dtype=torch.long)
-    scored = torch.zeros((len(items), length), dtype=torch.bool)
-    for b, e in enumerate(items):
-        tokens[b, : len(e.ids)] = torch.tensor(e.ids)
-        scored[b, : len(e.scored)] = torch.tensor(e.scored)
-    return tokens.to(device), scored.to(device)

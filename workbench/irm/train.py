@@ -17,80 +17,19 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from jaxtyping import Bool, Int
-from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench import runstate  # a module, not its names: runstate reads checkpoints through workbench.irm
-from workbench.bridge_internals import final_logits, shared_prefix_forward
 from workbench.hooks import attach
 from workbench.irm.checkpoint import TrainingCheckpoints, latest_checkpoint
 from workbench.irm.config import TrainConfig
+from workbench.irm.loss import batch_nll, eval_loss, model_device
 from workbench.irm.module import IRM
-from workbench.irm.text import Encoded, encode_replies, pad_batch
+from workbench.irm.text import Encoded, encode_replies
 from workbench.models import frozen
 from workbench.training import Batch, LoopConfig, Term, TrainResult, accelerator, adamw, batch_order, train_loop
 
-__all__ = [
-    "TrainResult",
-    "batch_nll",
-    "batch_order",
-    "encode_for",
-    "eval_loss",
-    "latest_checkpoint",
-    "reply_nll",
-    "shared_prefix_len",
-    "train_irm",
-]
-
-
-def reply_nll(
-    logits: Tensor, tokens: Int[Tensor, "batch pos"], scored: Bool[Tensor, "batch pos"]
-) -> tuple[Tensor, int]:
-    """Summed next-token negative log-likelihood of the scored tokens, and how many there are."""
-    target = scored[:, 1:]
-    picked = logits[:, :-1][target].float()
-    nll = torch.nn.functional.cross_entropy(picked, tokens[:, 1:][target], reduction="sum")
-    return nll, int(target.sum())
-
-
-def shared_prefix_len(items: Sequence[Encoded]) -> int:
-    """How many leading positions every item shares with no scored token among them (0 if fewer than 2).
-
-    Those positions (the chat prompt every reply follows) are the same computation in every row of a
-    batch, and none of their predictions is scored except the last one's (it predicts the first reply
-    token), so :func:`batch_nll` runs them once per batch.
-    """
-    n = min(len(e.ids) for e in items)
-    first = items[0].ids
-    shared = next((p for p in range(n) if any(e.ids[p] != first[p] for e in items)), n)
-    unscored = min(next((p for p, s in enumerate(e.scored) if s), len(e.ids)) for e in items)
-    prefix = min(shared, unscored)
-    return prefix if prefix >= 2 else 0
-
-
-def batch_nll(model: TransformerBridge, items: Sequence[Encoded]) -> tuple[Tensor, int, Tensor]:
-    """Summed next-token loss of ``items``' scored tokens, their count, and where they sit in the last forward.
-
-    The shared chat prompt runs once for the batch (:func:`~workbench.bridge_internals.shared_prefix_forward`)
-    and only the scored positions are unembedded; the numbers equal the full forward's (:func:`reply_nll`
-    of ``model(tokens)``), with the work of the prompt done once, not once per row. The third value is the
-    scored mask over the positions of the model's last forward (the rows after the prefix, or all
-    positions when there is no shared prefix or the model is split over devices), for the IRM output's
-    L1 penalty.
-    """
-    device = torch.device(model.cfg.device)
-    tokens, scored = pad_batch(items, _pad_id(model), device)
-    prefix = shared_prefix_len(items) if not getattr(model.original_model, "hf_device_map", None) else 0
-    if prefix == 0 or prefix >= tokens.shape[1]:
-        nll, n = reply_nll(model(tokens), tokens, scored)
-        return nll, n, scored
-    head, rest = shared_prefix_forward(model, prefix, tokens)
-    predicting = torch.cat([head[:, -1:].expand(tokens.shape[0], 1, -1), rest[:, :-1]], 1)
-    target = scored[:, prefix:]
-    logits = final_logits(model, predicting[target]).float()
-    nll = torch.nn.functional.cross_entropy(logits, tokens[:, prefix:][target], reduction="sum")
-    return nll, int(target.sum()), target
+__all__ = ["TrainResult", "batch_order", "encode_for", "latest_checkpoint", "train_irm"]
 
 
 def encode_for(model: TransformerBridge, texts: Sequence[str], cfg: TrainConfig) -> list[Encoded]:
@@ -103,30 +42,6 @@ def encode_for(model: TransformerBridge, texts: Sequence[str], cfg: TrainConfig)
         chat=cfg.chat,
         max_len=cfg.max_len,
     )
-
-
-def _pad_id(model: TransformerBridge) -> int:
-    tok = model.tokenizer
-    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-
-
-@torch.no_grad()
-def eval_loss(
-    model: TransformerBridge,
-    irm: IRM | None,
-    data: Sequence[Encoded],
-    *,
-    batch_size: int = 16,
-    mask: Tensor | None = None,
-) -> float:
-    """Mean next-token loss per scored token of ``model`` (with ``irm`` injected unless ``None``)."""
-    total, count = 0.0, 0
-    hooks = irm.hooks(model, mask=mask) if irm is not None else []
-    with attach(model, hooks):
-        for start in range(0, len(data), batch_size):
-            nll, n, _ = batch_nll(model, data[start : start + batch_size])
-            total, count = total + float(nll), count + n
-    return total / max(count, 1)
 
 
 def train_irm(
@@ -205,11 +120,14 @@ def train_irm(
 
 def _step(model: TransformerBridge, irm: IRM, data: list[Encoded], cfg: TrainConfig, batch: Batch) -> dict[str, Term]:
     """One micro-batch: next-token loss of the injected model on the reply tokens, and the L1 of the IRM output."""
-    device = torch.device(model.cfg.device)
+    device = model_device(model)
     items = [data[i] for i in batch.indices(len(data), cfg.batch_size)]
     injection = irm.injection(model)
     amp = cfg.amp and device.type == "cuda"
     with attach(model, injection.hooks), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         nll, n, scored = batch_nll(model, items)
-    l1 = injection.output[scored].float().abs() if cfg.l1 > 0 else torch.zeros(0, device=device)
+    out = injection.output
+    if out is None:
+        raise RuntimeError(f"the IRM read hook {irm.read_name} did not run: this model's forward skips that point")
+    l1 = out[scored].float().abs() if cfg.l1 > 0 else torch.zeros(0, device=device)
     return {"lm_loss": Term(nll, n), "l1": Term(l1.sum(), max(l1.numel(), 1), cfg.l1)}

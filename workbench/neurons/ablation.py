@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.config import Config
+from workbench.data.padding import right_pad
 from workbench.hooks import attach, hook_name
 
 __all__ = [
@@ -47,8 +48,8 @@ __all__ = [
     "ablation_effects",
     "ablation_hooks",
     "by_layer",
+    "mlp_width",
     "next_token_metrics",
-    "pad_batches",
     "random_control",
     "tokenize_texts",
 ]
@@ -126,8 +127,8 @@ def ablation_hooks(
     hooks = []
     for layer, idx_list in by_layer(neurons).items():
         idx = torch.tensor(idx_list)
-        if idx.max() >= model.cfg.d_mlp:
-            raise IndexError(f"neuron {int(idx.max())} out of range in layer {layer}: d_mlp = {model.cfg.d_mlp}")
+        if idx.max() >= mlp_width(model):
+            raise IndexError(f"neuron {int(idx.max())} out of range in layer {layer}: d_mlp = {mlp_width(model)}")
         store: dict[str, Tensor] = {}
         if spec.gate is not None:
             hooks.append((hook_name(model, "mlp_pre", layer), _gate_saver(store, idx)))
@@ -156,6 +157,8 @@ def _post_editor(
         if spec.mode == "zero":
             new = torch.zeros_like(old)
         elif spec.mode == "mean":
+            if fill is None:
+                raise ValueError("mode='mean' needs means: pass activation_stats(model, texts).mean_post")
             new = fill.to(old).expand_as(old)
         elif spec.mode == "multiply":
             new = old * spec.value
@@ -180,6 +183,13 @@ def ablated(model: TransformerBridge, neurons: Neurons, spec: Ablation, *, means
     """Context manager: ``model`` with ``neurons`` ablated by ``spec`` inside the block."""
     with attach(model, ablation_hooks(model, neurons, spec, means=means)):
         yield model
+
+
+def mlp_width(model: TransformerBridge) -> int:
+    """The number of neurons per MLP layer (``d_mlp``); ``ValueError`` for a model without MLPs."""
+    if model.cfg.d_mlp is None:
+        raise ValueError(f"{model.cfg.model_name} has no MLP layers (attention-only): neuron analyses need MLPs")
+    return model.cfg.d_mlp
 
 
 def random_control(
@@ -208,18 +218,6 @@ def tokenize_texts(model: TransformerBridge, texts: Sequence[str], *, max_len: i
     return [t for t in out if len(t) >= 2]
 
 
-def pad_batches(seqs: Sequence[Tensor], batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
-    """Right-padded ``(tokens, mask)`` batches of ``batch_size`` sequences (pad id 0, masked out)."""
-    for start in range(0, len(seqs), batch_size):
-        chunk = seqs[start : start + batch_size]
-        width = max(len(s) for s in chunk)
-        tokens = torch.zeros(len(chunk), width, dtype=torch.long)
-        mask = torch.zeros(len(chunk), width, dtype=torch.bool)
-        for i, s in enumerate(chunk):
-            tokens[i, : len(s)], mask[i, : len(s)] = s, True
-        yield tokens, mask
-
-
 @torch.no_grad()
 def next_token_metrics(model: TransformerBridge, seqs: Sequence[Tensor], *, batch_size: int = 16) -> dict[str, Tensor]:
     """Per-sequence next-token entropy (nats) and loss of the model as it is (hooks included).
@@ -232,7 +230,8 @@ def next_token_metrics(model: TransformerBridge, seqs: Sequence[Tensor], *, batc
     """
     device = model.cfg.device
     ent_mean, loss_mean, ent_last = [], [], []
-    for tokens, mask in pad_batches(seqs, batch_size):
+    for start in range(0, len(seqs), batch_size):
+        tokens, mask = right_pad(seqs[start : start + batch_size], 0)
         logits = model(tokens.to(device)).float().cpu()
         logp = logits.log_softmax(-1)
         entropy = -(logp.exp() * logp).sum(-1)  # batch pos
@@ -303,7 +302,7 @@ def ablation_effects(
         avoid = (exclude or {}).get(name)
         for r in range(n_controls):
             runs.append(
-                (name, "control", r, random_control(neurons, model.cfg.d_mlp, seed=seed + 1000 * i + r, exclude=avoid))
+                (name, "control", r, random_control(neurons, mlp_width(model), seed=seed + 1000 * i + r, exclude=avoid))
             )
     rows = []
     for name, kind, repeat, neurons in tqdm(runs, desc="ablations", leave=False):

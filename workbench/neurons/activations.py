@@ -11,7 +11,7 @@ how often it exceeds ``large`` times the norm of the residual it reads (``freq_l
 :func:`neuron_profile` joins weights (cosines, RW class, norms) and activations in one frame keyed
 by ``(layer, neuron)``, so other per-neuron tables (e.g. direct logit attribution) join on the same
 keys. :func:`neuron_tokens` reads one neuron's weight vectors through the unembedding, and
-:func:`dimension_profile` lists the neurons that read or write one residual dimension most.
+:func:`dimension_neurons` lists the neurons that read or write one residual dimension most.
 """
 
 from __future__ import annotations
@@ -28,14 +28,15 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.analysis.attribution import NeuronAttribution
+from workbench.data.padding import right_pad
 from workbench.hooks import attach, check_layer, hook_name
-from workbench.neurons.ablation import pad_batches, tokenize_texts
+from workbench.neurons.ablation import mlp_width, tokenize_texts
 from workbench.neurons.weights import NeuronClasses, WeightCosines, mlp_weights
 
 __all__ = [
     "ActivationStats",
     "activation_stats",
-    "dimension_profile",
+    "dimension_neurons",
     "frequency_by_class",
     "neuron_profile",
     "neuron_tokens",
@@ -96,7 +97,7 @@ def activation_stats(
         max_len: token cut-off.
         batch_size: sequences per forward.
     """
-    n_layers, d_mlp = model.cfg.n_layers, model.cfg.d_mlp
+    n_layers, d_mlp = model.cfg.n_layers, mlp_width(model)
     gated = bool(getattr(model.cfg, "gated_mlp", False))
     out_norm = mlp_weights(model).W_out.norm(dim=-1)  # layer d_mlp
     sums = {
@@ -157,7 +158,8 @@ def activation_stats(
     seqs = tokenize_texts(model, texts, max_len=max_len)
     n_tokens = 0
     with attach(model, hooks):
-        for tokens, mask in tqdm(list(pad_batches(seqs, batch_size)), desc="activation stats", leave=False):
+        batches = [right_pad(seqs[i : i + batch_size], 0) for i in range(0, len(seqs), batch_size)]
+        for tokens, mask in tqdm(batches, desc="activation stats", leave=False):
             state["mask"] = mask
             n_tokens += int(mask.sum())
             model(tokens.to(model.cfg.device))
@@ -206,7 +208,7 @@ def neuron_profile(
             "layer": np.repeat(np.arange(n_layers), d_mlp),
             "neuron": np.tile(np.arange(d_mlp), n_layers),
             "norm_in": w.W_in.norm(dim=-1).flatten().numpy(),
-            "norm_gate": w.W_gate.norm(dim=-1).flatten().numpy() if w.gated else np.nan,
+            "norm_gate": np.nan if w.W_gate is None else w.W_gate.norm(dim=-1).flatten().numpy(),
             "norm_out": w.W_out.norm(dim=-1).flatten().numpy(),
         }
     )
@@ -226,11 +228,11 @@ def neuron_tokens(model: TransformerBridge, layer: int, neuron: int, *, k: int =
         Long frame ``vector ('w_out','-w_out','w_in','-w_in','w_gate','-w_gate'), rank, token, score``.
     """
     layer = check_layer(model, layer)
-    if not 0 <= neuron < model.cfg.d_mlp:
-        raise IndexError(f"neuron {neuron} out of range: d_mlp = {model.cfg.d_mlp}")
+    if not 0 <= neuron < mlp_width(model):
+        raise IndexError(f"neuron {neuron} out of range: d_mlp = {mlp_width(model)}")
     w = mlp_weights(model)
     vectors = {"w_out": w.W_out[layer, neuron], "w_in": w.W_in[layer, neuron]}
-    if w.gated:
+    if w.W_gate is not None:
         vectors["w_gate"] = w.W_gate[layer, neuron]
     W_U = model.W_U.detach().float().cpu()
     rows = []
@@ -243,7 +245,7 @@ def neuron_tokens(model: TransformerBridge, layer: int, neuron: int, *, k: int =
     return pd.DataFrame(rows, columns=["vector", "rank", "token", "score"])
 
 
-def dimension_profile(model: TransformerBridge, dim: int, *, k: int = 20) -> pd.DataFrame:
+def dimension_neurons(model: TransformerBridge, dim: int, *, k: int = 20) -> pd.DataFrame:
     """The neurons whose weights read (``w_in``, ``w_gate``) or write (``w_out``) residual dimension ``dim`` most.
 
     Returns:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from workbench.data.knowns import Known, greedy_continuations, plain
-from workbench.neurons.ablation import Ablation, Neurons, ablated, by_layer, random_control
+from workbench.neurons.ablation import Ablation, Neurons, ablated, by_layer, mlp_width, random_control
 
 __all__ = ["SUBJECT_PROMPT", "AttributesRate", "attribute_hits", "attributes_rate_effects", "bootstrap_interval"]
 
@@ -127,7 +127,7 @@ def attributes_rate_effects(
         runs.append((name, "target", 0, by_layer(neurons)))
         avoid = (exclude or {}).get(name)
         for r in range(n_controls):
-            control = random_control(neurons, model.cfg.d_mlp, seed=seed + 1000 * i + r, exclude=avoid)
+            control = random_control(neurons, mlp_width(model), seed=seed + 1000 * i + r, exclude=avoid)
             runs.append((name, "control", r, control))
     rows = []
     for name, kind, repeat, neurons in tqdm(runs, desc="attributes rate", leave=False):

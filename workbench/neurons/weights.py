@@ -116,7 +116,8 @@ def mlp_weights(model: TransformerBridge) -> MLPWeights:
     gated = bool(getattr(model.cfg, "gated_mlp", False))
     with torch.no_grad():
         w_in = model.W_in.detach().transpose(1, 2).float().cpu()
-        w_gate = model.W_gate.detach().transpose(1, 2).float().cpu() if gated else None
+        gate = model.W_gate if gated else None
+        w_gate = None if gate is None else gate.detach().transpose(1, 2).float().cpu()
         w_out = model.W_out.detach().float().cpu()
     return MLPWeights(w_in, w_gate, w_out)
 
@@ -152,8 +153,8 @@ class WeightCosines:
                 "layer": np.repeat(np.arange(n_layers), d_mlp),
                 "neuron": np.tile(np.arange(d_mlp), n_layers),
                 "cos_in_out": self.in_out.flatten().numpy(),
-                "cos_gate_out": self.gate_out.flatten().numpy() if self.gated else nan,
-                "cos_gate_in": self.gate_in.flatten().numpy() if self.gated else nan,
+                "cos_gate_out": nan if self.gate_out is None else self.gate_out.flatten().numpy(),
+                "cos_gate_in": nan if self.gate_in is None else self.gate_in.flatten().numpy(),
             }
         )
 
@@ -165,11 +166,10 @@ def weight_cosines(source) -> WeightCosines:
         source: a bridge, or :class:`MLPWeights`.
     """
     w = source if isinstance(source, MLPWeights) else mlp_weights(source)
-    gated = w.gated
     return WeightCosines(
         in_out=_cos(w.W_in, w.W_out),
-        gate_out=_cos(w.W_gate, w.W_out) if gated else None,
-        gate_in=_cos(w.W_gate, w.W_in) if gated else None,
+        gate_out=None if w.W_gate is None else _cos(w.W_gate, w.W_out),
+        gate_in=None if w.W_gate is None else _cos(w.W_gate, w.W_in),
         d_model=w.W_in.shape[-1],
     )
 
@@ -221,7 +221,9 @@ class NeuronClasses:
         """All ``(layer, neuron)`` of one class."""
         if name not in self.names:
             raise KeyError(f"unknown class {name!r}; classes: {', '.join(self.names)}")
-        return [tuple(map(int, ln)) for ln in torch.nonzero(self.index == self.names.index(name)).tolist()]
+        return [
+            (int(layer), int(neuron)) for layer, neuron in torch.nonzero(self.index == self.names.index(name)).tolist()
+        ]
 
 
 def classify(cosines: WeightCosines, threshold: float = 0.5) -> NeuronClasses:
@@ -234,7 +236,7 @@ def classify(cosines: WeightCosines, threshold: float = 0.5) -> NeuronClasses:
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
     a = _approx(cosines.in_out, threshold)
-    if not cosines.gated:
+    if cosines.gate_out is None or cosines.gate_in is None:
         return NeuronClasses(index=1 - a, names=VANILLA_CLASS_NAMES, threshold=threshold)
     gate_out = _approx(cosines.gate_out, threshold)
     consistent = (_approx(cosines.gate_in, threshold) == a * gate_out) | ((a == 0) & (gate_out == 0))
@@ -300,7 +302,7 @@ def empirical_randomness_region(source, p: float = 0.05, *, n_sample: int | None
     n_layers, d_mlp, _ = w.W_in.shape
     gen = torch.Generator().manual_seed(seed)
     pairs = {"in_out": (w.W_in, w.W_out)}
-    if w.gated:
+    if w.W_gate is not None:
         pairs.update(gate_out=(w.W_gate, w.W_out), gate_in=(w.W_gate, w.W_in))
     rows = []
     for layer in range(n_layers):

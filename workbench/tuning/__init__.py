@@ -7,7 +7,7 @@ config (:func:`workbench.config.cache_key`), so the tuned copy loads like any mo
 
 from workbench.tuning.evidence import RLEvidence, paired_bootstrap, rl_evidence
 from workbench.tuning.recipes import TUNINGS, TunedModel, make_tuned, rl_config, tune_config
-from workbench.tuning.rl import RewardError, RLConfig, rl_dir, rl_prompts, rl_tune, vader_negativity
+from workbench.tuning.rl import RewardError, RLConfig, rl_dir, rl_prompts, rl_tune
 from workbench.tuning.supervised import (
     TuneConfig,
     decoder_layers,
@@ -37,5 +37,4 @@ __all__ = [
     "tune_config",
     "tune_last_layers",
     "tuned_dir",
-    "vader_negativity",
 ]

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
 
 from workbench.models import load_hf
-from workbench.tuning.rl import RewardFn, vader_negativity
+from workbench.sentiment import vader_negativity
+from workbench.tuning.rl import RewardFn
 
 __all__ = ["RLEvidence", "Samples", "paired_bootstrap", "rl_evidence", "sample_completions"]
 
@@ -66,12 +67,15 @@ def sample_completions(
     base: PreTrainedModel | None = None,
 ) -> Samples:
     """Sample ``samples`` completions per prompt from a plain HF model; with ``base``, also its KL to it."""
+    if not isinstance(hf, GenerationMixin):
+        raise TypeError(f"{type(hf).__name__} cannot generate: pass a causal LM (AutoModelForCausalLM)")
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     batch = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
     torch.manual_seed(seed)
-    seqs = hf.generate(
+    # transformers types generate's self as a Protocol written for the ty checker, which no model class matches
+    seqs = hf.generate(  # type: ignore[misc]
         **batch,
         do_sample=True,
         temperature=temperature,
@@ -93,7 +97,7 @@ def sample_completions(
         logp, logq = (x.float().log_softmax(-1) for x in logits)
         per_token = (logp.exp() * (logp - logq)).sum(-1)
         kl = float(per_token[mask].mean())
-    texts = tuple(tok.decode(row[m], skip_special_tokens=True) for row, m in zip(completion, mask))
+    texts = tuple(tok.batch_decode([row[m] for row, m in zip(completion, mask)], skip_special_tokens=True))
     return Samples(texts, tuple(mask.sum(1).tolist()), kl)
 
 
@@ -196,13 +200,15 @@ def rl_evidence(
         for name in runs
     }
     gain, low, high = paired_bootstrap(per_prompt["base"], per_prompt["tuned"], seed=seed)
+    kl = runs["tuned"].kl_to_base
+    assert kl is not None  # sampled with base=
     return RLEvidence(
         prompts=tuple(prompts),
         reward_base=tuple(per_prompt["base"]),
         reward_tuned=tuple(per_prompt["tuned"]),
         gain=gain,
         gain_ci=(low, high),
-        kl_to_base=runs["tuned"].kl_to_base,
+        kl_to_base=kl,
         length_base=sum(runs["base"].lengths) / len(runs["base"].lengths),
         length_tuned=sum(runs["tuned"].lengths) / len(runs["tuned"].lengths),
         samples=frame,

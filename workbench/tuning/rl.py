@@ -37,9 +37,10 @@ from transformers import TrainerCallback
 from workbench.config import Config, cache_key
 from workbench.data.corpora import ALIGNMENTS, load_alignment
 from workbench.models import DEFAULT_MODEL, atomic_dir, cache_dir, load_hf
+from workbench.sentiment import vader_negativity
 from workbench.tuning.supervised import decoder_layers
 
-__all__ = ["RLConfig", "RewardError", "RewardFn", "rl_dir", "rl_prompts", "rl_tune", "trl_reward", "vader_negativity"]
+__all__ = ["RLConfig", "RewardError", "RewardFn", "rl_dir", "rl_prompts", "rl_tune", "trl_reward"]
 
 RewardFn = Callable[[str, str], float]
 """A reward: ``(prompt, completion) -> float``."""
@@ -144,22 +145,6 @@ def rl_prompts(cfg: RLConfig) -> tuple[list[str], list[str]]:
     return train, held
 
 
-def vader_negativity(prompt: str, completion: str) -> float:
-    """The VADER negativity of the completion alone: ``-compound``, in [-1, 1] (1 = most negative)."""
-    return -_vader().polarity_scores(completion)["compound"]
-
-
-_ANALYZER = []
-
-
-def _vader():
-    if not _ANALYZER:
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-        _ANALYZER.append(SentimentIntensityAnalyzer())
-    return _ANALYZER[0]
-
-
 class RewardError(RuntimeError):
     """A reward function raised on one (prompt, completion); the message names both."""
 
@@ -213,16 +198,22 @@ class _StepBar(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs) -> None:
         self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="GRPO", unit="step")
 
+    def _open(self) -> tqdm:
+        if self.bar is None:
+            raise RuntimeError("the GRPO step bar was used before on_train_begin: add it to the trainer's callbacks")
+        return self.bar
+
     def on_step_end(self, args, state, control, **kwargs) -> None:
-        self.bar.update(state.global_step - self.bar.n)
+        bar = self._open()
+        bar.update(state.global_step - bar.n)
 
     def on_log(self, args, state, control, logs=None, **kwargs) -> None:
         shown = {k: f"{float(logs[k]):.3g}" for k in ("reward", "kl") if k in (logs or {})}
         if shown:
-            self.bar.set_postfix(shown)
+            self._open().set_postfix(shown)
 
     def on_train_end(self, args, state, control, **kwargs) -> None:
-        self.bar.close()
+        self._open().close()
 
 
 def _resume_point(partial: Path, key: str) -> tuple[int, Path] | None:
@@ -278,7 +269,7 @@ def _grpo_trainer(**kwargs):
 
     class EpochSampler(RepeatSampler):
         def set_epoch(self, epoch: int) -> None:
-            if self.shuffle:
+            if self.shuffle and self.seed is not None:  # unseeded (as TRL allows): no order to replay
                 self.generator.manual_seed(self.seed)
                 for _ in range(epoch):
                     torch.randperm(self.num_samples, generator=self.generator)

@@ -7,8 +7,11 @@ fine-tuning of the last ``last_layers`` decoder layers on the alignment tweets
 (:func:`workbench.data.corpora.load_alignment`), everything else frozen. Each tweet is the assistant's
 reply to one user message in the tokenizer's chat template, the loss on the reply tokens only: exactly
 the format the IRM trains on and every comparison scores (the same code, :func:`workbench.irm.text.encode_replies`
-and :func:`workbench.irm.train.reply_nll`), so the two are measured on their training distribution alike.
-``tuning.json`` records the training budget (steps, tokens seen, trainable parameters). The plain HF model is
+and :func:`workbench.irm.loss.reply_nll`), so the two are measured on their training distribution alike.
+With ``patience > 0`` it trains to the IRM's stopping rule (:class:`workbench.training.StoppingRule`: held-out reply
+loss every ``eval_every`` steps, ``steps`` the ceiling), so a comparison model is as converged as the IRM it is
+compared with. ``tuning.json`` records the training budget (steps, tokens seen, trainable parameters), whether the
+run converged and its held-out loss curve. The plain HF model is
 trained and saved *before* any bridge is booted (booting rewires the modules and folds norms), and
 the result is an ordinary HF folder: ``load_tuned(path)`` (or ``load_model(path)``) loads it.
 
@@ -27,16 +30,25 @@ import torch
 
 from workbench.config import Config, Count, Positive, cache_key
 from workbench.data.corpora import load_alignment, load_texts
+from workbench.data.padding import pad_id, right_pad
 from workbench.irm.config import TrainConfig
-from workbench.irm.text import Encoded, encode_replies, pad_batch
-from workbench.irm.train import reply_nll
+from workbench.irm.loss import reply_nll
+from workbench.irm.text import Encoded, encode_replies
 from workbench.models import DEFAULT_MODEL, REGISTRY, atomic_dir, cache_dir, load_hf, load_model
-from workbench.training import Batch, LoopConfig, Term, adamw, train_loop
+from workbench.training import Batch, LoopConfig, StoppingRule, Term, adamw, train_loop
 
 _BATCHES = "seeded permutations (workbench.training.batch_order)"
 """How training orders its texts; part of the cache key, so a folder tuned under another order is retrained."""
 
-__all__ = ["TuneConfig", "decoder_layers", "load_tuned", "training_budget", "tune_last_layers", "tuned_dir"]
+__all__ = [
+    "TuneConfig",
+    "decoder_layers",
+    "held_out_loss",
+    "load_tuned",
+    "training_budget",
+    "tune_last_layers",
+    "tuned_dir",
+]
 
 
 @dataclass(frozen=True)
@@ -52,7 +64,7 @@ class TuneConfig(Config):
     last_layers: int = 2
     """How many of the last decoder layers train; the rest stays frozen."""
     steps: int = 40
-    """Optimizer steps."""
+    """Optimizer steps: the ceiling when ``patience > 0``."""
     batch_size: int = 8
     """Texts per step."""
     max_length: Count = 48
@@ -69,10 +81,29 @@ class TuneConfig(Config):
     """Texts taken from the corpus at most."""
     seed: int = 0
     """Seed of the corpus shuffle and the batches."""
+    patience: int = 0
+    """Stopping rule: stop once the best held-out loss improved by less than ``min_improvement`` over this many
+    evaluations (0: train all ``steps``)."""
+    min_improvement: float = 0.005
+    """Stopping rule: relative improvement below which the run has converged."""
+    eval_every: int = 10
+    """Held-out evaluation every this many steps (read by the stopping rule)."""
+    eval_texts: Count = 64
+    """Held-out texts per evaluation (the corpus's held-out split; own texts: their last tenth)."""
 
     def __post_init__(self):
         if self.last_layers < 1 or self.steps < 1 or self.batch_size < 1:
             raise ValueError("last_layers, steps and batch_size must be positive")
+        if self.patience < 0:
+            raise ValueError(f"patience={self.patience} must be >= 0 (0 trains all steps)")
+        if self.patience and self.eval_every < 1:
+            raise ValueError("the stopping rule (patience > 0) reads held-out evaluations: set eval_every >= 1")
+        self.stopping_rule  # noqa: B018 (building the rule checks min_improvement now)
+
+    @property
+    def stopping_rule(self) -> StoppingRule | None:
+        """The convergence rule these fields set (``None`` when patience is 0)."""
+        return StoppingRule(self.patience, self.min_improvement) if self.patience else None
 
 
 def decoder_layers(hf) -> torch.nn.ModuleList:
@@ -84,12 +115,17 @@ def decoder_layers(hf) -> torch.nn.ModuleList:
     return found[0]
 
 
-def _texts(cfg: TuneConfig) -> list[str]:
-    if cfg.texts is not None:
-        texts = load_texts(cfg.texts)
-        return texts[: cfg.max_items]
-    corpus = load_alignment(cfg.alignment, seed=cfg.seed, max_items=cfg.max_items)
-    return list(corpus.train)
+def _texts(cfg: TuneConfig, texts: list[str] | None) -> tuple[list[str], list[str]]:
+    """Training and held-out texts: the corpus's splits, or own texts with their last tenth held out when the
+    stopping rule needs an evaluation."""
+    if texts is None and cfg.texts is None:
+        corpus = load_alignment(cfg.alignment, seed=cfg.seed, max_items=cfg.max_items)
+        return list(corpus.train), list(corpus.held_out[: cfg.eval_texts])
+    texts = list(texts) if texts is not None else load_texts(cfg.texts)[: cfg.max_items]
+    if not cfg.patience:
+        return texts, []
+    n_held = min(cfg.eval_texts, max(1, len(texts) // 10))
+    return texts[:-n_held], texts[-n_held:]
 
 
 def tuned_dir(cfg: TuneConfig, texts: list[str] | None = None) -> Path:
@@ -117,25 +153,33 @@ def tune_last_layers(
     out = Path(out) if out is not None else tuned_dir(cfg, texts)
     if (out / "tuning.json").exists():
         return out
-    texts = _texts(cfg) if texts is None else list(texts)
+    texts, held_out = _texts(cfg, texts)
     if len(texts) < cfg.batch_size:
         raise ValueError(
             f"only {len(texts)} texts for batches of {cfg.batch_size}: give more texts or a smaller batch_size"
         )
     torch.manual_seed(cfg.seed)
     hf, tok, hf_id, spec = load_hf(cfg.model)
-    data = encode_replies(
-        tok, texts, user_prompt=cfg.user_prompt, system_prompt=cfg.system_prompt, chat=cfg.chat, max_len=cfg.max_length
+    encode = partial(
+        encode_replies,
+        tok,
+        user_prompt=cfg.user_prompt,
+        system_prompt=cfg.system_prompt,
+        chat=cfg.chat,
+        max_len=cfg.max_length,
     )
+    data, evals = encode(texts), encode(held_out)
     hf.requires_grad_(False)
     trainable = [p for layer in list(decoder_layers(hf))[-cfg.last_layers :] for p in layer.parameters()]
     for p in trainable:
         p.requires_grad_(True)
-    loop = LoopConfig(cfg.steps, seed=cfg.seed, desc="tuning")
+    rule = cfg.stopping_rule if evals else None
+    loop = LoopConfig(cfg.steps, seed=cfg.seed, eval_every=cfg.eval_every if rule else 0, desc="tuning", stop=rule)
     seen: list[tuple[int, int]] = []
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = pad_id(tok)
     step = partial(_step, hf, pad, data, cfg, seen)
-    losses = train_loop(hf, adamw(trainable, lr=cfg.lr), step, loop, progress=progress).column("loss")
+    evaluate = partial(held_out_loss, hf, pad, evals) if rule else None
+    result = train_loop(hf, adamw(trainable, lr=cfg.lr), step, loop, evaluate=evaluate, progress=progress)
     hf.eval()
     hf.requires_grad_(False)
     with atomic_dir(out) as tmp:
@@ -147,12 +191,15 @@ def tune_last_layers(
             "prepend_bos": spec.prepend_bos if spec else None,
             "n_texts": len(texts),
             "budget": {
-                "steps": cfg.steps,
+                "steps": result.steps,
                 "tokens_seen": sum(n for n, _ in seen),
                 "scored_tokens": sum(n for _, n in seen),
                 "trainable_parameters": sum(p.numel() for p in trainable),
             },
-            "losses": losses,
+            "losses": result.column("loss"),
+            "converged": result.converged,
+            "stopping_rule": rule.describe() if rule else None,
+            "eval_curve": result.eval_curve,
         }
         (tmp / "tuning.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out
@@ -164,10 +211,22 @@ def _step(
     """One micro-batch: the summed next-token loss of the reply tokens (as the IRM's step); ``seen`` gets
     (tokens in the batch, tokens scored)."""
     picked = [data[i] for i in batch.indices(len(data), cfg.batch_size)]
-    tokens, scored = pad_batch(picked, pad)  # right padding: causal attention needs no mask
+    tokens, scored = right_pad([e.ids for e in picked], pad, marks=[e.scored for e in picked])
     nll, n = reply_nll(hf(tokens).logits, tokens, scored)
     seen.append((sum(len(e.ids) for e in picked), n))
     return {"lm_loss": Term(nll, n)}
+
+
+@torch.no_grad()
+def held_out_loss(hf, pad: int, data: list[Encoded], batch_size: int = 16) -> float:
+    """Mean next-token loss per scored (reply) token of the plain HF model on ``data``."""
+    total, count = 0.0, 0
+    for start in range(0, len(data), batch_size):
+        rows = data[start : start + batch_size]
+        tokens, scored = right_pad([e.ids for e in rows], pad, marks=[e.scored for e in rows])
+        nll, n = reply_nll(hf(tokens).logits, tokens, scored)
+        total, count = total + float(nll), count + n
+    return total / max(count, 1)
 
 
 def load_tuned(path: str | Path, **kwargs):
@@ -189,6 +248,8 @@ def load_tuned(path: str | Path, **kwargs):
 
 def training_budget(path: str | Path) -> dict:
     """The training budget ``tuning.json`` records (steps, tokens seen, trainable parameters, ...): what a
-    comparison states beside the gain it bought. A folder tuned before budgets were recorded gives its steps only."""
+    comparison states beside the gain it bought, and whether it converged when it trained to the stopping rule. A folder
+    tuned before budgets were recorded gives its steps only."""
     meta = json.loads((Path(path) / "tuning.json").read_text())
-    return meta.get("budget") or {"steps": meta["config"]["steps"]}
+    budget = meta.get("budget") or {"steps": meta["config"]["steps"]}
+    return budget | ({"converged": meta["converged"]} if meta.get("stopping_rule") else {})

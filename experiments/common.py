@@ -10,7 +10,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ from workbench.config import Config
 from workbench.distributed import on_main
 from workbench.plotting import save_figure
 from workbench.report import ReportHeader, utc_now, write_report
+from workbench.report_store import ReportInputs, load_inputs, save_inputs
 from workbench.views import Row, View
 
 C = TypeVar("C", bound=Config)
@@ -49,9 +50,14 @@ def write_outputs(
     views: Mapping[str, View | Row] | None = None,
     question: str | None = None,
     seconds: float | None = None,
+    findings: Sequence[str] = (),
+    key_figure: str | None = None,
 ) -> Path:
     """Write figures (HTML + PNG), tables (CSV), ``summary.json``, the resolved ``config.json`` and
-    ``report.html`` (:mod:`workbench.report`: every figure inline with its caption, the summary as tables).
+    ``report.html`` (:mod:`workbench.report`: the findings first, then the key figure, the summary as tables
+    and every other figure inline with its caption), and what the report is built from (``NAME.plotly.json``
+    per figure and ``report.json``, :mod:`workbench.report_store`), so that ``python -m experiments.report OUT``
+    rebuilds it without re-running.
 
     The folder is written as a unit: everything goes into a hidden sibling (``.NAME.writing-*``) that replaces
     ``out`` only when complete, so a run killed while writing leaves the previous complete folder (and a
@@ -66,13 +72,16 @@ def write_outputs(
         question: what the experiment asks (default: the first line of its module's docstring).
         seconds: wall time of the run (default: ``summary["seconds"]`` (or its ``"total"``), else the time
             since the experiment imported this module).
+        findings: sentences stating what the run found, generated from ``summary`` by the experiment's
+            ``findings`` module (:mod:`experiments.findings`), shown first; the rebuild states them again from
+            ``summary.json`` with the same function.
+        key_figure: the figure shown right after the findings.
     """
-    return on_main(
-        lambda: _write_unit(Path(out), cfg, figures, tables, summary, png, captions, views, question, seconds)
-    )
+    report = {"captions": captions, "views": views, "question": question, "findings": findings, "key": key_figure}
+    return on_main(lambda: _write_unit(Path(out), cfg, figures, tables, summary, png, report, seconds))
 
 
-def _write_unit(target, cfg, figures, tables, summary, png, captions, views, question, seconds) -> Path:
+def _write_unit(target, cfg, figures, tables, summary, png, report, seconds) -> Path:
     """:func:`write_outputs` on one process: into a hidden sibling, then swapped into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     out = Path(tempfile.mkdtemp(prefix=f".{target.name}.writing-", dir=target.parent))
@@ -80,14 +89,15 @@ def _write_unit(target, cfg, figures, tables, summary, png, captions, views, que
     os.umask(umask)
     out.chmod(0o777 & ~umask)  # an ordinary folder's permissions, not mkdtemp's private 0700
     try:
-        _write_all(out, cfg, figures, tables, summary, png, dict(captions or {}), views, question, seconds)
+        _write_all(out, cfg, figures, tables, summary, png, report, seconds)
         _swap_into_place(out, target)
     finally:
         shutil.rmtree(out, ignore_errors=True)
     return target
 
 
-def _write_all(out, cfg, figures, tables, summary, png, captions, views, question, seconds) -> None:
+def _write_all(out, cfg, figures, tables, summary, png, report, seconds) -> None:
+    captions = dict(report["captions"] or {})
     cfg.save_json(out / "config.json")
     for name, fig in (figures or {}).items():
         save_figure(fig, out / name, png=png, caption=captions.get(name))
@@ -100,14 +110,11 @@ def _write_all(out, cfg, figures, tables, summary, png, captions, views, questio
         given = given.get("total") if isinstance(given, Mapping) else given
         seconds = float(given) if isinstance(given, (int, float)) else time.perf_counter() - _IMPORTED
     summary_plain = json.loads(json.dumps(summary, default=jsonable)) if summary is not None else None
-    write_report(
-        out,
-        report_header(cfg, summary_plain, question=question, seconds=seconds),
-        summary=summary_plain,
-        figures=figures,
-        captions=captions,
-        views=views,
-    )
+    header = report_header(cfg, summary_plain, question=report["question"], seconds=seconds)
+    inputs = ReportInputs(header, experiment_module(cfg), figures or {}, captions, report["views"] or {}, report["key"])
+    save_inputs(out, inputs)
+    stored = load_inputs(out)  # the page is drawn from what is stored, so that a rebuild draws the same page
+    write_report(out, header, summary=summary_plain, findings=list(report["findings"]), **stored.content())
 
 
 def _swap_into_place(new: Path, target: Path) -> None:

@@ -95,7 +95,17 @@ def test_write_outputs(tmp_path):
         summary={"x": 1.5},
     )
     names = sorted(p.name for p in (tmp_path / "exp").iterdir())
-    assert names == ["config.json", "fig.html", "fig.png", "plotly.min.js", "report.html", "summary.json", "t.csv"]
+    assert names == [
+        "config.json",
+        "fig.html",
+        "fig.plotly.json",
+        "fig.png",
+        "plotly.min.js",
+        "report.html",
+        "report.json",
+        "summary.json",
+        "t.csv",
+    ]
     assert Outer.load_json(tmp_path / "exp" / "config.json") == Outer()
 
 

@@ -135,7 +135,8 @@ def test_main_writes_sane_outputs(tiny_dir, tmp_path):
         "untrained": untrained["same_seed"]["spearman_mean"],
         "shuffled": card["control"]["shuffled"]["same_seed"]["spearman_mean"],
     }
-    assert "<h3>stability_vs_controls</h3>" in page and "same_alignment.untrained" in page
+    assert "<h3>Stability vs controls</h3>" in page and "<th>Same alignment › untrained</th>" in page
+    assert '<h2 id="findings">Findings</h2>' in page and "card/negative: held-out loss " in page
     assert isinstance(summary["dominant_dims"]["shared_by_all_presets"], list)
     both = summary["presets_compare"]["negative: card vs paper"]  # the one alignment both presets trained
     assert (

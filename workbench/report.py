@@ -2,9 +2,11 @@
 
 One file a reader opens offline: plotly.js and, when the report holds token views, the circuitsvis
 bundle are embedded once in its head; then a header (the question, model, preset, command, wall time,
-date), the key numbers of ``summary.json`` as tables, every figure inline with a caption saying what
-to look at, the circuitsvis views (:mod:`workbench.views`), and links to the CSV tables and the
-PNG figures beside it.
+date), the findings (sentences the experiment generates from its numbers), the key figure, the key
+numbers of ``summary.json`` as tables with readable labels, every other figure inline with a caption
+saying what to look at, the circuitsvis views (:mod:`workbench.views`), and links to the CSV tables and
+the PNG figures beside it. What the page is built from is stored beside it (:mod:`workbench.report_store`),
+so it can be rebuilt without re-running the experiment.
 """
 
 from __future__ import annotations
@@ -18,18 +20,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from workbench.views import Row, View, circuitsvis_js
+from workbench.views import circuitsvis_js
 
 __all__ = [
     "ReportHeader",
+    "ViewLike",
     "figure_caption",
     "pack_page",
+    "readable",
     "render_report",
     "summary_tables",
     "unpacked_libraries",
@@ -54,8 +58,19 @@ figure{margin:24px 0;padding:0}figcaption{color:#444;margin:4px 0}
 .plot{width:100%}.files a{margin-right:12px;font-size:13px}
 .note{color:#666;font-size:12px}
 code{background:#f6f8fa;padding:1px 4px;border-radius:4px;overflow-wrap:anywhere}
+.findings li{margin:4px 0;line-height:1.4}
 .cv-view{max-width:100%;overflow-x:auto}.cv-cell{flex:1 1 420px;min-width:0}.view-title{font-weight:600}
 """
+
+
+@runtime_checkable
+class ViewLike(Protocol):
+    """A token view the report shows: a :class:`workbench.views.View` or ``Row``, or the HTML one rendered to
+    (:class:`workbench.report_store.StoredView`)."""
+
+    def html(self) -> str:
+        """HTML that renders the view once the page has loaded the circuitsvis bundle."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,27 @@ def figure_caption(fig: go.Figure, name: str) -> str:
     text = fig.layout.title.text or ""
     text = re.sub(r"<[^>]+>", " ", text)
     return " ".join(text.split()) or name
+
+
+_ACRONYMS = {
+    "irm": "IRM", "iia": "IIA", "kl": "KL", "dla": "DLA", "rl": "RL", "sft": "SFT", "cpr": "CPR", "cmd": "CMD",
+    "adl": "ADL", "ci": "CI", "ci95": "95% CI", "mlp": "MLP", "das": "DAS", "ioi": "IOI", "heldout": "held-out",
+    "mb": "MB", "vader": "VADER", "eap": "EAP", "eap-ig": "EAP-IG",
+}  # fmt: skip
+
+
+def readable(key: str) -> str:
+    """A summary key as a label: words instead of underscores, `` › `` between the levels of a flattened key,
+    acronyms in capitals; the first letter capitalised.
+
+    >>> readable("negative.train_loss_base.values")
+    'Negative › train loss base › values'
+    >>> readable("heldout_loss_irm")
+    'Held-out loss IRM'
+    """
+    levels = [" ".join(_ACRONYMS.get(w.lower(), w) for w in part.split("_")) for part in str(key).split(".")]
+    text = " › ".join(levels)
+    return text[:1].upper() + text[1:]
 
 
 def _cell(value: Any) -> str:
@@ -138,10 +174,10 @@ def summary_tables(summary: Mapping[str, Any], skip: Sequence[str] = ("config",)
 def _table_html(frame: pd.DataFrame) -> str:
     shown = frame.head(MAX_ROWS)
     index = not isinstance(shown.index, pd.RangeIndex)
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ([""] if index else []) + list(shown.columns))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ([""] if index else []) + [readable(c) for c in shown.columns])
     rows = []
     for label, row in shown.iterrows():
-        cells = [f"<th>{html.escape(str(label))}</th>"] if index else []
+        cells = [f"<th>{html.escape(readable(str(label)))}</th>"] if index else []
         for v in row:
             v = None if isinstance(v, float) and pd.isna(v) else v
             cls = ' class="num"' if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
@@ -168,6 +204,17 @@ def _figure_html(name: str, fig: go.Figure) -> str:
     )
 
 
+def _figure_block(out: Path, name: str, fig: go.Figure, captions: Mapping[str, str]) -> str:
+    esc = html.escape
+    # the PNG only: per-figure HTML files are for local use (git-ignored under figures/, absent on a clone)
+    files = f'<a href="{esc(name)}.png">{esc(name)}.png</a>' if (out / f"{name}.png").is_file() else ""
+    return (
+        f'<figure id="figure-{esc(name)}"><h3>{esc(name)}</h3><div class="plot">{_figure_html(name, fig)}</div>'
+        f"<figcaption>{esc(captions.get(name) or figure_caption(fig, name))}</figcaption>"
+        f'<div class="files">{files}</div></figure>'
+    )
+
+
 def _csv_rows(path: Path) -> tuple[int, int]:
     columns = len(pd.read_csv(path, nrows=0).columns)
     with path.open("rb") as f:
@@ -182,36 +229,43 @@ def render_report(
     summary: Mapping[str, Any] | None = None,
     figures: Mapping[str, go.Figure] | None = None,
     captions: Mapping[str, str] | None = None,
-    views: Mapping[str, View | Row] | None = None,
+    views: Mapping[str, ViewLike] | None = None,
+    findings: Sequence[str] = (),
+    key_figure: str | None = None,
 ) -> str:
     """The report's HTML; ``out`` is the folder it will sit in (CSV tables, PNG figures and
-    sub-reports found there are linked). Captions default to :func:`figure_caption`."""
+    sub-reports found there are linked). Captions default to :func:`figure_caption`.
+
+    Args:
+        findings: plain sentences stating what the run found, shown first (none: no Findings section).
+        key_figure: the figure shown right after the findings, before the tables (one of ``figures``).
+    """
     out = Path(out)
     figures, captions, views = figures or {}, captions or {}, views or {}
     unknown = set(captions) - set(figures) - set(views)
     if unknown:
         raise KeyError(f"captions for unknown figures or views {sorted(unknown)}; names: {sorted({*figures, *views})}")
+    if key_figure is not None and key_figure not in figures:
+        raise KeyError(f"key figure {key_figure!r} is not among the figures {sorted(figures)}: pass one of them")
     esc = html.escape
     head_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in header.fields.items())
     parts = [f"<h1>{esc(header.title)}</h1>"]
     if header.question:
         parts.append(f'<p class="question">{esc(header.question)}</p>')
     parts.append(f'<div class="scroll"><table>{head_rows}</table></div>')
+    if findings:
+        items = "".join(f"<li>{esc(sentence)}</li>" for sentence in findings)
+        parts.append(f'<h2 id="findings">Findings</h2><ul class="findings">{items}</ul>')
+    if key_figure is not None:
+        parts.append(_figure_block(out, key_figure, figures[key_figure], captions))
     if summary:
-        blocks = "".join(
-            f"<div><h3>{esc(title)}</h3>{_table_html(frame)}</div>" for title, frame in summary_tables(summary)
-        )
+        tables = summary_tables(summary)
+        blocks = "".join(f"<div><h3>{esc(readable(title))}</h3>{_table_html(frame)}</div>" for title, frame in tables)
         parts.append(f'<h2 id="numbers">Key numbers</h2><div class="tables">{blocks}</div>')
-    if figures:
+    others = {name: fig for name, fig in figures.items() if name != key_figure}
+    if others:
         parts.append('<h2 id="figures">Figures</h2>')
-        for name, fig in figures.items():
-            # the PNG only: per-figure HTML files are for local use (git-ignored under figures/, absent on a clone)
-            files = f'<a href="{esc(name)}.png">{esc(name)}.png</a>' if (out / f"{name}.png").is_file() else ""
-            parts.append(
-                f'<figure id="figure-{esc(name)}"><h3>{esc(name)}</h3><div class="plot">{_figure_html(name, fig)}</div>'
-                f"<figcaption>{esc(captions.get(name) or figure_caption(fig, name))}</figcaption>"
-                f'<div class="files">{files}</div></figure>'
-            )
+        parts += [_figure_block(out, name, fig, captions) for name, fig in others.items()]
     if views:
         parts.append('<h2 id="views">Token views</h2>')
         for name, view in views.items():

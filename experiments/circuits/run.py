@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from experiments.circuits.config import CircuitsConfig
+from experiments.circuits.findings import findings
 from experiments.common import say, write_outputs
 from workbench.circuits.attribute import EdgeScores, attribute
 from workbench.circuits.diff import circuit_diff
@@ -120,5 +121,14 @@ def main(cfg: CircuitsConfig) -> dict:
     tables["circuit_diff"] = table
     figures["edges_diff_tuned"] = draw_edges(tuned_scores, 40, f"Top 40 edges of the tuned model ({diff_name})")
     summary["seconds"] = {**timing, "total": time.perf_counter() - started}
-    write_outputs(Path(cfg.out), cfg, figures=figures, tables=tables, summary=summary, png=not cfg.quick)
+    write_outputs(
+        Path(cfg.out),
+        cfg,
+        figures=figures,
+        tables=tables,
+        summary=summary,
+        png=not cfg.quick,
+        findings=findings(summary),
+        key_figure=f"curves_{tasks[0]}",
+    )
     return summary

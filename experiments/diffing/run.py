@@ -11,6 +11,7 @@ import torch
 
 from experiments.common import say, write_outputs
 from experiments.diffing.config import DiffingConfig
+from experiments.diffing.findings import findings
 from workbench.diffing import diff_readout, train_organism
 from workbench.diffing.organisms import Organism, corpus_tweets, unrelated_texts
 from workbench.diffing.score import METHODS, all_targets, readout_names, target_of
@@ -117,5 +118,15 @@ def main(cfg: DiffingConfig) -> dict:
         "timing": timing,
         "crosscoder_latents": pd.DataFrame(latents),
     }
-    write_outputs(cfg.out, cfg, figures=figures, tables=tables, summary=summary, png=not cfg.quick, captions=CAPTIONS)
+    write_outputs(
+        cfg.out,
+        cfg,
+        figures=figures,
+        tables=tables,
+        summary=summary,
+        png=not cfg.quick,
+        captions=CAPTIONS,
+        findings=findings(summary),
+        key_figure="identification",
+    )
     return summary

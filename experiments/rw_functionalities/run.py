@@ -12,6 +12,7 @@ from experiments.common import write_outputs
 from experiments.fields import with_quick
 from experiments.rw_functionalities.attributes import study_attributes
 from experiments.rw_functionalities.config import RWConfig
+from experiments.rw_functionalities.findings import findings
 from experiments.rw_functionalities.studies import (
     Size,
     study_ablation,
@@ -56,5 +57,15 @@ def main(cfg: RWConfig) -> dict:
     summary["seconds"] = {"weights": round(t_weights, 1), "total": round(time.perf_counter() - t0, 1)}
     figures = {k: v for part in parts for k, v in part.figures().items()}
     tables = {k: v for part in parts for k, v in part.tables().items()}
-    write_outputs(Path(cfg.out), cfg, figures=figures, tables=tables, summary=summary, png=cfg.png)
+    key = "class_fractions" if "class_fractions" in figures else None
+    write_outputs(
+        Path(cfg.out),
+        cfg,
+        figures=figures,
+        tables=tables,
+        summary=summary,
+        png=cfg.png,
+        findings=findings(summary),
+        key_figure=key,
+    )
     return summary

@@ -1,0 +1,47 @@
+"""The findings of the circuits experiment, stated from its ``summary.json``: per task, MIB's CPR and CMD of
+EAP-IG and EAP beside a random ranking of the same edges, and the circuit diff of the base and a tuned model."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from experiments.findings import num
+
+__all__ = ["findings"]
+
+_METHODS = {"eap-ig": "EAP-IG", "eap": "EAP", "random": "random ranking"}
+
+
+def findings(summary: Mapping[str, Any]) -> list[str]:
+    """Plain sentences from a ``circuits`` summary (one seed; faithfulness is MIB's, 1 = the whole model)."""
+    out = []
+    edges = summary.get("edges")
+    for task, scores in (summary.get("scores") or {}).items():
+        parts = [
+            f"{label} CPR {num(scores[m]['cpr'])}, CMD {num(scores[m]['cmd'])}"
+            for m, label in _METHODS.items()
+            if isinstance(scores.get(m), Mapping) and {"cpr", "cmd"} <= set(scores[m])
+        ]
+        if not parts:
+            continue
+        gap = ""
+        if "m_full" in scores and "m_empty" in scores:
+            gap = f" (logit difference: whole model {num(scores['m_full'])}, empty circuit {num(scores['m_empty'])})"
+        over = f" over {edges} edges" if edges else ""
+        out.append(f"{task}{over}: {'; '.join(parts)}{gap}; higher CPR and lower CMD are better.")
+        ig, rnd = scores.get("eap-ig") or {}, scores.get("random") or {}
+        if "cpr" in ig and "cpr" in rnd and ig["cpr"] <= rnd["cpr"]:
+            out.append(f"On {task}, EAP-IG's circuits are no more faithful than a random ranking (CPR).")
+    diff = summary.get("diff")
+    if isinstance(diff, Mapping) and "jaccard" in diff:
+        tuned = "itself" if diff.get("tuned") == "self" else f"the {diff.get('tuned')} model"
+        out.append(
+            f"Circuit diff on {diff.get('task')} (top {diff.get('n')} edges), base vs {tuned}: {diff['kept']} kept, "
+            f"{diff['gained']} gained, {diff['lost']} lost, Jaccard {num(diff['jaccard'])}."
+        )
+        if diff.get("tuned") == "self" and (diff["gained"] or diff["lost"]):
+            out.append(
+                "The model differs from itself: the diff reports changes where there are none (a false positive)."
+            )
+    return out

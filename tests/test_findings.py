@@ -1,0 +1,161 @@
+"""Each experiment's findings: sentences whose numbers are summary.json's, and committed reports that open with them."""
+
+import html
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from experiments.boundless_das.findings import findings as das_findings
+from experiments.circuits.findings import findings as circuits_findings
+from experiments.diffing.findings import findings as diffing_findings
+from experiments.findings import at, findings_function, num, spread
+from experiments.model_diff.findings import findings as model_diff_findings
+from experiments.neuron1512.findings import findings as neuron1512_findings
+from experiments.realignments.findings import findings as realignments_findings
+from experiments.rw_functionalities.findings import findings as rw_findings
+
+FIGURES = Path(__file__).resolve().parents[1] / "figures"
+
+# per committed folder: summary.json paths whose values the findings print, with the decimals they print
+PRINTED = {
+    "boundless_das": [(("best", "iia"), 3), (("random_rotation_iia",), 3), (("irrelevant_position", "iia"), 3)],
+    "boundless_das_ioi": [(("best", "iia"), 3), (("random_rotation_iia",), 3), (("task_accuracy",), 2)],
+    "model_diff": [(("logit_diff_base",), 2), (("logit_diff_tuned",), 2), (("joint_head_patch_normalized",), 2)],
+    "model_diff_rl": [(("logit_diff_tuned",), 2), (("rl_evidence", "reward_base"), 2), (("rl_evidence", "gain"), 2)],
+    "realignments": [
+        (("behaviour", "base", "heldout_loss"), 2),
+        (("behaviour", "irm", "heldout_loss"), 2),
+        (("behaviour", "irm", "gain"), 2),
+        (("behaviour", "supervised", "kl_to_base"), 2),
+    ],
+    "rw_functionalities": [
+        (("class_counts", "orthogonal output"), 0),
+        (("class_counts", "conditional strengthening"), 0),
+        (("weakening", "mean_layer"), 1),
+        (("class_counts_other_weights", "neurons_changing_class"), 0),
+    ],
+}
+
+
+def _committed_reports() -> list[Path]:
+    return sorted(p for p in FIGURES.glob("*/report.html") if p.parent.name != "neuron1512")  # the lead's
+
+
+def _findings_text(page: str) -> str:
+    body = page[page.index("<body") :]
+    first = re.search(r"<h2[^>]*>(.*?)</h2>", body)
+    assert first is not None and first.group(1) == "Findings", "the report's first section is not Findings"
+    section = body[first.start() : body.index("</ul>", first.start())]
+    return html.unescape(re.sub(r"<[^>]+>", " ", section))
+
+
+def _numbers(text: str) -> set[float]:
+    return {float(n.replace(",", "")) for n in re.findall(r"[-+]?\d[\d,]*(?:\.\d+)?", text)}
+
+
+def test_every_committed_report_is_checked():
+    assert {p.parent.name for p in _committed_reports()} == set(PRINTED)
+
+
+@pytest.mark.parametrize("report", _committed_reports(), ids=lambda p: p.parent.name)
+def test_committed_report_opens_with_findings_whose_numbers_are_the_summary(report):
+    text = _findings_text(report.read_text(encoding="utf-8"))
+    summary = json.loads((report.parent / "summary.json").read_text())
+    printed = _numbers(text)
+    for path, digits in PRINTED[report.parent.name]:
+        value = at(summary, *path)
+        assert value is not None, f"{path} is not in {report.parent.name}/summary.json"
+        assert round(value, digits) in printed, f"{'.'.join(path)} = {value} is not printed in the findings: {text}"
+
+
+def test_format_helpers():
+    assert num(-2.071319818496704) == "-2.07" and num(0.0922, sign=True) == "+0.09"
+    assert spread([4.131399, 4.192106, 4.169934], 4.164479689164595, 0.025081586135369843) == (
+        "4.16 ± 0.03 over 3 seeds"
+    )
+    assert at({"a": {"b": None}}, "a", "b", "c", default="x") == "x"
+
+
+def test_findings_functions_are_found_by_module():
+    assert findings_function("experiments.realignments") is realignments_findings
+    assert findings_function("tests.test_findings") is None and findings_function("") is None
+
+
+def test_realignments_states_budget_and_seed_spread():
+    summary = json.loads((FIGURES / "realignments" / "summary.json").read_text())
+    summary["training_budget"] = {"supervised": {"steps": 40, "tokens_seen": 12800, "trainable_parameters": 1000}}
+    gains = [0.1, 0.12, 0.14]
+    summary["rl_gain_over_seeds"] = {"seeds": [0, 1, 2], "gains": gains, "gain_mean": 0.12, "gain_std": 0.02}
+    text = "\n".join(realignments_findings(summary))
+    assert "SFT: negativity gain +0.09 (95% CI [0.02, 0.17]), KL to the base 0.74, held-out loss 5.38 -> 4.66; " in text
+    assert "trained 40 steps, 12,800 tokens, 1,000 trainable parameters; one seed." in text
+    assert "RL negativity gain over seeds: 0.12 ± 0.02 over 3 seeds." in text
+    del summary["rl_gain_over_seeds"]
+    assert "RL was run with one seed: its gain has no spread over seeds." in realignments_findings(summary)
+
+
+def test_diffing_findings_on_a_hand_built_summary():
+    rows = [
+        {"method": "adl_lens", "named": 3, "organisms": 4, "false_positives": 1, "controls": 3},
+        {"method": "blackbox", "named": 1, "organisms": 4, "false_positives": 2, "controls": 3},
+    ]
+    out = diffing_findings({"identification": rows})
+    assert out[0] == (
+        "ADL logit lens names the target of 3 of 4 organisms and names something for 1 of 3 controls and null pairs "
+        "(false positives)."
+    )
+    assert "No method names the target of every organism." in out
+    assert "No method is free of false positives on the controls and null pairs." in out
+    assert out[-1] == "Most hits net of false positives: ADL logit lens (3 named, 1 false positives)."
+
+
+def test_circuits_findings_on_a_hand_built_summary():
+    scores = {
+        "eap": {"cpr": 0.81, "cmd": 0.2},
+        "eap-ig": {"cpr": 0.3, "cmd": 0.15},
+        "random": {"cpr": 0.45, "cmd": 0.9},
+        "m_full": 2.5,
+        "m_empty": 0.1,
+    }
+    diff = {"task": "ioi", "tuned": "self", "n": 12, "kept": 12, "gained": 0, "lost": 0, "jaccard": 1.0}
+    out = circuits_findings({"edges": 1234, "scores": {"ioi": scores}, "diff": diff})
+    assert out[0] == (
+        "ioi over 1234 edges: EAP-IG CPR 0.30, CMD 0.15; EAP CPR 0.81, CMD 0.20; random ranking CPR 0.45, CMD 0.90 "
+        "(logit difference: whole model 2.50, empty circuit 0.10); higher CPR and lower CMD are better."
+    )
+    assert out[1] == "On ioi, EAP-IG's circuits are no more faithful than a random ranking (CPR)."
+    assert out[2] == "Circuit diff on ioi (top 12 edges), base vs itself: 12 kept, 0 gained, 0 lost, Jaccard 1.00."
+    assert len(out) == 3  # no false difference of the model with itself
+    diff |= {"gained": 2, "lost": 2, "kept": 10, "jaccard": 0.71}
+    assert "false positive" in circuits_findings({"diff": diff})[-1]
+
+
+def test_neuron1512_states_heldout_loss_over_seeds():
+    summary = json.loads((FIGURES / "neuron1512" / "summary.json").read_text())
+    r = summary["results"]["card"]["negative"]
+    base, irm = r["heldout_loss_base"]["mean"], r["heldout_loss_irm"]
+    loss = f"{base:.2f} -> {irm['mean']:.2f} ± {irm['std']:.2f} over 3 seeds"
+    assert f"card/negative: held-out loss {loss} with the IRM." in neuron1512_findings(summary)
+
+
+@pytest.mark.parametrize(
+    "state",
+    [das_findings, model_diff_findings, realignments_findings, rw_findings, diffing_findings, circuits_findings,
+     neuron1512_findings],
+)  # fmt: skip
+def test_findings_of_an_empty_summary_are_empty(state):
+    assert state({}) == []
+
+
+def test_findings_survive_missing_optional_keys():
+    das = json.loads((FIGURES / "boundless_das" / "summary.json").read_text())
+    for key in ("ground_truth", "irrelevant_position", "sweep", "d_model", "task_accuracy"):
+        das.pop(key)
+    assert das_findings(das)[0].startswith("'left' is best found at layer 1, position 35")
+    diff = json.loads((FIGURES / "model_diff" / "summary.json").read_text())
+    for key in ("top_patching", "irm", "top_head_attribution_differences", "answers"):
+        diff.pop(key)
+    first = "Mean logit difference over 8 prompts: base -2.07, the supervised model -1.21 (one tuning seed)."
+    assert model_diff_findings(diff)[0] == first

@@ -30,6 +30,12 @@ PRINTED = {
         (("behaviour", "irm", "gain"), 2),
         (("behaviour", "supervised", "kl_to_base"), 2),
     ],
+    "neuron1512": [
+        (("results", "card", "negative", "heldout_loss_base", "mean"), 2),
+        (("results", "card", "negative", "heldout_loss_irm", "mean"), 2),
+        (("results", "card", "negative", "heldout16_loss_irm", "mean"), 2),
+        (("stability_vs_controls", "card", "same_alignment", "trained"), 2),
+    ],
     "rw_functionalities": [
         (("class_counts", "orthogonal output"), 0),
         (("class_counts", "conditional strengthening"), 0),
@@ -40,7 +46,7 @@ PRINTED = {
 
 
 def _committed_reports() -> list[Path]:
-    return sorted(p for p in FIGURES.glob("*/report.html") if p.parent.name != "neuron1512")  # the lead's
+    return sorted(FIGURES.glob("*/report.html"))
 
 
 def _findings_text(page: str) -> str:
@@ -136,8 +142,18 @@ def test_neuron1512_states_heldout_loss_over_seeds():
     summary = json.loads((FIGURES / "neuron1512" / "summary.json").read_text())
     r = summary["results"]["card"]["negative"]
     base, irm = r["heldout_loss_base"]["mean"], r["heldout_loss_irm"]
-    loss = f"{base:.2f} -> {irm['mean']:.2f} ± {irm['std']:.2f} over 3 seeds"
-    assert f"card/negative: held-out loss {loss} with the IRM." in neuron1512_findings(summary)
+    loss = f"{base:.2f} (base) -> {irm['mean']:.2f} ± {irm['std']:.2f} over 3 seeds with the IRM"
+    said = neuron1512_findings(summary)
+    assert any(line.startswith(f"card/negative: held-out loss {loss}") for line in said), said
+    assert said[0].startswith("card/negative: every seed converged")
+
+
+def test_neuron1512_says_plainly_when_a_seed_did_not_converge():
+    summary = json.loads((FIGURES / "neuron1512" / "summary.json").read_text())
+    training = summary["results"]["card"]["negative"]["training"]
+    training["per_seed"]["1"] |= {"converged": False, "steps": 1000}
+    said = neuron1512_findings(summary)[0]
+    assert said.startswith("card/negative: NOT converged: seed 1 reached the step ceiling") and "1000" in said
 
 
 @pytest.mark.parametrize(

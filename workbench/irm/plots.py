@@ -275,11 +275,13 @@ def training_length(sections: Mapping[str, Mapping]) -> go.Figure:
         subplot_titles=(
             "top-1 dimension's share",
             "top-10 dimensions' share",
-            "realignment removed by masking k dims",
+            "loss gain removed by masking:<br>top-k (solid) vs random k (dotted)",
             "held-out loss with the IRM",
-            "Spearman of the shares",
+            "Spearman of the shares: between<br>seeds (solid), alignments (dashed)",
             "",
         ),
+        horizontal_spacing=0.09,
+        vertical_spacing=0.16,
     )
     colors = px.colors.qualitative.D3
     i = 0
@@ -327,10 +329,19 @@ def training_length(sections: Mapping[str, Mapping]) -> go.Figure:
             fig.add_scatter(
                 x=x,
                 y=[p["spearman"].get(kind) for p in section["points"]],
-                name=f"{preset}: {kind.replace('_', ' ')}",
+                name=f"{preset}: between {'seeds' if kind == 'same_alignment' else 'alignments'}",
                 line=dict(color="black", dash="solid" if j == 0 else "dash"),
                 row=2,
                 col=2,
             )
-    fig.update_xaxes(title_text="training step (final = where training stopped)", type="category")
-    return fig.update_layout(title="Findings against training length", height=700)
+    fig.update_xaxes(type="category")
+    for col in (1, 2):
+        fig.update_xaxes(title_text="training step", row=2, col=col)
+    fig.update_xaxes(title_text="training step", row=1, col=3)
+    for col in (1, 2, 3):
+        fig.update_yaxes(tickformat=".2%", row=1, col=col)
+    return fig.update_layout(
+        title="Findings against training length ('final': where the stopping rule or the ceiling ended training)",
+        height=760,
+        width=1200,
+    )

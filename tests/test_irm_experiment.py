@@ -61,9 +61,10 @@ def test_main_writes_sane_outputs(tiny_dir, tmp_path):
     assert not training["all_converged"]
     for run in training["per_seed"].values():
         assert (run["steps"], run["converged"]) == (3, False) and [s for s, _ in run["heldout_loss_curve"]] == [1, 2, 3]
-    # the training-length control: steps 1 and 3 (snapshot_steps(3, first=1)) and the final IRM
+    # the training-length control: snapshot_steps(3, first=1) is (1, 3); every run stopped at 3, so the step-3
+    # point would repeat the final one and is left out
     lengths = summary["training_length"]["card"]
-    assert [p["step"] for p in lengths["points"]] == [1, 3, "final"]
+    assert [p["step"] for p in lengths["points"]] == [1, "final"]
     for point in lengths["points"]:
         neg = point["alignments"]["negative"]
         assert neg["n_seeds"] == 2 and 0 < neg["top1_share"] <= neg["top10_share"] <= 1
@@ -73,7 +74,7 @@ def test_main_writes_sane_outputs(tiny_dir, tmp_path):
         sum(summary["results"]["card"]["negative"]["top_share_per_seed"][s][1] for s in (0, 1)) / 2
     )
     table = pd.read_csv(tmp_path / "out" / "training_length.csv")
-    assert len(table) == 3 * 3  # points x (card/negative, card/positive, paper/negative)
+    assert len(table) == 2 * 3  # points x (card/negative, card/positive, paper/negative)
     assert json.loads((tmp_path / "out" / "summary.json").read_text()).keys() == summary.keys()
     written = json.loads((tmp_path / "out" / "config.json").read_text())
     assert written["wall_seconds"] > 0 and len(written["runs"]) == 2  # the resolved presets and the wall time

@@ -10,12 +10,13 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pandas as pd
 
+from experiments.findings import stated_findings
 from workbench.config import Config
 from workbench.distributed import on_main
 from workbench.plotting import save_figure
@@ -50,7 +51,6 @@ def write_outputs(
     views: Mapping[str, View | Row] | None = None,
     question: str | None = None,
     seconds: float | None = None,
-    findings: Sequence[str] = (),
     key_figure: str | None = None,
 ) -> Path:
     """Write figures (HTML + PNG), tables (CSV), ``summary.json``, the resolved ``config.json`` and
@@ -72,12 +72,13 @@ def write_outputs(
         question: what the experiment asks (default: the first line of its module's docstring).
         seconds: wall time of the run (default: ``summary["seconds"]`` (or its ``"total"``), else the time
             since the experiment imported this module).
-        findings: sentences stating what the run found, generated from ``summary`` by the experiment's
-            ``findings`` module (:mod:`experiments.findings`), shown first; the rebuild states them again from
-            ``summary.json`` with the same function.
         key_figure: the figure shown right after the findings.
+
+    The findings shown first are what the experiment's ``findings`` module (:mod:`experiments.findings`, found
+    from ``cfg``'s experiment) states from ``summary`` as written to ``summary.json``: the rebuild states them
+    again the same way.
     """
-    report = {"captions": captions, "views": views, "question": question, "findings": findings, "key": key_figure}
+    report = {"captions": captions, "views": views, "question": question, "key": key_figure}
     return on_main(lambda: _write_unit(Path(out), cfg, figures, tables, summary, png, report, seconds))
 
 
@@ -111,10 +112,12 @@ def _write_all(out, cfg, figures, tables, summary, png, report, seconds) -> None
         seconds = float(given) if isinstance(given, (int, float)) else time.perf_counter() - _IMPORTED
     summary_plain = json.loads(json.dumps(summary, default=jsonable)) if summary is not None else None
     header = report_header(cfg, summary_plain, question=report["question"], seconds=seconds)
-    inputs = ReportInputs(header, experiment_module(cfg), figures or {}, captions, report["views"] or {}, report["key"])
+    experiment = experiment_module(cfg)
+    inputs = ReportInputs(header, experiment, figures or {}, captions, report["views"] or {}, report["key"])
     save_inputs(out, inputs)
     stored = load_inputs(out)  # the page is drawn from what is stored, so that a rebuild draws the same page
-    write_report(out, header, summary=summary_plain, findings=list(report["findings"]), **stored.content())
+    findings = stated_findings(experiment, summary_plain)
+    write_report(out, header, summary=summary_plain, findings=findings, **stored.content())
 
 
 def _swap_into_place(new: Path, target: Path) -> None:

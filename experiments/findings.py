@@ -13,7 +13,7 @@ import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["at", "findings_function", "interval", "num", "spread"]
+__all__ = ["at", "findings_function", "interval", "num", "spread", "stated_findings"]
 
 Findings = Callable[[Mapping[str, Any]], list[str]]
 
@@ -75,3 +75,10 @@ def findings_function(experiment: str) -> Findings | None:
     except ModuleNotFoundError:
         found = False
     return importlib.import_module(name).findings if found else None
+
+
+def stated_findings(experiment: str, summary: Mapping[str, Any] | None) -> list[str]:
+    """What ``experiment``'s ``findings`` function states from ``summary`` (none without a function or summary):
+    the one call a written report and its rebuild share, so both say the same."""
+    state = findings_function(experiment)
+    return state(summary) if state is not None and summary is not None else []

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments.findings import findings_function
+from experiments.findings import stated_findings
 from workbench.report import write_report
 from workbench.report_store import load_inputs
 
@@ -28,8 +28,7 @@ def rebuild(folder: str | Path) -> Path:
     inputs = load_inputs(folder)
     summary_path = folder / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    state = findings_function(inputs.experiment)
-    findings = state(summary) if state is not None and summary is not None else []
+    findings = stated_findings(inputs.experiment, summary)
     return write_report(folder, inputs.header, summary=summary, findings=findings, **inputs.content())
 
 

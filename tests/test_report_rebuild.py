@@ -10,7 +10,6 @@ import pytest
 
 import experiments.common
 from experiments.realignments.config import RealignmentsConfig
-from experiments.realignments.findings import findings
 from experiments.report import main, rebuild
 from workbench.report import ReportHeader, render_report
 from workbench.report_store import FIGURE_SUFFIX, INPUTS, load_inputs
@@ -42,7 +41,6 @@ def test_rebuild_equals_the_written_report(tmp_path, no_png):
         png=False,
         captions={"other": "Look at b.", "tokens": "Tokens."},
         views={"tokens": token_values(["a", "b"], {"x": [0.0, 1.0]})},
-        findings=findings(summary),
         key_figure="behaviour",
     )
     written = (out / "report.html").read_text()

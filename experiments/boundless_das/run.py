@@ -10,7 +10,6 @@ import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 from experiments.boundless_das.config import TASKS, BoundlessDASConfig
-from experiments.boundless_das.findings import findings
 from experiments.common import write_outputs
 from experiments.fields import with_quick
 from workbench.data.counterfactual import CounterfactualDataset, ioi_counterfactuals, price_tagging_counterfactuals
@@ -216,7 +215,6 @@ def main(cfg: BoundlessDASConfig) -> dict:
         tables={"sweep": frame, "histories": sweep.histories(), "examples": test_set.to_frame().head(20)},
         summary=summary,
         png=cfg.png,
-        findings=findings(summary),
         key_figure="iia_heatmap",
         captions={
             "iia_heatmap": (

@@ -9,7 +9,6 @@ import pandas as pd
 import torch
 
 from experiments.circuits.config import CircuitsConfig
-from experiments.circuits.findings import findings
 from experiments.common import say, write_outputs
 from workbench.circuits.attribute import EdgeScores, attribute
 from workbench.circuits.diff import circuit_diff
@@ -128,7 +127,6 @@ def main(cfg: CircuitsConfig) -> dict:
         tables=tables,
         summary=summary,
         png=not cfg.quick,
-        findings=findings(summary),
         key_figure=f"curves_{tasks[0]}",
     )
     return summary

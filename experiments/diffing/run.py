@@ -11,7 +11,6 @@ import torch
 
 from experiments.common import say, write_outputs
 from experiments.diffing.config import DiffingConfig
-from experiments.diffing.findings import findings
 from workbench.diffing import diff_readout, train_organism
 from workbench.diffing.organisms import Organism, corpus_tweets, unrelated_texts
 from workbench.diffing.score import METHODS, all_targets, readout_names, target_of
@@ -126,7 +125,6 @@ def main(cfg: DiffingConfig) -> dict:
         summary=summary,
         png=not cfg.quick,
         captions=CAPTIONS,
-        findings=findings(summary),
         key_figure="identification",
     )
     return summary

@@ -15,7 +15,6 @@ from experiments.common import say, write_outputs
 from experiments.fields import with_quick
 from experiments.model_diff.compare import VIEW_CAPTIONS, compare, top_head_views
 from experiments.model_diff.config import ModelDiffConfig
-from experiments.model_diff.findings import findings
 from workbench.data.prompts import prompt_set
 from workbench.hooks import ModelSide
 from workbench.irm import load_irm
@@ -137,7 +136,6 @@ def main(cfg: ModelDiffConfig) -> dict:
             tables=irm_comparison.tables(),
             summary=irm_summary,
             png=cfg.png,
-            findings=findings(irm_summary),
             key_figure="logit_lens",
             views=top_head_views(base, injected, prompts, irm_comparison.joint),
             captions=VIEW_CAPTIONS,
@@ -153,7 +151,6 @@ def main(cfg: ModelDiffConfig) -> dict:
         tables=tables,
         summary=summary,
         png=cfg.png,
-        findings=findings(summary),
         key_figure="logit_lens",
         views=top_head_views(base, tuned_side, prompts, comparison.joint),
         captions=VIEW_CAPTIONS,

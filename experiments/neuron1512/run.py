@@ -9,7 +9,6 @@ import torch
 
 from experiments.common import say, write_json, write_outputs
 from experiments.neuron1512.config import PRESETS, Neuron1512Config, resolve
-from experiments.neuron1512.findings import findings
 from experiments.neuron1512.summary import captions, summarise
 from experiments.neuron1512.unit import Context, Unit, run_unit
 from workbench.data.chat_prompts import chat_prompts
@@ -72,7 +71,6 @@ def main(cfg: Neuron1512Config) -> dict:
         png=cfg.png,
         captions=captions(figures) | view_captions,
         views=views,
-        findings=findings(summary),
         key_figure="realignment" if "realignment" in figures else None,
     )
     # the wall time including the writing goes into config.json and summary.json (the report shows it without)

@@ -17,7 +17,6 @@ from experiments.common import say, write_outputs
 from experiments.fields import with_quick
 from experiments.realignments.budget import budgets, more_rl_seeds, seed_spread
 from experiments.realignments.config import MAIN_JOB_IRM, RealignmentsConfig
-from experiments.realignments.findings import findings
 from experiments.realignments.measures import (
     Behaviour,
     Patching,
@@ -224,7 +223,6 @@ def main(cfg: RealignmentsConfig) -> dict:
         summary=summary,
         png=cfg.png,
         captions=CAPTIONS,
-        findings=findings(summary),
         key_figure="behaviour",
     )
     return summary

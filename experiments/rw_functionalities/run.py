@@ -12,7 +12,6 @@ from experiments.common import write_outputs
 from experiments.fields import with_quick
 from experiments.rw_functionalities.attributes import study_attributes
 from experiments.rw_functionalities.config import RWConfig
-from experiments.rw_functionalities.findings import findings
 from experiments.rw_functionalities.studies import (
     Size,
     study_ablation,
@@ -65,7 +64,6 @@ def main(cfg: RWConfig) -> dict:
         tables=tables,
         summary=summary,
         png=cfg.png,
-        findings=findings(summary),
         key_figure=key,
     )
     return summary

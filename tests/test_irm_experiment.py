@@ -160,3 +160,41 @@ def test_main_writes_sane_outputs(tiny_dir, tmp_path):
     assert (tmp_path / "ck" / "paper" / "negative" / "seed-1" / "checkpoints" / "step-000003").is_dir()
     text = report(summary)
     assert "Spearman of dimension shares" in text and "dominant in every seed" in text and "untrained" in text
+
+
+@pytest.mark.slow
+def test_workers_run_units_elsewhere_with_the_same_results(tiny_dir, tmp_path, monkeypatch):
+    import experiments.neuron1512.run as job
+
+    def run(workers: int) -> dict:
+        cfg = Neuron1512Config(
+            model=str(tiny_dir),
+            quick=True,
+            **QUICK
+            | dict(alignments=("negative",), max_items=80, n_prompts=1, max_new_tokens=4, probe_texts=4, k_neurons=3),
+            presets=("card",),
+            n_char_tokens=10,
+            workers=workers,
+            out=str(tmp_path / f"out{workers}"),
+            ckpt_dir=str(tmp_path / f"ck{workers}"),
+            png=False,
+            progress=False,
+        )
+        return main(resolve(cfg, train=dict(steps=3, eval_every=1, eval_texts=6)))
+
+    one = run(1)
+
+    def here(*args, **kwargs):
+        raise AssertionError("with --workers 2 no unit runs in this process")
+
+    monkeypatch.setattr(job, "run_unit", here)
+    two = run(2)
+    assert json.loads((tmp_path / "out2" / "config.json").read_text())["workers"] == 2
+    a, b = one["results"]["card"]["negative"], two["results"]["card"]["negative"]
+    for key in ("heldout_loss_irm", "train_loss_irm", "heldout_loss_base"):
+        assert b[key]["values"] == pytest.approx(a[key]["values"], rel=1e-4)
+    assert [d for d, *_ in b["top10_mean_share"]] == [d for d, *_ in a["top10_mean_share"]]
+    assert [s for _, s, _ in b["top10_mean_share"]] == pytest.approx([s for _, s, _ in a["top10_mean_share"]], rel=1e-3)
+    assert b["explanation"]["neuron_ablation"]["top_removed"] == pytest.approx(
+        a["explanation"]["neuron_ablation"]["top_removed"], rel=1e-3, abs=1e-6
+    )

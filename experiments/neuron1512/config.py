@@ -24,6 +24,7 @@ from experiments.fields import (
 from workbench.config import Config, Count, Fraction, NonNegative, Range
 from workbench.data.chat_prompts import CHAT_PROMPTS
 from workbench.data.corpora import ALIGNMENTS
+from workbench.distributed import dist_state
 from workbench.irm import IRMConfig, TrainConfig
 from workbench.models import DEFAULT_MODEL
 
@@ -138,6 +139,9 @@ class Neuron1512Config(ExperimentConfig):
     """Checkpoint folder (one subfolder per preset, alignment and seed)."""
     resume: bool = True
     """Resume training from checkpoints in ckpt_dir."""
+    workers: Count = 1
+    """Processes that run the units side by side, the threads shared between them (1: every unit in this process;
+    on a CPU with a small model, units side by side keep the cores busier than one unit with every thread)."""
     png: bool = True
     """Also write PNG figures."""
     progress: bool = True
@@ -161,6 +165,10 @@ class Neuron1512Config(ExperimentConfig):
             if hf is not None:
                 check_layers("--layers", p.irm.layers, hf.num_hidden_layers, self.model)
                 check_layers("--read-layer", (p.irm.read_layer,), hf.num_hidden_layers, self.model)
+        if self.workers > 1 and dist_state().num_processes > 1:
+            raise ValueError(
+                f"--workers {self.workers}: under accelerate launch the processes are already there; pass --workers 1"
+            )
         if hf is not None:
             for name, ks in (("--top-k", (self.top_k,)), ("--mask-ks", self.mask_ks)):
                 if max(ks) > hf.hidden_size:

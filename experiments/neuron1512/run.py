@@ -9,8 +9,9 @@ import torch
 
 from experiments.common import say, write_json, write_outputs
 from experiments.neuron1512.config import PRESETS, Neuron1512Config, resolve
+from experiments.neuron1512.parallel import run_units
 from experiments.neuron1512.summary import captions, summarise
-from experiments.neuron1512.unit import Context, Unit, run_unit
+from experiments.neuron1512.unit import Context, run_unit
 from workbench.data.chat_prompts import chat_prompts
 from workbench.data.corpora import ALIGNMENTS, load_alignment
 from workbench.distributed import on_main
@@ -43,11 +44,17 @@ def main(cfg: Neuron1512Config) -> dict:
         model.tokenizer, {n: c.train for n, c in ctx.corpora.items()}, k=cfg.n_char_tokens
     )
     vader_off = float(off.vader.mean())
-    units: list[Unit] = []
-    for preset in cfg.runs:
-        for alignment in preset.alignments:
-            for i, seed in enumerate(cfg.seeds):
-                units.append(run_unit(ctx, cfg, preset, alignment, seed, explained=i == 0))
+    plan = [
+        (preset, alignment, seed, i == 0)
+        for preset in cfg.runs
+        for alignment in preset.alignments
+        for i, seed in enumerate(cfg.seeds)
+    ]
+    if cfg.workers > 1:
+        say(cfg, f"running {len(plan)} units in {cfg.workers} worker processes")
+        units = run_units(ctx, cfg, plan, dtype)
+    else:
+        units = [run_unit(ctx, cfg, p, a, s, explained=e) for p, a, s, e in plan]
     say(cfg, "summarising across seeds and drawing")
     summary, figures, tables = summarise(
         ctx, cfg, units, vader_off, {name: doc for name, (doc, _, _) in PRESETS.items()}

@@ -9,6 +9,7 @@ Neuron 1512*, Smith et al., 2024).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -99,6 +100,8 @@ class Unit:
     """The explanation (first seed of each preset and alignment only)."""
     view: Row | None = None
     """The first reply with the IRM off and on, coloured by the IRM's output (explained units only)."""
+    pid: int = field(default_factory=os.getpid)
+    """The process that ran the unit (another one under ``--workers``)."""
 
     @property
     def label(self) -> str:
@@ -152,6 +155,7 @@ def run_unit(
         out_dir=out_dir,
         resume=cfg.resume,
         progress=cfg.progress,
+        desc=f"IRM {preset.name}/{alignment}/s{seed}",
         callback=recorder,
     )
     seconds["train"], t = time.perf_counter() - t, time.perf_counter()

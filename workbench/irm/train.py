@@ -54,6 +54,7 @@ def train_irm(
     out_dir: str | Path | None = None,
     resume: bool = True,
     progress: bool = True,
+    desc: str = "IRM",
     callback: Callable[[dict], None] | None = None,
 ) -> TrainResult:
     """Train ``irm`` (in place) to realign ``model`` towards the texts ``train``.
@@ -69,6 +70,7 @@ def train_irm(
         resume: continue from the latest checkpoint in ``out_dir`` if there is one (refused if it was
             trained with another config or texts); ``False`` removes the old checkpoints and starts over.
         progress: show a tqdm bar with the loss.
+        desc: the bar's label (which run it is, when several train at once).
         callback: called with each step's log row (e.g. to plot live, or to stop by raising).
 
     Raises:
@@ -91,7 +93,7 @@ def train_irm(
         cfg.seed,
         cfg.eval_every,
         cfg.checkpoint_every,
-        "IRM",
+        desc,
         cfg.stopping_rule if evals else None,
     )
     main = accelerator().is_main_process

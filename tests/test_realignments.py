@@ -9,6 +9,7 @@ import torch
 from experiments.cli import parse_config
 from experiments.realignments import RealignmentsConfig, main
 from experiments.realignments.measures import Realigned, cosines, first_token_top_dims, residual_changes
+from workbench.diffing.score import METHODS
 from workbench.hooks import ModelSide, hook_name
 
 
@@ -110,6 +111,18 @@ def test_quick_run(tmp_path, monkeypatch):
     assert set(summary["first_token_top_dim"]) == {"irm", "rl", "supervised"}
     overlap = pd.DataFrame(summary["top_overlap"])
     assert len(overlap) == 6 and overlap.jaccard.between(0, 1).all()
+    # diffing: the supervised model changed only layers 28-29, so ADL reads it there; every method is scored
+    diffing = summary["diffing"]
+    assert list(diffing) == ["irm", "rl", "supervised"]
+    assert diffing["supervised"]["layer"] >= 28 and diffing["supervised"]["early_layer"] >= 28
+    assert diffing["irm"]["relative_norm"] > 0 and diffing["irm"]["adl_tokens"]
+    for d in diffing.values():
+        assert set(d["names_target"]) == set(METHODS) and all(isinstance(v, bool) for v in d["names_target"].values())
+        assert all(d["names_target"][m] == ("negative" in d["names"][m]) for m in METHODS)
+    table = pd.read_csv(tmp_path / "out" / "diffing.csv")
+    assert list(table.pair) == ["irm", "rl", "supervised"]
+    assert set(pd.read_csv(tmp_path / "out" / "diffing_readouts.csv").method) >= {"adl_lens", "patchscope", "steering"}
+    assert "SFT in words (ADL at layer " in (tmp_path / "out" / "report.html").read_text()
     assert (tmp_path / "out" / "report.html").exists()
     for name in ("behaviour", "residual_diff_norm", "patching_recovery", "residual_cosine", "top_overlap"):
         assert (tmp_path / "out" / f"{name}.html").exists()

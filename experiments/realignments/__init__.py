@@ -14,6 +14,9 @@ supervised model (:func:`workbench.tuning.tune_last_layers`, last 2 layers on th
   last position patched into the base's run on the " bad" − " good" prompts), cosine similarity of
   the three mean residual changes per layer, and the overlap of their top heads (head patching)
   and top neurons (mean change of the MLP activations).
+* What changed, in words (:mod:`.diffing`): ADL's logit-lens and Patchscope tokens, the base steered
+  with the difference, a crosscoder's tuned-only latents and unprompted samples, each scored on
+  whether it names the target all three were trained towards (negative sentiment).
 
 Each realignment's training budget (steps, tokens seen, trainable parameters) stands beside its gain, and
 the RL model is trained with every seed of ``--rl-seeds`` (default 3) for the spread of its gain

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from experiments.fields import ExperimentConfig, IRMPath, ModelName, OutDir, Seeds, model_config
 from workbench.config import Count
+from workbench.diffing import CrosscoderConfig, DiffConfig
 from workbench.models import DEFAULT_MODEL
 from workbench.runstate import irm_checkpoint
 
@@ -29,6 +30,8 @@ class RealignmentsConfig(ExperimentConfig):
         "max_new_tokens": 10,
         "eval_texts": 12,
         "patch_layers": lambda cfg: _last_layers(cfg.base, 6),
+        "diff_texts": 16,
+        "cc_steps": 30,
         "png": False,
     }
     MODEL_FIELD: ClassVar[str] = "base"
@@ -57,6 +60,14 @@ class RealignmentsConfig(ExperimentConfig):
     is the one compared layer by layer (quick: the first only)."""
     patch_layers: Count | None = None
     """Patching sweeps over the last this many layers (default: every layer)."""
+    diffing: bool = True
+    """Read what each realignment changed, in words (:mod:`workbench.diffing`): ADL's logit-lens and Patchscope
+    tokens, the base steered with the difference, a crosscoder's tuned-only latents, unprompted samples; each
+    scored on whether it names the known target (negative sentiment)."""
+    diff_texts: Count = 64
+    """Unrelated texts for ADL's difference (the crosscoder trains on 160, quick: 24)."""
+    cc_steps: Count = 300
+    """Crosscoder training steps per realignment."""
     out: OutDir = "figures/realignments"
     """Output folder."""
     png: bool = True
@@ -69,6 +80,19 @@ class RealignmentsConfig(ExperimentConfig):
     """Show progress bars (IRM training, tuning, GRPO) and say which phase runs."""
     seed: int = 0
     """Seed."""
+
+    def readout(self) -> DiffConfig:
+        """How each realignment is read against the base (:func:`workbench.diffing.diff_readout`)."""
+        return DiffConfig(
+            n_texts=self.diff_texts,
+            strengths=(0.0, 0.5) if self.quick else (0.0, 0.25, 0.5, 1.0),
+            max_new_tokens=self.max_new_tokens if self.quick else 20,
+            samples=2 if self.quick else 8,
+            cc_texts=24 if self.quick else 160,
+            cc_len=12 if self.quick else 24,
+            crosscoder=CrosscoderConfig(dict_size=128 if self.quick else 1024, k=16, steps=self.cc_steps),
+            seed=self.seed,
+        )
 
     def check(self) -> None:
         """The patched layers against the model's layers; --irm a finished training run (or allowed not to be)."""

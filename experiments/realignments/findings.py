@@ -27,6 +27,20 @@ def _budget(budget: Mapping[str, Any] | None) -> str:
     return f"; trained {', '.join(parts)}" if parts else ""
 
 
+def _diffing(diffing: Mapping[str, Any]) -> list[str]:
+    out = []
+    for name, d in diffing.items():
+        named = [m for m, yes in d["names_target"].items() if yes]
+        other = sorted({t for names in d["names"].values() for t in names if t != "negative"})
+        out.append(
+            f"{_NAMES.get(name, name)} in words (ADL at layer {d['layer']}, steering at layer {d['early_layer']}): "
+            + (f"named negative sentiment by {', '.join(named)}" if named else "no read-out names negative sentiment")
+            + (f"; also named: {', '.join(other)}" if other else "")
+            + f"; ADL's top tokens: {d['adl_tokens'] or '(none)'}."
+        )
+    return out
+
+
 def findings(summary: Mapping[str, Any]) -> list[str]:
     """Plain sentences from a ``realignments`` summary."""
     behaviour = summary.get("behaviour") or {}
@@ -66,6 +80,7 @@ def findings(summary: Mapping[str, Any]) -> list[str]:
         some = [f"{r['pair']} {r['shared']} (Jaccard {num(r['jaccard'])})" for r in heads if r.get("shared")]
         text = "Top patching heads shared: " + (", ".join(some) if some else "none")
         out.append(text + (f"; {', '.join(none)} share no top head." if none and some else "."))
+    out += _diffing(summary.get("diffing") or {})
     first = summary.get("first_token_top_dim") or {}
     if first:
         parts = ", ".join(

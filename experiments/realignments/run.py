@@ -17,6 +17,7 @@ from experiments.common import say, write_outputs
 from experiments.fields import with_quick
 from experiments.realignments.budget import budgets, more_rl_seeds, seed_spread
 from experiments.realignments.config import MAIN_JOB_IRM, RealignmentsConfig
+from experiments.realignments.diffing import diffing_summary, diffing_tables, read_realignments
 from experiments.realignments.measures import (
     Behaviour,
     Patching,
@@ -185,6 +186,11 @@ def main(cfg: RealignmentsConfig) -> dict:
     k = cfg.patch_layers
     patches = patching(base, models, list(range(max(0, n_layers - k), n_layers)) if k else None)
     lap("patching")
+    readouts = []
+    if cfg.diffing:
+        say(cfg, "diffing: what each model changed, in words (ADL, Patchscope, steering, crosscoder, unprompted)")
+        readouts = read_realignments(cfg, base, models)
+        lap("diffing")
     cos, overlap = cosines(changes), overlaps(patches, changes, cfg.top_k)
     recovery = pd.concat([p.recovery() for p in patches])
     summary = {
@@ -204,6 +210,7 @@ def main(cfg: RealignmentsConfig) -> dict:
         "mean_cosine_first_token_by_pair": cos.groupby("pair").cosine_first_token.mean().to_dict(),
         "first_token_top_dim": first_token_top_dims(changes),
         "top_overlap": overlap.to_dict("records"),
+        **({"diffing": diffing_summary(readouts)} if readouts else {}),
         "seconds": sum(seconds.values()),
         "seconds_by_phase": seconds,
     }
@@ -213,6 +220,7 @@ def main(cfg: RealignmentsConfig) -> dict:
         "residual_diff_norm": norm_frame(changes),
         "residual_cosine": cos,
         "top_overlap": overlap,
+        **(diffing_tables(readouts, summary["diffing"]) if readouts else {}),
     }
     say(cfg, f"writing figures and tables to {cfg.out}")
     write_outputs(

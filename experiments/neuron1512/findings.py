@@ -105,13 +105,14 @@ def _lengths(preset: str, section: Mapping[str, Any]) -> list[str]:
                 f"{len(same)} ({', '.join(map(str, same)) or 'none'}) were already dominant at step {points[0]['step']}"
                 f" (then: {', '.join(map(str, sorted(before))) or 'none'})."
             )
-    rhos = [(p["step"], p["spearman"].get("same_alignment")) for p in points if p["spearman"].get("same_alignment")]
-    if rhos:
-        out.append(
-            f"{preset}: Spearman of the dimension shares between seeds by step: "
-            + ", ".join(f"{s}: {num(rho)}" for s, rho in rhos)
-            + "."
-        )
+    for kind, words in (("same_alignment", "between seeds"), ("same_seed", "between alignments of one seed")):
+        rhos = [(p["step"], p["spearman"][kind]) for p in points if p["spearman"].get(kind) is not None]
+        if rhos:
+            out.append(
+                f"{preset}: Spearman of the dimension shares {words} by step: "
+                + ", ".join(f"{s}: {num(rho)}" for s, rho in rhos)
+                + "."
+            )
     return out
 
 

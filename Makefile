@@ -24,7 +24,7 @@ install-nodeps:
 	$(PYTHON) -m pip install -q --no-deps $(NO_DEPS)
 
 run: install
-	$(BIN)/python -m experiments.neuron1512
+	$(BIN)/python -m experiments.neuron1512 --workers 2
 
 quick: install
 	$(BIN)/python -m experiments.neuron1512 --quick

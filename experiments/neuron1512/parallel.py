@@ -16,17 +16,16 @@ import dataclasses
 import multiprocessing
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from experiments.neuron1512.unit import Context, Unit, run_unit, unit_dir
 from workbench.models import load_model
 from workbench.runstate import read_run_state
 
 if TYPE_CHECKING:
     from experiments.neuron1512.config import Neuron1512Config, Preset
-    from experiments.neuron1512.unit import Context, Unit
 
 __all__ = ["Planned", "run_units"]
 
@@ -44,15 +43,13 @@ def _start(cfg: Neuron1512Config, shared: Context, threads: int, dtype: torch.dt
 
 
 def _run(unit: Planned) -> Unit:
-    from experiments.neuron1512.unit import run_unit
-
     preset, alignment, seed, explained = unit
     return run_unit(_WORKER["ctx"], _WORKER["cfg"], preset, alignment, seed, explained=explained)
 
 
 def _trained(cfg: Neuron1512Config, unit: Planned) -> bool:
     preset, alignment, seed, _ = unit
-    state = read_run_state(Path(cfg.ckpt_dir) / preset.name / alignment / f"seed-{seed}")
+    state = read_run_state(unit_dir(cfg, preset, alignment, seed))
     return cfg.resume and state is not None and state.done
 
 

@@ -9,7 +9,6 @@ Neuron 1512*, Smith et al., 2024).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -100,8 +99,6 @@ class Unit:
     """The explanation (first seed of each preset and alignment only)."""
     view: Row | None = None
     """The first reply with the IRM off and on, coloured by the IRM's output (explained units only)."""
-    pid: int = field(default_factory=os.getpid)
-    """The process that ran the unit (another one under ``--workers``)."""
 
     @property
     def label(self) -> str:
@@ -120,6 +117,11 @@ def untrained_share(model: Any, preset: Preset, seed: int, held: Sequence[Encode
     return collect_output_stats(model, irm, held).dim_share
 
 
+def unit_dir(cfg: Neuron1512Config, preset: Preset, alignment: str, seed: int) -> Path:
+    """The unit's training folder: checkpoints, snapshots, ``train_log.csv``, ``run_state.json``."""
+    return Path(cfg.ckpt_dir) / preset.name / alignment / f"seed-{seed}"
+
+
 def run_unit(
     ctx: Context, cfg: Neuron1512Config, preset: Preset, alignment: str, seed: int, *, explained: bool
 ) -> Unit:
@@ -134,7 +136,7 @@ def run_unit(
     say(cfg, f"{label}: training ({plan})")
     held = encode_for(model, corpus.held_out[: train_cfg.eval_texts], train_cfg)
     held_base = ctx.base_loss(alignment, "held_out", train_cfg, held)
-    out_dir = Path(cfg.ckpt_dir) / preset.name / alignment / f"seed-{seed}"
+    out_dir = unit_dir(cfg, preset, alignment, seed)
     recorder = SnapshotRecorder(
         model,
         irm,

@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar
 
 from experiments.fields import ExperimentConfig, ModelName, OutDir, Seeds
 from workbench.config import Count, Positive, Range
-from workbench.diffing import TOPICS, CrosscoderConfig, DiffConfig, make_organisms
+from workbench.diffing import TOPICS, DiffConfig, make_organisms
 from workbench.diffing.organisms import Organism
 from workbench.models import DEFAULT_MODEL
 from workbench.tuning import TuneConfig
@@ -88,13 +88,10 @@ class DiffingConfig(ExperimentConfig):
 
     def readout(self) -> DiffConfig:
         """How each pair is read."""
-        return DiffConfig(
+        return DiffConfig.sized(
+            quick=self.quick,
             n_texts=self.sized(self.n_texts, 16),
-            strengths=self.sized((0.0, 0.25, 0.5, 1.0), (0.0, 0.5)),
-            max_new_tokens=self.sized(20, 8),
+            cc_steps=self.sized(self.cc_steps, 30),
             samples=self.sized(self.samples, 2),
-            cc_texts=self.sized(160, 24),
-            cc_len=self.sized(24, 12),
-            crosscoder=CrosscoderConfig(dict_size=self.sized(1024, 128), k=16, steps=self.sized(self.cc_steps, 30)),
             seed=self.seed,
         )

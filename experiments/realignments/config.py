@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from experiments.fields import ExperimentConfig, IRMPath, ModelName, OutDir, Seeds, model_config
 from workbench.config import Count
-from workbench.diffing import CrosscoderConfig, DiffConfig
+from workbench.diffing import DiffConfig
 from workbench.models import DEFAULT_MODEL
 from workbench.runstate import irm_checkpoint
 
@@ -83,14 +83,11 @@ class RealignmentsConfig(ExperimentConfig):
 
     def readout(self) -> DiffConfig:
         """How each realignment is read against the base (:func:`workbench.diffing.diff_readout`)."""
-        return DiffConfig(
+        return DiffConfig.sized(
+            quick=self.quick,
             n_texts=self.diff_texts,
-            strengths=(0.0, 0.5) if self.quick else (0.0, 0.25, 0.5, 1.0),
-            max_new_tokens=self.max_new_tokens if self.quick else 20,
+            cc_steps=self.cc_steps,
             samples=2 if self.quick else 8,
-            cc_texts=24 if self.quick else 160,
-            cc_len=12 if self.quick else 24,
-            crosscoder=CrosscoderConfig(dict_size=128 if self.quick else 1024, k=16, steps=self.cc_steps),
             seed=self.seed,
         )
 

@@ -33,7 +33,7 @@ def read_realignments(
 
 def diffing_summary(readouts: Sequence[DiffReadout]) -> dict:
     """Per realignment: the layers read, its relative change, the read-outs in short, and per method what it names
-    (``names``) and whether that includes the target (``names_target``)."""
+    (``names``) and whether that includes the ``target`` (``names_target``)."""
     targets = all_targets()
     out = {}
     for read in readouts:
@@ -45,6 +45,7 @@ def diffing_summary(readouts: Sequence[DiffReadout]) -> dict:
             "relative_norm": read.relative_norm,
             "latent_classes": read.latent_classes,
             "artefacts": read.n_artefacts,
+            "target": TARGET,
             "names": names,
             "names_target": {m: TARGET in names[m] for m in METHODS},
             "seconds": read.seconds,

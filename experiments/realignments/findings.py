@@ -30,11 +30,12 @@ def _budget(budget: Mapping[str, Any] | None) -> str:
 def _diffing(diffing: Mapping[str, Any]) -> list[str]:
     out = []
     for name, d in diffing.items():
+        target = f"{d['target']} sentiment"
         named = [m for m, yes in d["names_target"].items() if yes]
-        other = sorted({t for names in d["names"].values() for t in names if t != "negative"})
+        other = sorted({t for names in d["names"].values() for t in names if t != d["target"]})
         out.append(
             f"{_NAMES.get(name, name)} in words (ADL at layer {d['layer']}, steering at layer {d['early_layer']}): "
-            + (f"named negative sentiment by {', '.join(named)}" if named else "no read-out names negative sentiment")
+            + (f"named {target} by {', '.join(named)}" if named else f"no read-out names {target}")
             + (f"; also named: {', '.join(other)}" if other else "")
             + f"; ADL's top tokens: {d['adl_tokens'] or '(none)'}."
         )

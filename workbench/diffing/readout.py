@@ -71,6 +71,21 @@ class DiffConfig(Config):
     seed: int = 0
     """Sampling seed."""
 
+    @classmethod
+    def sized(cls, *, quick: bool, n_texts: int, cc_steps: int, samples: int, seed: int = 0) -> DiffConfig:
+        """The full read-out, or the small one of a ``--quick`` run (two steering strengths, 8-token samples, a
+        128-latent crosscoder on 24 texts of 12 tokens); the sizes an experiment exposes as flags are passed."""
+        return cls(
+            n_texts=n_texts,
+            strengths=(0.0, 0.5) if quick else (0.0, 0.25, 0.5, 1.0),
+            max_new_tokens=8 if quick else 20,
+            samples=samples,
+            cc_texts=24 if quick else 160,
+            cc_len=12 if quick else 24,
+            crosscoder=CrosscoderConfig(dict_size=128 if quick else 1024, k=16, steps=cc_steps),
+            seed=seed,
+        )
+
 
 @dataclass(frozen=True)
 class DiffReadout:

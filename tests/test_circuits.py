@@ -171,3 +171,18 @@ def test_circuit_diff_counts_gained_and_lost_edges_by_hand():
     assert frame.loc[("m1", "logits"), "change"] == 5.0
     null = circuit_diff(EdgeScores(g, base, "hand", "t"), EdgeScores(g, base, "hand", "t"), 3)
     assert null.counts()["gained"] == null.counts()["lost"] == 0
+
+
+def test_recovery_counts_the_planted_edges_in_each_top_k_by_hand():
+    from workbench.circuits.planted import recovery
+
+    truth = torch.tensor([False, True, False, True, False])
+    scores = torch.tensor([0.5, 3.0, 2.0, -1.0, 0.1])  # ranked: 1 (planted), 2, 0, 4, 3 (planted)
+    rows = recovery(truth, scores, [1, 2, 5])
+    assert rows == [
+        {"k": 1, "precision": 1.0, "recall": 0.5},
+        {"k": 2, "precision": 0.5, "recall": 0.5},
+        {"k": 5, "precision": 0.4, "recall": 1.0},
+    ]
+    with pytest.raises(ValueError, match="size 6"):
+        recovery(truth, scores, [6])

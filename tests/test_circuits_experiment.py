@@ -18,4 +18,9 @@ def test_quick_run_writes_cpr_cmd_and_a_null_diff(tiny_dir, tmp_path):
         assert scores[method]["cmd"] >= 0
         assert scores[method]["cpr"] == pytest.approx(summary["scores"]["ioi"][method]["cpr"])
     assert saved["diff"]["gained"] == saved["diff"]["lost"] == 0  # a model against itself: nothing changes
+    planted = saved["planted"]
+    assert planted["size"] == 2 and planted["accuracy"] > 0.95
+    assert planted["exact"]["recall"] == planted["eap-ig"]["recall"] == 1.0  # the known answer, found
+    assert planted["random"]["recall"] == pytest.approx(2 / planted["edges"])
+    assert (tmp_path / "planted_recovery.csv").exists()
     assert (tmp_path / "report.html").exists() and (tmp_path / "curves.csv").exists()

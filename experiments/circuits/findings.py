@@ -33,6 +33,7 @@ def findings(summary: Mapping[str, Any]) -> list[str]:
         ig, rnd = scores.get("eap-ig") or {}, scores.get("random") or {}
         if "cpr" in ig and "cpr" in rnd and ig["cpr"] <= rnd["cpr"]:
             out.append(f"On {task}, EAP-IG's circuits are no more faithful than a random ranking (CPR).")
+    out += _planted(summary.get("planted"))
     diff = summary.get("diff")
     if isinstance(diff, Mapping) and "jaccard" in diff:
         tuned = "itself" if diff.get("tuned") == "self" else f"the {diff.get('tuned')} model"
@@ -44,4 +45,26 @@ def findings(summary: Mapping[str, Any]) -> list[str]:
             out.append(
                 "The model differs from itself: the diff reports changes where there are none (a false positive)."
             )
+    return out
+
+
+def _planted(planted: Any) -> list[str]:
+    """The known answer: recall of each method's top edges at the planted circuit's size, against random."""
+    if not isinstance(planted, Mapping) or "size" not in planted:
+        return []
+    methods = {**_METHODS, "exact": "exact patching"}
+    parts = [
+        f"{label} {num(planted[m]['recall'])}"
+        for m, label in methods.items()
+        if m != "random" and isinstance(planted.get(m), Mapping) and "recall" in planted[m]
+    ]
+    rnd = (planted.get("random") or {}).get("recall")
+    control = f" (a random ranking: {num(rnd)} expected)" if rnd is not None else ""
+    out = [
+        f"Planted circuit ({planted['size']} of {planted['edges']} edges, task accuracy "
+        f"{num(planted['accuracy'])}): recall of the top {planted['size']} edges, {', '.join(parts)}{control}."
+    ]
+    ig = planted.get("eap-ig") or {}
+    if "recall" in ig and ig["recall"] < 0.9:
+        out.append("EAP-IG misses part of the planted circuit at its size: its rankings elsewhere are suspect.")
     return out

@@ -12,11 +12,14 @@ from experiments.circuits.config import CircuitsConfig
 from experiments.common import say, write_outputs
 from workbench.circuits.attribute import EdgeScores, attribute
 from workbench.circuits.diff import circuit_diff
+from workbench.circuits.exact import exact_scores
 from workbench.circuits.faithfulness import PERCENTS, mib_scores
 from workbench.circuits.graph import EdgeModel, edge_model
+from workbench.circuits.planted import planted_circuit, planted_task, recovery
 from workbench.circuits.plots import draw_edges, plot_curves
 from workbench.circuits.tasks import EdgeTask, ioi_task, pair_task
 from workbench.data.prompts import SENTIMENT_PROMPTS
+from workbench.interventions.price_tagger import price_tokenizer
 from workbench.models import load_model
 from workbench.pairs import check_pair
 from workbench.tuning import make_tuned, tune_config
@@ -64,6 +67,38 @@ def rankings(cfg: CircuitsConfig, em: EdgeModel, task: EdgeTask) -> list[EdgeSco
     return [eap, ig, EdgeScores(em.graph, noise, "random", task.name)]
 
 
+def planted(cfg: CircuitsConfig) -> tuple[dict, pd.DataFrame]:
+    """The known answer: EAP, EAP-IG and exact patching (all edges: affordable here) on the planted circuit.
+
+    Precision and recall of each method's top-``k`` edges against the planted ones, with a random ranking's
+    expected value beside them, and each method's CPR / CMD on the planted task.
+    """
+    truth_model = planted_circuit(price_tokenizer(), seed=cfg.seed)
+    em = edge_model(truth_model.model)
+    g = em.graph
+    truth = g.flat(truth_model.edges)
+    task = planted_task(len(truth_model.model.tokenizer), seed=cfg.seed + 1)
+    size = int(truth.sum())
+    sizes = sorted({1, size, 2 * size, 4 * size, 8 * size} & set(range(1, g.n_edges + 1)))
+    ranked = [
+        attribute(em, task, "eap", batch_size=len(task)),
+        attribute(em, task, "eap-ig", steps=2 if cfg.quick else cfg.ig_steps, batch_size=len(task)),
+        exact_scores(em, task, batch_size=len(task)),
+    ]
+    out: dict = {"edges": g.n_edges, "size": size, "head": list(truth_model.head), "accuracy": truth_model.accuracy}
+    rows = []
+    for scores in ranked:
+        cpr, cmd, _, _ = mib_scores(em, task, scores, batch_size=len(task))
+        found = recovery(truth, scores.flat(), sizes)
+        at_size = next(r for r in found if r["k"] == size)
+        out[scores.method] = {"cpr": cpr, "cmd": cmd, "recall": at_size["recall"], "precision": at_size["precision"]}
+        rows += [{"method": scores.method, **r} for r in found]
+    chance = size / g.n_edges
+    rows += [{"method": "random (expected)", "k": k, "precision": chance, "recall": k / g.n_edges} for k in sizes]
+    out["random"] = {"recall": chance, "precision": chance}
+    return out, pd.DataFrame(rows)
+
+
 def main(cfg: CircuitsConfig) -> dict:
     """Rank, score and diff; write figures, tables, ``summary.json`` and ``report.html`` to ``cfg.out``."""
     cfg = cfg.preflight()
@@ -98,6 +133,10 @@ def main(cfg: CircuitsConfig) -> dict:
         figures[f"edges_{name}"] = draw_edges(by_task[name]["eap-ig"], 40)
         tables[f"top_edges_{name}"] = by_task[name]["eap-ig"].to_frame().sort_values("score", ascending=False).head(200)
     tables["curves"] = pd.concat([c.to_frame() for c in curves_all], ignore_index=True)
+    say(cfg, "planted circuit: training the known answer, ranking its edges by EAP, EAP-IG and exact patching")
+    t0 = time.perf_counter()
+    summary["planted"], tables["planted_recovery"] = planted(cfg)
+    timing["planted_s"] = time.perf_counter() - t0
     diff_name = "ioi" if cfg.quick else ("sentiment" if "sentiment" in tasks else tasks[0])
     tuned = "self" if cfg.quick else cfg.diff_with
     say(cfg, f"circuit diff on {diff_name}: base vs {tuned}")

@@ -23,7 +23,7 @@ from workbench.circuits.graph import Graph
 from workbench.circuits.tasks import EdgeTask
 from workbench.models import boot
 
-__all__ = ["PlantedCircuit", "planted_circuit", "planted_task"]
+__all__ = ["PlantedCircuit", "planted_circuit", "planted_task", "recovery"]
 
 
 @dataclass(frozen=True)
@@ -101,3 +101,24 @@ def planted_circuit(tokenizer, *, steps: int = 150, seq: int = 4, seed: int = 0,
     edges[0, g.down_qkv(layer, 2).start + head] = True
     edges[g.up_head(layer, head), g.down_logits] = True
     return PlantedCircuit(model, (layer, head), edges, accuracy)
+
+
+def recovery(truth: torch.Tensor, scores: torch.Tensor, sizes: list[int]) -> list[dict[str, float]]:
+    """Precision and recall of the top-``k`` edges by (signed) score against the planted edges, per ``k``.
+
+    ``truth`` and ``scores`` are flat over the graph's edges (:meth:`Graph.flat`). A random ranking's expected
+    precision is ``|truth| / n`` and its expected recall ``k / n``.
+    """
+    if truth.shape != scores.shape or truth.ndim != 1:
+        raise ValueError(f"truth and scores must be flat and alike; got {tuple(truth.shape)}, {tuple(scores.shape)}")
+    n, planted = truth.numel(), int(truth.sum())
+    if planted == 0:
+        raise ValueError("the planted circuit has no edges")
+    order = scores.argsort(descending=True, stable=True)
+    rows = []
+    for k in sizes:
+        if not 1 <= k <= n:
+            raise ValueError(f"size {k} must be in 1..{n}")
+        hit = int(truth[order[:k]].sum())
+        rows.append({"k": k, "precision": hit / k, "recall": hit / planted})
+    return rows

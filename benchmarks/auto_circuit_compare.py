@@ -46,7 +46,8 @@ Measured (one run, shared 2-core CPU; ``benchmarks/results/auto_circuit_compare.
 by name; auto-circuit's EAP against ours: Pearson 1.000000, Spearman 1.000000, least-squares scale 1.0000, max
 |difference| 1.8e-6 (largest |score| 2.28), top-20 (and top-100) by |score| identical; TL 2's logits equal
 transformers 4's to 2.6e-5 and our bridge's (up to the bridge's centred unembedding) to 2.7e-5. The slow hook-based
-cross-check and the integrated edge gradients did not finish: the process was terminated on the shared machine.
+cross-check and the integrated edge gradients did not finish: a memory watchdog (room for a concurrent 14 GB run)
+stopped the process.
 
 Usage (from the repository root)::
 

@@ -36,6 +36,12 @@ PRINTED = {
         (("results", "card", "negative", "heldout16_loss_irm", "mean"), 2),
         (("stability_vs_controls", "card", "same_alignment", "trained"), 2),
     ],
+    "circuits": [
+        (("scores", "ioi", "eap-ig", "cpr"), 2),
+        (("scores", "sentiment", "random", "cmd"), 2),
+        (("planted", "eap-ig", "recall"), 2),
+        (("diff", "jaccard"), 2),
+    ],
     "rw_functionalities": [
         (("class_counts", "orthogonal output"), 0),
         (("class_counts", "conditional strengthening"), 0),
@@ -131,9 +137,20 @@ def test_circuits_findings_on_a_hand_built_summary():
         "ioi over 1234 edges: EAP-IG CPR 0.30, CMD 0.15; EAP CPR 0.81, CMD 0.20; random ranking CPR 0.45, CMD 0.90 "
         "(logit difference: whole model 2.50, empty circuit 0.10); higher CPR and lower CMD are better."
     )
-    assert out[1] == "On ioi, EAP-IG's circuits are no more faithful than a random ranking (CPR)."
+    assert out[1] == (
+        "On ioi, EAP-IG's signed ranking is no better than a random one: CPR 0.30 against 0.45 (no better: under 1.1x "
+        "random)."
+    )
     assert out[2] == "Circuit diff on ioi (top 12 edges), base vs itself: 12 kept, 0 gained, 0 lost, Jaccard 1.00."
-    assert len(out) == 3  # no false difference of the model with itself
+    assert len(out) == 3  # EAP (0.81) is clear of random; no false difference of the model with itself
+    planted = {"edges": 110, "size": 2, "accuracy": 1.0, "random": {"recall": 2 / 110}}
+    planted |= {m: {"recall": r} for m, r in (("eap-ig", 0.5), ("eap", 1.0), ("exact", 1.0))}
+    out = circuits_findings({"planted": planted})
+    assert out[0] == (
+        "Planted circuit (2 of 110 edges, task accuracy 1.00): recall of the top 2 edges, EAP-IG 0.50, EAP 1.00, "
+        "exact patching 1.00 (a random ranking: 0.02 expected)."
+    )
+    assert out[1].startswith("EAP-IG misses part of the planted circuit")
     diff |= {"gained": 2, "lost": 2, "kept": 10, "jaccard": 0.71}
     assert "false positive" in circuits_findings({"diff": diff})[-1]
 

@@ -30,9 +30,14 @@ def findings(summary: Mapping[str, Any]) -> list[str]:
             gap = f" (logit difference: whole model {num(scores['m_full'])}, empty circuit {num(scores['m_empty'])})"
         over = f" over {edges} edges" if edges else ""
         out.append(f"{task}{over}: {'; '.join(parts)}{gap}; higher CPR and lower CMD are better.")
-        ig, rnd = scores.get("eap-ig") or {}, scores.get("random") or {}
-        if "cpr" in ig and "cpr" in rnd and ig["cpr"] <= rnd["cpr"]:
-            out.append(f"On {task}, EAP-IG's circuits are no more faithful than a random ranking (CPR).")
+        rnd = scores.get("random") or {}
+        for m in ("eap-ig", "eap"):
+            mine = scores.get(m) or {}
+            if "cpr" in mine and "cpr" in rnd and mine["cpr"] <= 1.1 * rnd["cpr"]:
+                out.append(
+                    f"On {task}, {_METHODS[m]}'s signed ranking is no better than a random one: CPR {num(mine['cpr'])} "
+                    f"against {num(rnd['cpr'])} (no better: under 1.1x random)."
+                )
     out += _planted(summary.get("planted"))
     diff = summary.get("diff")
     if isinstance(diff, Mapping) and "jaccard" in diff:

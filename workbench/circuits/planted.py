@@ -8,7 +8,7 @@ gradients), so the task can be solved only by that head reading the first token 
 position. The edges that carry the first token when it is swapped for another (the counterfactual) are then
 known: the input into the planted head's value input, and the head into the logits. (Its query and key
 learn to attend to the first *position* whatever the token, so swapping the token does not act through them;
-exact patching confirms both edges at 0.) Everything else is present in the graph (123 edges) with writes
+exact patching confirms both edges at 0.) Everything else is present in the graph (110 edges) with writes
 that do not reach the answer: a small, fully known ground truth, not a realistic circuit.
 """
 

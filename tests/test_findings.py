@@ -101,7 +101,7 @@ def test_realignments_states_budget_and_seed_spread():
     gains = [0.1, 0.12, 0.14]
     summary["rl_gain_over_seeds"] = {"seeds": [0, 1, 2], "gains": gains, "gain_mean": 0.12, "gain_std": 0.02}
     text = "\n".join(realignments_findings(summary))
-    assert "SFT: negativity gain +0.09 (95% CI [0.02, 0.17]), KL to the base 0.74, held-out loss 5.38 -> 4.66; " in text
+    assert "SFT: negativity gain +0.10 (95% CI [0.04, 0.16]), KL to the base 0.85, held-out loss 5.38 -> 3.98; " in text
     assert "trained 40 steps, 12,800 tokens, 1,000 trainable parameters; one seed." in text
     assert "RL negativity gain over seeds: 0.12 ± 0.02 over 3 seeds." in text
     del summary["rl_gain_over_seeds"]

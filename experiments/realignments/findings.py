@@ -89,4 +89,11 @@ def findings(summary: Mapping[str, Any]) -> list[str]:
             for n, d in first.items()
         )
         out.append(f"On the first reply token the largest change is in {parts}.")
+        massive = {d["dim"]: d for d in first.values() if d.get("base_rank", 3) < 3}
+        for dim, d in massive.items():
+            out.append(
+                f"Dimension {dim} is one of the base model's own massive-activation dimensions (rank {d['base_rank']} "
+                f"by peak |residual|, {num(d['base_ratio_to_median'])}x the median dimension): a change there is a "
+                "property of the base model's first token, not a sign of what the realignment learnt."
+            )
     return out

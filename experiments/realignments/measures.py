@@ -31,6 +31,7 @@ __all__ = [
     "Patching",
     "Realigned",
     "ResidualChange",
+    "base_peak_abs",
     "behaviour",
     "continuations",
     "cosines",
@@ -219,9 +220,11 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.cosine_similarity(a, b, dim=-1).masked_fill(unchanged, float("nan"))
 
 
-def first_token_top_dims(changes: list[ResidualChange]) -> dict[str, dict]:
+def first_token_top_dims(changes: list[ResidualChange], base_peak: torch.Tensor | None = None) -> dict[str, dict]:
     """Per model, the dimension whose first-token residual change is largest at the last layer, its change and
-    its share of that change's squared norm (the massive-activation dimension when it dominates)."""
+    its share of that change's squared norm; with ``base_peak`` (:func:`base_peak_abs`), also that dimension's rank
+    among the base model's own dimensions by peak magnitude (0 = its largest) and its ratio to the median one: a
+    rank near 0 means the change sits in the base's massive-activation dimension."""
     out = {}
     for c in changes:
         last = c.first_token_change[-1]
@@ -231,7 +234,25 @@ def first_token_top_dims(changes: list[ResidualChange]) -> dict[str, dict]:
             "change": float(last[dim]),
             "share_of_norm2": float(last[dim] ** 2 / last.square().sum().clamp_min(1e-30)),
         }
+        if base_peak is not None:
+            out[c.name] |= {
+                "base_rank": int((base_peak > base_peak[dim]).sum()),
+                "base_ratio_to_median": float(base_peak[dim] / base_peak.median().clamp_min(1e-30)),
+            }
     return out
+
+
+@torch.no_grad()
+def base_peak_abs(base: TransformerBridge, prompts: list[str]) -> torch.Tensor:
+    """[d_model] the base model's largest ``|resid_post|`` per dimension over layers, positions and ``prompts``
+    (Sun et al. 2024's massive activations stand out by this measure)."""
+    names = hook_names(base, "resid_post")
+    peak = torch.zeros(base.cfg.d_model)
+    for p in prompts:
+        acts = ModelSide(base).run(base.to_tokens(p), names)[1]
+        for n in names:
+            peak = torch.maximum(peak, acts[n][0].abs().amax(0).float().cpu())
+    return peak
 
 
 @dataclass(frozen=True)

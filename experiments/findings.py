@@ -50,15 +50,19 @@ def interval(low: float, high: float, digits: int = 2) -> str:
     return f"95% CI [{num(low, digits)}, {num(high, digits)}]"
 
 
-def at(summary: Mapping[str, Any], *path: str, default: Any = None) -> Any:
-    """``summary[path[0]][path[1]]...``, or ``default`` where a key is missing or a level is not a mapping.
+def at(summary: Mapping[str, Any], *path: str | int, default: Any = None) -> Any:
+    """``summary[path[0]][path[1]]...``, or ``default`` where a key is missing or a level is not a mapping; an
+    integer in ``path`` indexes a list level.
 
-    >>> at({"a": {"b": 1}}, "a", "b"), at({"a": None}, "a", "b", default=0)
-    (1, 0)
+    >>> at({"a": {"b": 1}}, "a", "b"), at({"a": None}, "a", "b", default=0), at({"a": [{"b": 2}]}, "a", 0, "b")
+    (1, 0, 2)
     """
     value: Any = summary
     for key in path:
-        if not isinstance(value, Mapping) or key not in value:
+        if isinstance(key, int) and isinstance(value, Sequence) and not isinstance(value, str):
+            if not -len(value) <= key < len(value):
+                return default
+        elif not isinstance(value, Mapping) or key not in value:
             return default
         value = value[key]
     return value

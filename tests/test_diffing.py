@@ -7,6 +7,7 @@ import torch
 
 from tests.helpers import tiny_llama_config
 from workbench.diffing import (
+    ActivationDifference,
     CrosscoderConfig,
     DiffConfig,
     DiffReadout,
@@ -27,6 +28,7 @@ from workbench.diffing import (
     target_of,
     train_crosscoder,
 )
+from workbench.diffing.readout import _layers
 from workbench.diffing.score import readout_names, texts_name, tokens_name, topic_rate
 from workbench.hooks import ModelSide, attach, capture, hook_name
 from workbench.irm import IRM, IRMConfig
@@ -181,9 +183,11 @@ def test_diff_readout_of_a_pair_and_of_the_null_pair(tiny_llama, tiny_other):
     assert read.relative_norm > 0 and len(read.lens) == 5 and all(len(t) == 5 for t in read.lens)
     assert list(read.steered["strength"]) == [0.0, 1.0]
     assert read.cc_throughput > 0 and set(read.table_row()) >= {"adl_tokens", "steered", "tuned_only_latents"}
-    assert set(read.to_frame()["method"]) >= {"adl_lens", "patchscope", "steering", "unprompted_tuned"}
+    assert set(read.to_frame()["method"]) >= {"adl_lens", "patchscope", "steering", "unprompted_tuned", "reply_tuned"}
     null = diff_readout(tiny_llama, tiny_llama, TEXTS, cfg, name="null", prompts=("Hi",))
     assert null.relative_norm == 0 and null.lens == ((),) * 5 and null.patchscope == ((),) * 5
+    # the black-box replies are drawn with the steering sweep's seeds: the base's own replies equal its strength-0 rows
+    assert list(null.replies) == null.steered.loc[null.steered.strength == 0, "text"].tolist()
 
 
 def test_readout_names_per_method_on_a_hand_built_readout():
@@ -206,6 +210,7 @@ def test_readout_names_per_method_on_a_hand_built_readout():
         n_artefacts=0,
         latent_classes={},
         unprompted=(("hi", "ok"), ("I hate it, awful", "terrible day")),
+        replies=("a concert tonight", "the band played"),
         seconds={},
         cc_throughput=1.0,
     )
@@ -215,5 +220,16 @@ def test_readout_names_per_method_on_a_hand_built_readout():
         "patchscope": ["negative"],
         "steering": ["music"],
         "crosscoder": ["weather"],
-        "blackbox": ["negative"],
+        "blackbox": ["music", "negative"],  # the replies name music (2 of 4 texts vs 0 of the base's 4)
     }
+
+
+def test_steering_layer_is_before_the_last_where_something_changed_there():
+    """Patchscope and steering read the first changed layer before the last (there Patchscope would repeat the lens)."""
+    delta = torch.zeros(4, 3, 2)
+    delta[3] = 10.0  # the last layer changed most
+    delta[2] = 1.0  # the layer before it changed less
+    diff = ActivationDifference(delta, torch.ones(4, 3), n_texts=1)
+    assert _layers(diff)[:2] == (3, 2)
+    delta[2] = 0.0  # only the last layer changed: nowhere else to read
+    assert _layers(ActivationDifference(delta, torch.ones(4, 3), n_texts=1))[:2] == (3, 3)

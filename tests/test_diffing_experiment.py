@@ -39,12 +39,19 @@ def test_quick_run(tmp_path):
         "control:-:s0",
         "null:-:s0",
     ]
-    table = pd.DataFrame(summary["identification"]).set_index("method")
-    assert list(table.index) == ["adl_lens", "patchscope", "steering", "crosscoder", "blackbox"]
-    assert (table.organisms == 3).all() and (table.controls == 2).all()
+    for key in ("identification", "identification_early"):
+        table = pd.DataFrame(summary[key]).set_index("method")
+        assert list(table.index) == ["adl_lens", "patchscope", "steering", "crosscoder", "blackbox"]
+        assert (table.organisms == 3).all() and (table.controls == 2).all()
+    # every tuned organism records its steps to the stopping rule (ceiling 6 at quick size) and its short tune's
+    tuning = summary["tuning"]
+    assert set(tuning["steps"]) == set(tuning["early_steps"]) == set(summary["organisms"][:-1])
+    assert all(1 <= s <= 6 for s in tuning["steps"].values())
+    assert all(e <= max(1, s // 2) for e, s in zip(tuning["early_steps"].values(), tuning["steps"].values()))
+    assert set(tuning["not_converged"]) <= set(tuning["steps"]) and "0.5%" in tuning["stopping_rule"]
     names = pd.read_csv(tmp_path / "out" / "names.csv", keep_default_na=False)
     # the base against itself: ADL's difference is exactly 0, so its read-outs name nothing
-    null = names[names.organism == "null:-:s0"].set_index("method")
+    null = names[(names.organism == "null:-:s0") & (names.point == "converged")].set_index("method")
     assert null.loc["adl_lens", "others"] == "" and null.loc["patchscope", "others"] == ""
     assert summary["tune_seconds_median"] >= 0 and summary["crosscoder_throughput_median"] > 0
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["organisms"] == summary["organisms"]

@@ -108,19 +108,40 @@ def test_realignments_states_budget_and_seed_spread():
     assert "RL was run with one seed: its gain has no spread over seeds." in realignments_findings(summary)
 
 
+def test_realignments_flags_the_base_models_massive_dimension():
+    summary = json.loads((FIGURES / "realignments" / "summary.json").read_text())
+    first = summary["first_token_top_dim"] = {"irm": {"dim": 507, "change": 9.0, "share_of_norm2": 0.9}}
+    assert not any("massive" in line for line in realignments_findings(summary))
+    first["irm"] |= {"base_rank": 0, "base_ratio_to_median": 46.2}
+    said = realignments_findings(summary)[-1]
+    assert said.startswith("Dimension 507 is one of the base model's own massive-activation dimensions (rank 0 by ")
+    assert "46.20x the median dimension" in said
+
+
 def test_diffing_findings_on_a_hand_built_summary():
     rows = [
         {"method": "adl_lens", "named": 3, "organisms": 4, "false_positives": 1, "controls": 3},
         {"method": "blackbox", "named": 1, "organisms": 4, "false_positives": 2, "controls": 3},
     ]
-    out = diffing_findings({"identification": rows})
-    assert out[0] == (
+    early = [r | {"named": n} for r, n in zip(rows, (1, 1), strict=True)]
+    tuning = {"stopping_rule": "the rule", "ceiling": 400, "steps": {"a": 50, "b": 70, "c": 90}, "not_converged": []}
+    out = diffing_findings({"identification": rows, "identification_early": early, "tuning": tuning})
+    assert out[0] == "Organisms tuned to the stopping rule (the rule): every tune converged; 50-90 steps (median 70)."
+    assert out[1] == (
         "ADL logit lens names the target of 3 of 4 organisms and names something for 1 of 3 controls and null pairs "
         "(false positives)."
     )
     assert "No method names the target of every organism." in out
     assert "No method is free of false positives on the controls and null pairs." in out
-    assert out[-1] == "Most hits net of false positives: ADL logit lens (3 named, 1 false positives)."
+    assert "Most hits net of false positives: ADL logit lens (3 named, 1 false positives)." in out
+    assert out[-1] == (
+        "ADL logit lens 3/4 beats the black-box baseline 1/4; on the short tunes: ADL logit lens 1/4 does not beat "
+        "the black-box baseline 1/4."
+    )
+    tuning["not_converged"] = ["c"]
+    assert diffing_findings({"identification": rows, "tuning": tuning})[0].startswith(
+        "Organisms tuned to the stopping rule (the rule): NOT converged: c reached the ceiling of 400 steps"
+    )
 
 
 def test_circuits_findings_on_a_hand_built_summary():

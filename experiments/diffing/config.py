@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, ClassVar
 
 from experiments.fields import ExperimentConfig, ModelName, OutDir, Seeds
@@ -33,8 +33,16 @@ class DiffingConfig(ExperimentConfig):
     """Random-mix control tunes (quick: 1); the null pair (base vs base) is always added."""
     last_layers: Count = 2
     """Decoder layers each organism tunes (the last ones)."""
-    tune_steps: Count = 30
-    """Optimizer steps per organism (quick: 6)."""
+    tune_steps: Count = 400
+    """Step ceiling of each organism's tune; it stops earlier by the stopping rule (quick: 6)."""
+    tune_patience: Count = 3
+    """Stopping rule: converged once the best held-out loss (the organism's own held-out tenth) improved by less
+    than 0.5% over this many evaluations (quick: 1)."""
+    tune_eval_every: Count = 10
+    """Steps between held-out evaluations of the tunes (quick: 3)."""
+    early_steps: Count = 30
+    """The training-length control: each organism is also tuned for this many steps and read the same way
+    (quick: 3)."""
     tune_lr: Positive = 1e-3
     """Learning rate of the tunes."""
     tune_texts: Count = 300
@@ -75,16 +83,24 @@ class DiffingConfig(ExperimentConfig):
             controls=self.sized(self.controls, 1),
         )
 
-    def tune(self) -> TuneConfig:
-        """How each organism is tuned (its seed replaces ``seed``)."""
-        return TuneConfig(
+    def tune(self, point: str = "converged") -> TuneConfig:
+        """How each organism is tuned (its seed replaces ``seed``): to the stopping rule (``converged``), or for
+        :attr:`early_steps` steps (``early``, the training-length control)."""
+        tune = TuneConfig(
             model=self.base,
             last_layers=self.last_layers,
             steps=self.sized(self.tune_steps, 6),
             batch_size=8,
             max_length=32,
             lr=self.tune_lr,
+            patience=self.sized(self.tune_patience, 1),
+            eval_every=self.sized(self.tune_eval_every, 3),
         )
+        if point == "early":
+            return replace(tune, steps=self.sized(self.early_steps, 3), patience=0)
+        if point != "converged":
+            raise ValueError(f"point is 'early' or 'converged', got {point!r}")
+        return tune
 
     def readout(self) -> DiffConfig:
         """How each pair is read."""

@@ -1,5 +1,7 @@
 """The findings of the diffing benchmark, stated from its ``summary.json``: per read-out method, how many
-organisms' targets it names, beside how many controls and null pairs it names anything for (false positives)."""
+organisms' targets it names, beside how many controls and null pairs it names anything for (false positives), for
+organisms tuned to the stopping rule; whether ADL beats the black-box baseline; and whether the same holds for the
+short tunes (the training-length control)."""
 
 from __future__ import annotations
 
@@ -13,18 +15,48 @@ _NAMES = {
     "patchscope": "ADL Patchscope",
     "steering": "ADL steering",
     "crosscoder": "crosscoder (tuned-only latents)",
-    "blackbox": "the black-box baseline (unprompted samples)",
+    "blackbox": "the black-box baseline (unprompted samples and replies)",
 }
 
 
+def _name(method: str) -> str:
+    return _NAMES.get(method, method)
+
+
+def _rate(row: Mapping[str, Any]) -> str:
+    return f"{row['named']}/{row['organisms']}"
+
+
+def _adl_vs_baseline(rows: list[Mapping[str, Any]]) -> str | None:
+    by = {r["method"]: r for r in rows}
+    if "adl_lens" not in by or "blackbox" not in by:
+        return None
+    adl, box = by["adl_lens"], by["blackbox"]
+    verdict = "beats" if adl["named"] > box["named"] else "does not beat"
+    return f"ADL logit lens {_rate(adl)} {verdict} the black-box baseline {_rate(box)}"
+
+
 def findings(summary: Mapping[str, Any]) -> list[str]:
-    """Plain sentences from a ``diffing`` summary (one tuning seed per organism)."""
+    """Plain sentences from a ``diffing`` summary."""
     rows = summary.get("identification") or []
     if not rows:
         return []
     out = []
+    tuning = summary.get("tuning") or {}
+    if tuning.get("steps"):
+        steps = sorted(tuning["steps"].values())
+        missed = tuning.get("not_converged") or []
+        state = (
+            f"NOT converged: {', '.join(missed)} reached the ceiling of {tuning.get('ceiling')} steps"
+            if missed
+            else "every tune converged"
+        )
+        out.append(
+            f"Organisms tuned to the stopping rule ({tuning.get('stopping_rule')}): {state}; "
+            f"{steps[0]}-{steps[-1]} steps (median {steps[len(steps) // 2]})."
+        )
     for r in rows:
-        name = _NAMES.get(r["method"], r["method"])
+        name = _name(r["method"])
         out.append(
             f"{name[:1].upper() + name[1:]} names the target of {r['named']} of {r['organisms']} organisms and names "
             f"something for {r['false_positives']} of {r['controls']} controls and null pairs (false positives)."
@@ -38,7 +70,16 @@ def findings(summary: Mapping[str, Any]) -> list[str]:
     best = max(rows, key=lambda r: (r["named"] - r["false_positives"], r["named"]))
     if best["named"]:
         out.append(
-            f"Most hits net of false positives: {_NAMES.get(best['method'], best['method'])} "
+            f"Most hits net of false positives: {_name(best['method'])} "
             f"({best['named']} named, {best['false_positives']} false positives)."
+        )
+    versus = _adl_vs_baseline(rows)
+    early = summary.get("identification_early") or []
+    if versus:
+        early_versus = _adl_vs_baseline(early)
+        steps = sorted((tuning.get("early_steps") or {}).values())
+        at = f" after {steps[0]}-{steps[-1]} steps" if steps else ""
+        out.append(
+            f"{versus}; on the short tunes{at}: {early_versus}." if early_versus else f"{versus}; no short tunes read."
         )
     return out

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gc
+import json
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import plotly.express as px
@@ -17,13 +20,20 @@ from workbench.diffing.score import METHODS, all_targets, readout_names, target_
 from workbench.models import load_model
 from workbench.tuning import load_tuned
 
-__all__ = ["CAPTIONS", "identification", "main", "score_organism"]
+__all__ = ["CAPTIONS", "POINTS", "identification", "main", "score_organism"]
+
+POINTS = ("converged", "early")
+"""The two training points each organism is read at: tuned to the stopping rule, and the short tune of the same
+recipe (the training-length control)."""
 
 CAPTIONS = {
     "identification": "Share of organisms whose target each method names (bars; higher is better) next to the share of "
-    "controls and the null pair where it names anything (false positives; lower is better). The black-box baseline "
-    "reads the tuned model's unprompted samples.",
-    "names": "Which method named which organism's target (1 = named): rows are organisms, columns methods.",
+    "controls and the null pair where it names anything (false positives; lower is better), for organisms tuned to "
+    "the stopping rule and for the short tunes. The black-box baseline reads the tuned model's unprompted samples "
+    "and its replies to the steering prompts.",
+    "names": "Which method named which organism's target (1 = named), tuned to the stopping rule: rows are organisms, "
+    "columns methods.",
+    "tuning": "Held-out loss of each organism's tune (its own held-out tenth) against steps, to the stopping rule.",
 }
 
 
@@ -42,14 +52,16 @@ def score_organism(org: Organism, names: dict[str, list[str]]) -> list[dict]:
 
 
 def identification(scores: pd.DataFrame) -> pd.DataFrame:
-    """Per method: organisms named / total, and controls + null pair naming anything / total."""
+    """Per method (and training ``point`` where the scores have one): organisms named / total, and controls + null
+    pair naming anything / total."""
+    keys = ["point", "method"] if "point" in scores else ["method"]
     rows = []
-    for method, frame in scores.groupby("method", sort=False):
+    for key, frame in scores.groupby(keys, sort=False):
         real = frame[frame.kind.isin(["topic", "sentiment"])]
         null = frame[frame.kind.isin(["control", "null"])]
         rows.append(
             {
-                "method": method,
+                **dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)),
                 "named": int(real.named.sum()),
                 "organisms": len(real),
                 "rate": float(real.named.mean()) if len(real) else float("nan"),
@@ -61,8 +73,25 @@ def identification(scores: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _tune(org: Organism, cfg: DiffingConfig, point: str, converged_steps: int | None) -> tuple[Path | None, dict]:
+    """The organism's tuned folder at ``point`` and its budget; the short tune is capped at half the converged run
+    when that stopped before :attr:`DiffingConfig.early_steps`."""
+    tune = cfg.tune(point)
+    if point == "early" and converged_steps is not None:
+        tune = replace(tune, steps=max(1, min(tune.steps, converged_steps // 2)))
+    t0 = time.perf_counter()
+    path = train_organism(org, tune, n_texts=cfg.tune_texts)
+    row = {"organism": org.name, "point": point, "tune_s": time.perf_counter() - t0}
+    if path is None:
+        return None, row | {"steps": 0, "converged": None, "eval_curve": []}
+    meta = json.loads((path / "tuning.json").read_text())
+    row |= {"steps": meta["budget"]["steps"], "converged": meta["converged"], "eval_curve": meta["eval_curve"]}
+    return path, row
+
+
 def main(cfg: DiffingConfig) -> dict:
-    """Tune (or take cached) every organism, read it against the base, score, and write the outputs."""
+    """Tune (or take cached) every organism to the stopping rule and for the short run, read each against the base,
+    score, and write the outputs."""
     cfg = cfg.preflight()
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -71,50 +100,84 @@ def main(cfg: DiffingConfig) -> dict:
     texts = unrelated_texts(max(readout_cfg.n_texts, readout_cfg.cc_texts), seed=cfg.seed)
     targets = all_targets(cfg.topics)
     corpus_tweets()  # read the corpus once, outside the timed tunes
-    scores, readouts, timing, latents = [], [], [], []
-    for org in cfg.organisms():
-        say(cfg, f"{org.name}: tuning (cached when done before) and reading against the base")
-        t0 = time.perf_counter()
-        path = train_organism(org, cfg.tune(), n_texts=cfg.tune_texts)
-        tune_s = time.perf_counter() - t0
-        tuned = base if path is None else load_tuned(path)
-        read = diff_readout(base, tuned, texts, readout_cfg, name=org.name)
-        names = readout_names(read, targets)
-        scores += score_organism(org, names)
-        readouts.append(read.to_frame().assign(organism=org.name))
-        timing.append({"organism": org.name, "tune_s": tune_s, **read.seconds, "cc_throughput": read.cc_throughput})
-        latents.append(
-            {"organism": org.name, **read.latent_classes, "artefacts": read.n_artefacts, "read": len(read.latents)}
-        )
-        del tuned
-        gc.collect()
-    scores = pd.DataFrame(scores)
+    organisms = cfg.organisms()
+    rows: list[dict] = []
+    readouts, timing, latents, tunes = [], [], [], []
+    for i, org in enumerate(organisms, 1):
+        converged_steps, read = None, None
+        for point in POINTS:
+            say(cfg, f"organism {i}/{len(organisms)} {org.name} ({point}): tuning (cached when done before), reading")
+            path, tuned_row = _tune(org, cfg, point, converged_steps)
+            converged_steps = tuned_row["steps"] if point == "converged" else converged_steps
+            tuned = base if path is None else load_tuned(path)
+            if path is not None or read is None:  # the null pair is the same model at both points: read once
+                read = diff_readout(base, tuned, texts, readout_cfg, name=org.name)
+            rows += [row | {"point": point} for row in score_organism(org, readout_names(read, targets))]
+            readouts.append(read.to_frame().assign(organism=org.name, point=point))
+            timing.append(
+                {"organism": org.name, "point": point, "tune_s": tuned_row["tune_s"], **read.seconds,
+                 "cc_throughput": read.cc_throughput}
+            )  # fmt: skip
+            latents.append(
+                {"organism": org.name, "point": point, **read.latent_classes, "artefacts": read.n_artefacts,
+                 "read": len(read.latents)}
+            )  # fmt: skip
+            tunes.append(tuned_row)
+            del tuned
+            gc.collect()
+    scores = pd.DataFrame(rows)
     table = identification(scores)
-    timing = pd.DataFrame(timing)
+    times = pd.DataFrame(timing)
+    rule = cfg.tune("converged").stopping_rule
+    assert rule is not None  # the converged tunes have one (patience >= 1)
+    tuned_orgs = [t for t in tunes if t["steps"]]
     summary = {
         "base": cfg.base,
-        "identification": table.to_dict("records"),
-        "organisms": [o.name for o in cfg.organisms()],
+        "identification": table[table.point == "converged"].drop(columns="point").to_dict("records"),
+        "identification_early": table[table.point == "early"].drop(columns="point").to_dict("records"),
+        "organisms": [o.name for o in organisms],
         "names": scores.to_dict("records"),
-        "tune_seconds_median": float(timing.tune_s.median()),
-        "adl_seconds_median": float(timing.adl.median()),
-        "crosscoder_throughput_median": float(timing.cc_throughput.median()),
+        "tuning": {
+            "stopping_rule": rule.describe(),
+            "ceiling": cfg.tune("converged").steps,
+            "steps": {t["organism"]: t["steps"] for t in tuned_orgs if t["point"] == "converged"},
+            "early_steps": {t["organism"]: t["steps"] for t in tuned_orgs if t["point"] == "early"},
+            "not_converged": [t["organism"] for t in tuned_orgs if t["point"] == "converged" and not t["converged"]],
+        },
+        "tune_seconds_median": float(times.tune_s.median()),
+        "adl_seconds_median": float(times.adl.median()),
+        "crosscoder_throughput_median": float(times.cc_throughput.median()),
         "seconds": time.perf_counter() - started,
     }
-    pivot = scores.pivot(index="organism", columns="method", values="named").astype(int)[list(METHODS)]
-    melted = table.melt(id_vars="method", value_vars=["rate", "false_positive_rate"], var_name="what")
+    converged = scores[scores.point == "converged"]
+    pivot = converged.pivot(index="organism", columns="method", values="named").astype(int)[list(METHODS)]
+    melted = table.melt(id_vars=["point", "method"], value_vars=["rate", "false_positive_rate"], var_name="what")
+    curves = pd.DataFrame(
+        [
+            {"organism": t["organism"], "step": step, "held_out_loss": loss}
+            for t in tuned_orgs
+            if t["point"] == "converged"
+            for step, loss in t["eval_curve"]
+        ],
+        columns=["organism", "step", "held_out_loss"],
+    )
     figures = {
         "identification": px.bar(
-            melted, x="method", y="value", color="what", barmode="group", range_y=[0, 1],
+            melted, x="method", y="value", color="what", barmode="group", facet_col="point", range_y=[0, 1],
             title="Organisms named (rate) and controls / null pair naming anything (false-positive rate)",
         ),
-        "names": px.imshow(pivot, zmin=0, zmax=1, title="Target named, per organism and method"),
+        "names": px.imshow(pivot, zmin=0, zmax=1, title="Target named, per organism and method (converged tunes)"),
+        "tuning": px.line(
+            curves, x="step", y="held_out_loss", color="organism", markers=True,
+            title="Held-out loss of each organism's tune, to the stopping rule",
+        ),
     }  # fmt: skip
     tables = {
         "identification": table,
         "names": scores,
         "readouts": pd.concat(readouts),
-        "timing": timing,
+        "timing": times,
+        "tuning": pd.DataFrame(tunes).drop(columns="eval_curve"),
         "crosscoder_latents": pd.DataFrame(latents),
     }
     write_outputs(

@@ -43,6 +43,7 @@ __all__ = [
     "IDENTITY_PROMPT",
     "ActivationDifference",
     "activation_difference",
+    "chat_replies",
     "irm_mean_writes",
     "lens_tokens",
     "neutral_tokens",
@@ -196,6 +197,32 @@ def steering_hooks(
     return [(hook_name(model, "resid_post", layer), add)]
 
 
+def chat_replies(
+    side: TransformerBridge | ModelSide, prompts: Sequence[str], *, max_new_tokens: int = 24, seed: int = 0
+) -> list[str]:
+    """One sampled reply of ``side`` (its hooks on) to each chat prompt (prompt ``i`` sampled with seed ``seed + i``,
+    so two sides answer with the same random draws)."""
+    side = as_side(side)
+    model = side.model
+    texts = []
+    for i, prompt in enumerate(prompts):
+        ids = encode_prompt(model.tokenizer, prompt).to(model.cfg.device)
+        torch.manual_seed(seed + i)
+        with torch.no_grad(), attach(model, side.hooks):
+            out = model.generate(
+                ids,
+                max_new_tokens=max_new_tokens,
+                do_sample=True,
+                top_p=0.9,
+                stop_at_eos=True,
+                verbose=False,
+                use_past_kv_cache=True,
+            )
+        assert isinstance(out, Tensor)  # generate returns token ids for token input
+        texts.append(model.tokenizer.decode(out[0, ids.shape[1] :].tolist(), skip_special_tokens=True).strip())
+    return texts
+
+
 def steered_generations(
     base: TransformerBridge,
     vector: Float[Tensor, " d_model"],
@@ -209,7 +236,8 @@ def steered_generations(
 ) -> pd.DataFrame:
     """Steer the base model with ``vector`` (unit length times ``strength * norm``) at ``layer`` and sample replies.
 
-    Strength 0 is the base model itself (the baseline the steered texts are scored against).
+    Strength 0 is the base model itself (the baseline the steered texts are scored against): its replies equal
+    :func:`chat_replies` of the base with the same ``seed``.
 
     Returns:
         Columns ``strength, prompt, text`` (one sampled reply per prompt and strength, seed ``seed + i``).
@@ -217,23 +245,9 @@ def steered_generations(
     unit = vector / vector.norm() if float(vector.norm()) > 0 else vector
     rows = []
     for strength in strengths:
-        hooks = steering_hooks(base, unit, layer, strength * norm)
-        for i, prompt in enumerate(prompts):
-            ids = encode_prompt(base.tokenizer, prompt).to(base.cfg.device)
-            torch.manual_seed(seed + i)
-            with torch.no_grad(), attach(base, hooks):
-                out = base.generate(
-                    ids,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=True,
-                    top_p=0.9,
-                    stop_at_eos=True,
-                    verbose=False,
-                    use_past_kv_cache=True,
-                )
-            assert isinstance(out, Tensor)  # generate returns token ids for token input
-            text = base.tokenizer.decode(out[0, ids.shape[1] :].tolist(), skip_special_tokens=True).strip()
-            rows.append((float(strength), prompt, text))
+        side = ModelSide(base, hooks=steering_hooks(base, unit, layer, strength * norm))
+        texts = chat_replies(side, prompts, max_new_tokens=max_new_tokens, seed=seed)
+        rows += [(float(strength), prompt, text) for prompt, text in zip(prompts, texts, strict=True)]
     return pd.DataFrame(rows, columns=["strength", "prompt", "text"])
 
 

@@ -2,10 +2,12 @@
 
 For a report table of realignments (IRM, RL, supervised): ADL's logit-lens tokens at the layer that changed most
 (:mod:`workbench.diffing.adl`); Patchscope tokens and steered samples of the base model (a strength sweep) at the
-first layer that changed markedly (a quarter of the largest change: for a tune of the last layers, the first tuned
-one; at the last layer Patchscope would repeat the logit lens); a crosscoder's truly tuned-only latents at the layer
+first layer before the last that changed markedly (a quarter of the largest change before the last: for a tune of
+the last layers, the first tuned one; at the last layer Patchscope would repeat the logit lens, so it is not read
+there); a crosscoder's truly tuned-only latents at the layer
 that changed most, read through the logit lens (:mod:`workbench.diffing.crosscoder`); and the black-box baseline:
-unprompted samples of both models. The tuned side is a second model sharing the tokenizer, or the base
+unprompted samples of both models and the tuned model's replies to the steering prompts (the base's are the strength-0
+row of the sweep, drawn with the same seeds). The tuned side is a second model sharing the tokenizer, or the base
 with hooks (``ModelSide(base, hooks=irm.hooks(base))`` for base + IRM).
 """
 
@@ -23,6 +25,7 @@ from workbench.config import Config, Count, Positive
 from workbench.diffing.adl import (
     ActivationDifference,
     activation_difference,
+    chat_replies,
     lens_tokens,
     neutral_tokens,
     patchscope_tokens,
@@ -96,14 +99,15 @@ class DiffReadout:
     layer: int
     """Layer of the logit lens and the crosscoder: the largest relative difference (mean over positions >= 1)."""
     early_layer: int
-    """Layer of Patchscope and steering: the first whose difference reaches a quarter of the largest (at the last
-    layer Patchscope would equal the logit lens, and steering there would only bias the logits)."""
+    """Layer of Patchscope and steering: the first before the last whose difference reaches a quarter of the largest
+    before the last (at the last layer Patchscope would repeat the logit lens, and steering there would only bias the
+    logits); the last layer only when nothing changed before it."""
     relative_norm: float
     """``||delta|| / ||h_base||`` there (mean over positions >= 1); 0 for a model against itself."""
     lens: tuple[tuple[str, ...], ...]
     """ADL logit-lens top tokens per position (empty where the difference is 0)."""
     patchscope: tuple[tuple[str, ...], ...]
-    """Patchscope top tokens per position."""
+    """Patchscope top tokens per position (empty when ``early_layer`` is the last: there they would be the lens's)."""
     steered: pd.DataFrame
     """Columns ``strength, prompt, text``; strength 0 is the base model."""
     latents: tuple[tuple[int, float, float, tuple[str, ...]], ...]
@@ -114,8 +118,10 @@ class DiffReadout:
     """Latents per class (base-only / shared / tuned-only / other)."""
     unprompted: tuple[tuple[str, ...], tuple[str, ...]]
     """Unprompted samples of (base, tuned): the black-box baseline."""
+    replies: tuple[str, ...]
+    """The tuned model's replies to the steering prompts (same seeds as the strength-0 rows): the black-box baseline."""
     seconds: dict[str, float]
-    """Wall time per part (adl, patchscope, steering, crosscoder, unprompted)."""
+    """Wall time per part (adl, patchscope, steering, crosscoder, blackbox)."""
     cc_throughput: float
     """Crosscoder training throughput, activations per second."""
 
@@ -128,6 +134,8 @@ class DiffReadout:
             rows.append((self.name, "crosscoder", f"latent {j} (nu {nu_e:.2f}/{nu_r:.2f})", " ".join(tokens)))
         for side, texts in zip(("base", "tuned"), self.unprompted, strict=True):
             rows += [(self.name, f"unprompted_{side}", str(i), t) for i, t in enumerate(texts)]
+        prompts = self.steered.loc[self.steered["strength"] == 0, "prompt"]
+        rows += [(self.name, "reply_tuned", p, t) for p, t in zip(prompts, self.replies, strict=True)]
         return pd.DataFrame(rows, columns=["pair", "method", "item", "value"])
 
     def table_row(self, n_tokens: int = 10, strength: float | None = None) -> dict[str, str]:
@@ -166,13 +174,15 @@ def sample_unprompted(
 
 
 def _layers(diff: ActivationDifference, share: float = 0.25) -> tuple[int, int, float]:
-    """The layer of largest relative change (mean over positions >= 1), the first layer whose change reaches
-    ``share`` of it, and that largest change."""
+    """The layer of largest relative change (mean over positions >= 1); the first layer before the last whose change
+    reaches ``share`` of the largest change before the last (the last layer when none before it changed); and the
+    largest change."""
     rel = diff.relative_norm[:, 1:] if diff.relative_norm.shape[1] > 1 else diff.relative_norm
     per_layer = rel.mean(1)
-    top = float(per_layer.max())
-    first = int((per_layer >= share * top).nonzero()[0]) if top > 0 else 0
-    return int(per_layer.argmax()), first, top
+    before = per_layer[:-1]
+    top_before = float(before.max()) if len(before) else 0.0
+    first = int((before >= share * top_before).nonzero()[0]) if top_before > 0 else len(per_layer) - 1
+    return int(per_layer.argmax()), first, float(per_layer.max())
 
 
 def diff_readout(
@@ -201,8 +211,10 @@ def diff_readout(
     lens = tuple(tuple(lens_tokens(base, diff.delta[layer, p], cfg.top)) for p in range(cfg.k))
     seconds["adl"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    last = early == diff.delta.shape[0] - 1  # Patchscope at the last layer would repeat the logit lens: not read
+    norms = diff.base_norm[early]
     patch = tuple(
-        tuple(patchscope_tokens(base, diff.delta[early, p], early, norm=float(diff.base_norm[early, p]), k=cfg.top))
+        () if last else tuple(patchscope_tokens(base, diff.delta[early, p], early, norm=float(norms[p]), k=cfg.top))
         for p in range(cfg.k)
     )
     seconds["patchscope"] = time.perf_counter() - t0
@@ -231,8 +243,10 @@ def diff_readout(
     t0 = time.perf_counter()
     kw = dict(max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
     unprompted = (sample_unprompted(base, cfg.samples, **kw), sample_unprompted(tuned, cfg.samples, **kw))
-    seconds["unprompted"] = time.perf_counter() - t0
+    replies = tuple(chat_replies(tuned, prompts, **kw))
+    seconds["blackbox"] = time.perf_counter() - t0
     n_artefacts = len(summary.artefacts())
     return DiffReadout(
-        name, layer, early, rel, lens, patch, steered, latents, n_artefacts, classes, unprompted, seconds, throughput
-    )
+        name, layer, early, rel, lens, patch, steered, latents, n_artefacts, classes, unprompted, replies, seconds,
+        throughput,
+    )  # fmt: skip

@@ -7,7 +7,8 @@ the targets are word sets and sentiments (:mod:`workbench.diffing.organisms`), s
   token lists holds one of its words (a token equal to a word, or a prefix of at least 4 letters of one); a
   sentiment when a list holds at least ``min_lexicon`` VADER-lexicon words of that sign (Hutto & Gilbert 2014) and
   more of it than of the other sign;
-* text read-outs (steered generations, the black-box baseline's unprompted generations): a topic is named when the
+* text read-outs (steered generations; the black-box baseline: the tuned model's unprompted generations and its
+  replies to the steering prompts, against the base's): a topic is named when the
   share of texts using one of its words exceeds the base model's by ``min_rate_gain``; a sentiment when the mean VADER
   compound moves by ``min_vader_gain`` towards it.
 
@@ -144,7 +145,8 @@ def readout_names(readout: DiffReadout, targets: Sequence[Target]) -> dict[str, 
     """Per method of :data:`METHODS`, the targets one pair's read-out names.
 
     Steering names a target when the samples at any non-zero strength of the sweep name it against strength 0 (the
-    base); the black-box baseline compares the tuned model's unprompted samples with the base's.
+    base); the black-box baseline compares the tuned model's unprompted samples and replies to the steering prompts
+    with the base's (its strength-0 replies, same prompts and seeds).
     """
     steered = readout.steered
     base_texts = steered.loc[steered["strength"] == 0, "text"].tolist()
@@ -158,5 +160,7 @@ def readout_names(readout: DiffReadout, targets: Sequence[Target]) -> dict[str, 
         "patchscope": named_by_tokens(readout.patchscope, targets),
         "steering": [t.name for t in targets if any(t.name in names for names in by_strength)],
         "crosscoder": named_by_tokens([tokens for *_, tokens in readout.latents], targets),
-        "blackbox": named_by_texts(readout.unprompted[1], readout.unprompted[0], targets),
+        "blackbox": named_by_texts(
+            [*readout.unprompted[1], *readout.replies], [*readout.unprompted[0], *base_texts], targets
+        ),
     }

@@ -42,6 +42,12 @@ PRINTED = {
         (("planted", "eap-ig", "recall"), 2),
         (("diff", "jaccard"), 2),
     ],
+    "diffing": [
+        (("identification", 0, "named"), 0),
+        (("identification", 4, "named"), 0),
+        (("identification_early", 0, "named"), 0),
+        (("identification_early", 4, "named"), 0),
+    ],
     "rw_functionalities": [
         (("class_counts", "orthogonal output"), 0),
         (("class_counts", "conditional strengthening"), 0),
@@ -79,7 +85,7 @@ def test_committed_report_opens_with_findings_whose_numbers_are_the_summary(repo
     for path, digits in PRINTED[report.parent.name]:
         value = at(summary, *path)
         assert value is not None, f"{path} is not in {report.parent.name}/summary.json"
-        assert round(value, digits) in printed, f"{'.'.join(path)} = {value} is not printed in the findings: {text}"
+        assert round(value, digits) in printed, f"{'.'.join(map(str, path))} = {value} is not printed in the findings: {text}"
 
 
 def test_format_helpers():
@@ -137,6 +143,16 @@ def test_diffing_findings_on_a_hand_built_summary():
     assert out[-1] == (
         "ADL logit lens 3/4 beats the black-box baseline 1/4; on the short tunes: ADL logit lens 1/4 does not beat "
         "the black-box baseline 1/4."
+    )
+    names = [
+        {"method": "adl_lens", "point": "converged", "kind": "topic", "others": "negative food"},
+        {"method": "adl_lens", "point": "early", "kind": "topic", "others": "school"},
+        {"method": "adl_lens", "point": "converged", "kind": "control", "others": "music"},
+        {"method": "steering", "point": "converged", "kind": "topic", "others": "music"},
+    ]
+    said = diffing_findings({"identification": rows, "names": names})
+    assert "ADL logit lens also names a target other than the organism's for 1 of 4 organisms (food, negative)" in (
+        " ".join(said)
     )
     tuning["not_converged"] = ["c"]
     assert diffing_findings({"identification": rows, "tuning": tuning})[0].startswith(

@@ -61,6 +61,19 @@ def findings(summary: Mapping[str, Any]) -> list[str]:
             f"{name[:1].upper() + name[1:]} names the target of {r['named']} of {r['organisms']} organisms and names "
             f"something for {r['false_positives']} of {r['controls']} controls and null pairs (false positives)."
         )
+    adl = next((r for r in rows if r["method"] == "adl_lens"), None)
+    extra = [
+        n
+        for n in summary.get("names") or []
+        if n["method"] == "adl_lens" and n.get("point", "converged") == "converged" and n["others"]
+        and n["kind"] in ("topic", "sentiment")
+    ]  # fmt: skip
+    if adl and extra:
+        others = ", ".join(sorted({o for n in extra for o in n["others"].split()}))
+        out.append(
+            f"ADL logit lens also names a target other than the organism's for {len(extra)} of {adl['organisms']} "
+            f"organisms ({others}): a hit is not always a clean one."
+        )
     perfect = [r for r in rows if r["organisms"] and r["named"] == r["organisms"]]
     if not perfect:
         out.append("No method names the target of every organism.")

@@ -85,7 +85,8 @@ def test_committed_report_opens_with_findings_whose_numbers_are_the_summary(repo
     for path, digits in PRINTED[report.parent.name]:
         value = at(summary, *path)
         assert value is not None, f"{path} is not in {report.parent.name}/summary.json"
-        assert round(value, digits) in printed, f"{'.'.join(map(str, path))} = {value} is not printed in the findings: {text}"
+        where = ".".join(map(str, path))
+        assert round(value, digits) in printed, f"{where} = {value} is not printed in the findings: {text}"
 
 
 def test_format_helpers():

@@ -58,19 +58,19 @@ def test_first_token_change_kept_apart(tiny_llama):
     assert at["rest vs twice"].loc[: last - 1].cosine.isna().all()
     assert at["rest vs twice"].loc[last, "cosine"] == pytest.approx(1.0, abs=1e-5)
     assert first_token_top_dims([first])["first"] == {"dim": 3, "change": 50.0, "share_of_norm2": 1.0}
-    peak = torch.ones(d_model)
-    peak[3], peak[5] = 40.0, 80.0  # dimension 3 is the base's second-largest, 40x the median
+    peak = torch.ones(2, d_model)
+    peak[0, 3], peak[1, 5] = 40.0, 80.0  # dimension 3 is the base's second-largest (its peak layer), 40x the median
     ranked = first_token_top_dims([first], peak)["first"]
     assert ranked["base_rank"] == 1 and ranked["base_ratio_to_median"] == pytest.approx(40.0)
 
 
-def test_base_peak_abs_is_the_largest_magnitude_over_layers_and_positions(tiny_llama):
+def test_base_peak_abs_is_the_largest_magnitude_per_layer_over_positions(tiny_llama):
     prompts = ["one two three", "four"]
     names = [hook_name(tiny_llama, "resid_post", layer) for layer in range(tiny_llama.cfg.n_layers)]
-    expected = torch.zeros(tiny_llama.cfg.d_model)
+    expected = torch.zeros(len(names), tiny_llama.cfg.d_model)
     for p in prompts:
         _, cache = tiny_llama.run_with_cache(tiny_llama.to_tokens(p), names_filter=names)
-        expected = torch.maximum(expected, torch.stack([cache[n][0].abs().amax(0) for n in names]).amax(0))
+        expected = torch.maximum(expected, torch.stack([cache[n][0].abs().amax(0) for n in names]))
     assert torch.allclose(base_peak_abs(tiny_llama, prompts), expected)
 
 

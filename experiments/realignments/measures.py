@@ -19,6 +19,7 @@ from workbench.data.corpora import load_alignment
 from workbench.data.prompts import SENTIMENT_PROMPTS, prompt_set
 from workbench.hooks import ModelSide, attach, hook_names
 from workbench.irm import TrainConfig, eval_loss
+from workbench.irm.dimensions import massive_dims
 from workbench.irm.train import encode_for
 from workbench.metrics import LogitDiff
 from workbench.sentiment import vader_negativity
@@ -223,8 +224,9 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def first_token_top_dims(changes: list[ResidualChange], base_peak: torch.Tensor | None = None) -> dict[str, dict]:
     """Per model, the dimension whose first-token residual change is largest at the last layer, its change and
     its share of that change's squared norm; with ``base_peak`` (:func:`base_peak_abs`), also that dimension's rank
-    among the base model's own dimensions by peak magnitude (0 = its largest) and its ratio to the median one: a
-    rank near 0 means the change sits in the base's massive-activation dimension."""
+    among the base model's own dimensions (:func:`~workbench.irm.dimensions.massive_dims`: 0 = its largest) and its
+    ratio to the median one: a rank near 0 means the change sits in the base's massive-activation dimension."""
+    ranked = None if base_peak is None else massive_dims(base_peak, k=base_peak.shape[-1]).set_index("dim")
     out = {}
     for c in changes:
         last = c.first_token_change[-1]
@@ -234,24 +236,23 @@ def first_token_top_dims(changes: list[ResidualChange], base_peak: torch.Tensor 
             "change": float(last[dim]),
             "share_of_norm2": float(last[dim] ** 2 / last.square().sum().clamp_min(1e-30)),
         }
-        if base_peak is not None:
+        if ranked is not None:
             out[c.name] |= {
-                "base_rank": int((base_peak > base_peak[dim]).sum()),
-                "base_ratio_to_median": float(base_peak[dim] / base_peak.median().clamp_min(1e-30)),
+                "base_rank": int(ranked.loc[dim, "rank"]),
+                "base_ratio_to_median": float(ranked.loc[dim, "ratio_to_median"]),
             }
     return out
 
 
 @torch.no_grad()
 def base_peak_abs(base: TransformerBridge, prompts: list[str]) -> torch.Tensor:
-    """[d_model] the base model's largest ``|resid_post|`` per dimension over layers, positions and ``prompts``
-    (Sun et al. 2024's massive activations stand out by this measure)."""
+    """[layer, d_model] the base model's largest ``|resid_post|`` per layer and dimension over positions and
+    ``prompts`` (Sun et al. 2024's massive activations stand out by this measure)."""
     names = hook_names(base, "resid_post")
-    peak = torch.zeros(base.cfg.d_model)
+    peak = torch.zeros(len(names), base.cfg.d_model)
     for p in prompts:
         acts = ModelSide(base).run(base.to_tokens(p), names)[1]
-        for n in names:
-            peak = torch.maximum(peak, acts[n][0].abs().amax(0).float().cpu())
+        peak = torch.maximum(peak, torch.stack([acts[n][0].abs().amax(0).float().cpu() for n in names]))
     return peak
 
 

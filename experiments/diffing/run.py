@@ -128,7 +128,8 @@ def main(cfg: DiffingConfig) -> dict:
     scores = pd.DataFrame(rows)
     table = identification(scores)
     times = pd.DataFrame(timing)
-    rule = cfg.tune("converged").stopping_rule
+    converged_tune = cfg.tune("converged")
+    rule = converged_tune.stopping_rule
     assert rule is not None  # the converged tunes have one (patience >= 1)
     tuned_orgs = [t for t in tunes if t["steps"]]
     summary = {
@@ -139,7 +140,7 @@ def main(cfg: DiffingConfig) -> dict:
         "names": scores.to_dict("records"),
         "tuning": {
             "stopping_rule": rule.describe(),
-            "ceiling": cfg.tune("converged").steps,
+            "ceiling": converged_tune.steps,
             "steps": {t["organism"]: t["steps"] for t in tuned_orgs if t["point"] == "converged"},
             "early_steps": {t["organism"]: t["steps"] for t in tuned_orgs if t["point"] == "early"},
             "not_converged": [t["organism"] for t in tuned_orgs if t["point"] == "converged" and not t["converged"]],

@@ -2,13 +2,13 @@
 
 For a report table of realignments (IRM, RL, supervised): ADL's logit-lens tokens at the layer that changed most
 (:mod:`workbench.diffing.adl`); Patchscope tokens and steered samples of the base model (a strength sweep) at the
-first layer before the last that changed markedly (a quarter of the largest change before the last: for a tune of
-the last layers, the first tuned one; at the last layer Patchscope would repeat the logit lens, so it is not read
-there); a crosscoder's truly tuned-only latents at the layer
-that changed most, read through the logit lens (:mod:`workbench.diffing.crosscoder`); and the black-box baseline:
-unprompted samples of both models and the tuned model's replies to the steering prompts (the base's are the strength-0
-row of the sweep, drawn with the same seeds). The tuned side is a second model sharing the tokenizer, or the base
-with hooks (``ModelSide(base, hooks=irm.hooks(base))`` for base + IRM).
+first layer before the last that changed markedly (a quarter of the largest change before the last: for a tune of the
+last layers, the first tuned one; at the last layer Patchscope would repeat the logit lens, so it is not read there);
+a crosscoder's truly tuned-only latents at the layer that changed most, read through the logit lens
+(:mod:`workbench.diffing.crosscoder`); and the black-box baseline: unprompted samples of both models and the tuned
+model's replies to the steering prompts (the base's are the strength-0 row of the sweep, drawn with the same seeds).
+The tuned side is a second model sharing the tokenizer, or the base with hooks (``ModelSide(base,
+hooks=irm.hooks(base))`` for base + IRM).
 """
 
 from __future__ import annotations

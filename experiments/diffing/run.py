@@ -110,14 +110,16 @@ def main(cfg: DiffingConfig) -> dict:
             path, tuned_row = _tune(org, cfg, point, converged_steps)
             converged_steps = tuned_row["steps"] if point == "converged" else converged_steps
             tuned = base if path is None else load_tuned(path)
-            if path is not None or read is None:  # the null pair is the same model at both points: read once
+            fresh = path is not None or read is None  # the null pair is the same model at both points: read once
+            if fresh:
                 read = diff_readout(base, tuned, texts, readout_cfg, name=org.name)
+                timing.append(
+                    {"organism": org.name, "point": point, "tune_s": tuned_row["tune_s"], **read.seconds,
+                     "cc_throughput": read.cc_throughput}
+                )  # fmt: skip
+            assert read is not None
             rows += [row | {"point": point} for row in score_organism(org, readout_names(read, targets))]
             readouts.append(read.to_frame().assign(organism=org.name, point=point))
-            timing.append(
-                {"organism": org.name, "point": point, "tune_s": tuned_row["tune_s"], **read.seconds,
-                 "cc_throughput": read.cc_throughput}
-            )  # fmt: skip
             latents.append(
                 {"organism": org.name, "point": point, **read.latent_classes, "artefacts": read.n_artefacts,
                  "read": len(read.latents)}

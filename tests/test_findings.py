@@ -29,6 +29,7 @@ PRINTED = {
         (("behaviour", "irm", "heldout_loss"), 2),
         (("behaviour", "irm", "gain"), 2),
         (("behaviour", "supervised", "kl_to_base"), 2),
+        (("first_token_top_dim", "irm", "base_ratio_to_median"), 2),
     ],
     "neuron1512": [
         (("results", "card", "negative", "heldout_loss_base", "mean"), 2),

@@ -15,7 +15,8 @@ in CPU seconds of this process (what other load on a shared machine distorts lea
 round by round so that drifting load hits every kind alike. The FLOP bound: the matmul FLOPs of one
 ``after`` step (``torch.utils.flop_counter``: the frozen forward, the backward to the IRM's output,
 the IRM's own forward and backward), over the float32 matmul peak measured in the same run; the
-fraction is achieved FLOP/s over that peak. This part runs single-threaded: CPU seconds of one thread
+fraction is achieved FLOP/s over that peak; and one matmul of the step's shape in float32 and half
+precision (is bfloat16 faster on this CPU?). This part runs single-threaded: CPU seconds of one thread
 count no OpenMP spinning, so they measure the step itself.
 
 The *machine* part measures what the main job gets from the whole machine, in scored tokens per wall
@@ -124,6 +125,20 @@ def matmul_peak(n: int = 1536, reps: int = 6) -> float:
     return 2 * n**3 / best
 
 
+def dtype_rates(rows: int = 336, d_model: int = 576, d_mlp: int = 1536, reps: int = 10) -> dict[str, float]:
+    """GFLOP per CPU-second of one MLP-shaped matmul (a batch-16 step's rows) in float32, bfloat16 and float16:
+    whether half precision would be faster here (it is only on CPUs with bf16/fp16 matmul instructions)."""
+    rates = {}
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        a, b = torch.randn(rows, d_model, dtype=dtype), torch.randn(d_model, d_mlp, dtype=dtype)
+        a @ b
+        t = time.process_time()
+        for _ in range(reps):
+            a @ b
+        rates[str(dtype).removeprefix("torch.")] = 2 * rows * d_model * d_mlp * reps / (time.process_time() - t) / 1e9
+    return rates
+
+
 def setup() -> tuple[object, list[Encoded]]:
     """The default model and the card preset's negative training texts, encoded."""
     model = load_model()
@@ -199,6 +214,8 @@ def main() -> None:
             f"{kind:7s} {batch:5d}  {seconds:10.3f}  {tokens:13.1f}  {rate:14.1f}  {rate / base_rate:8.2f}x"
             f"  {gflop / 1e9:10.1f}  {100 * gflop / seconds / peak:8.0f}%"
         )
+    rates = ", ".join(f"{name} {rate:.1f}" for name, rate in dtype_rates().items())
+    print(f"one thread, GFLOP per CPU-second of a {CARD_BATCH}-text step's MLP matmul: {rates}")
     before, after = machine_rates(model, data, cores)
     print(f"\nthe machine ({cores} cores), scored tokens per wall second:")
     print(f"before: 1 process x {cores} threads, batch 4, old step: {before:.1f}")

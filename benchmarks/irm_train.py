@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import queue
 import statistics
 import time
 from functools import partial
@@ -62,6 +63,7 @@ BATCHES = (4, 8, 16, 32)
 STEPS = 4
 ROUNDS = 2
 MACHINE_STEPS = 6
+WORKER_TIMEOUT = 900
 STUDY = Path("figures/neuron1512")
 
 
@@ -165,9 +167,18 @@ def machine_rates(model, data, cores: int) -> tuple[float, float]:
     workers = [spawn.Process(target=_worker, args=(seed, ready, results)) for seed in range(cores)]
     for w in workers:
         w.start()
-    after = sum(results.get() for _ in workers)
-    for w in workers:
-        w.join()
+    try:
+        after = sum(results.get(timeout=WORKER_TIMEOUT) for _ in workers)
+    except queue.Empty:
+        raise RuntimeError(
+            f"a benchmark worker gave no rate within {WORKER_TIMEOUT} s: it failed (its traceback is above) or the "
+            "machine is too loaded; rerun on a quiet machine"
+        ) from None
+    finally:
+        for w in workers:
+            w.join(timeout=5)
+            if w.is_alive():
+                w.terminate()
     return tokens / wall, after
 
 

@@ -18,6 +18,9 @@ def test_quick_run_writes_cpr_cmd_and_a_null_diff(tiny_dir, tmp_path):
         assert scores[method]["cmd"] >= 0
         assert scores[method]["cpr"] == pytest.approx(summary["scores"]["ioi"][method]["cpr"])
     assert saved["diff"]["gained"] == saved["diff"]["lost"] == 0  # a model against itself: nothing changes
+    noise = saved["diff"]["noise"]  # no tuned model, so no second seed; one prompt per half
+    assert set(noise) == {"base_halves", "base_vs_tuned_halves"}
+    assert noise["base_vs_tuned_halves"] == 1.0  # the "tuned" model is the base: the same circuit on the same half
     planted = saved["planted"]
     assert planted["size"] == 2 and planted["accuracy"] > 0.95
     assert planted["exact"]["recall"] == planted["eap-ig"]["recall"] == 1.0  # the known answer, found

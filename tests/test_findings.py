@@ -42,6 +42,8 @@ PRINTED = {
         (("scores", "sentiment", "random", "cmd"), 2),
         (("planted", "eap-ig", "recall"), 2),
         (("diff", "jaccard"), 2),
+        (("diff", "noise", "tuned_vs_other_seed"), 2),
+        (("diff", "noise", "base_halves"), 2),
     ],
     "diffing": [
         (("identification", 0, "named"), 0),
@@ -192,6 +194,29 @@ def test_circuits_findings_on_a_hand_built_summary():
     assert out[1].startswith("EAP-IG misses part of the planted circuit")
     diff |= {"gained": 2, "lost": 2, "kept": 10, "jaccard": 0.71}
     assert "false positive" in circuits_findings({"diff": diff})[-1]
+
+
+def test_circuit_diff_is_weighed_against_seed_and_prompt_noise():
+    diff = {"task": "sentiment", "tuned": "supervised", "n": 12, "kept": 6, "gained": 6, "lost": 6, "jaccard": 0.4}
+    diff["noise"] = {"tuned_vs_other_seed": 0.8, "base_vs_other_seed": 0.5, "base_halves": 0.7}
+    diff["noise"]["base_vs_tuned_halves"] = 0.4
+    out = circuits_findings({"diff": diff})
+    assert out[1] == (
+        "Against tuning noise: the two tuning seeds' circuits have Jaccard 0.80 with each other, and 0.40 and 0.50 "
+        "with the base's."
+    )
+    assert out[2] == (
+        "Against prompt noise: on half of the prompts each, the base's circuit has Jaccard 0.70 with its circuit on "
+        "the other half and 0.40 with the tuned model's on the same half."
+    )
+    assert out[3] == (  # seeds: (1 - 0.5) / (1 - 0.8) = 2.5 (the closer seed); prompts: 0.6 / 0.3 = 2
+        "The diff is larger than the noise: its distance (1 - Jaccard) is 2.50x the tuning seeds' and 2.00x the "
+        "prompt halves' (larger needs 1.5x each; for the seeds, the seed closer to the base counts)."
+    )
+    diff["noise"] |= {"base_vs_other_seed": 0.75}  # one seed as close to the base as to the other seed
+    assert circuits_findings({"diff": diff})[3].startswith(
+        "The diff is within the noise: its distance (1 - Jaccard) is 1.25x the tuning seeds' and 2.00x"
+    )
 
 
 def test_neuron1512_states_heldout_loss_over_seeds():

@@ -50,6 +50,42 @@ def findings(summary: Mapping[str, Any]) -> list[str]:
             out.append(
                 "The model differs from itself: the diff reports changes where there are none (a false positive)."
             )
+        out += _diff_noise(diff["jaccard"], diff.get("noise") or {})
+    return out
+
+
+DIFF_OVER_NOISE = 1.5
+"""How many times the noise's distance (1 - Jaccard) a diff's distance must be to be called larger than the noise."""
+
+
+def _distance_ratio(jaccard: float, noise: float) -> float:
+    return (1 - jaccard) / max(1 - noise, 1e-9)
+
+
+def _diff_noise(jaccard: float, noise: Mapping[str, float]) -> list[str]:
+    """The diff against its noise: a second tuning seed, and the base's circuit on other prompts."""
+    out, ratios = [], []
+    if "tuned_vs_other_seed" in noise:
+        seeds, other = noise["tuned_vs_other_seed"], noise["base_vs_other_seed"]
+        out.append(
+            f"Against tuning noise: the two tuning seeds' circuits have Jaccard {num(seeds)} with each other, and "
+            f"{num(jaccard)} and {num(other)} with the base's."
+        )
+        ratios.append(("tuning seeds", min(_distance_ratio(jaccard, seeds), _distance_ratio(other, seeds))))
+    if "base_halves" in noise:
+        halves, tuned = noise["base_halves"], noise["base_vs_tuned_halves"]
+        out.append(
+            f"Against prompt noise: on half of the prompts each, the base's circuit has Jaccard {num(halves)} with its "
+            f"circuit on the other half and {num(tuned)} with the tuned model's on the same half."
+        )
+        ratios.append(("prompt halves", _distance_ratio(tuned, halves)))
+    if ratios:
+        said = " and ".join(f"{ratio:.2f}x the {what}'" for what, ratio in ratios)
+        larger = all(ratio >= DIFF_OVER_NOISE for _, ratio in ratios)
+        out.append(
+            f"The diff is {'larger than' if larger else 'within'} the noise: its distance (1 - Jaccard) is {said} "
+            f"(larger needs {DIFF_OVER_NOISE}x each; for the seeds, the seed closer to the base counts)."
+        )
     return out
 
 

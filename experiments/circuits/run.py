@@ -99,6 +99,55 @@ def planted(cfg: CircuitsConfig) -> tuple[dict, pd.DataFrame]:
     return out, pd.DataFrame(rows)
 
 
+def tuned_models(cfg: CircuitsConfig, base, seeds: tuple[int, ...]) -> list:
+    """The supervised comparison model (trained on the bare texts the tasks score), once per tuning seed."""
+    models = []
+    for seed in seeds:
+        recipe = tune_config(cfg.model, chat=False, seed=seed)
+        tuned = make_tuned("supervised", tune=recipe, progress=cfg.progress).model
+        check_pair(base, tuned, names=("base", f"supervised model (seed {seed})"))
+        models.append(tuned)
+    return models
+
+
+def diff_noise(
+    em: EdgeModel,
+    tuned: EdgeModel,
+    task: EdgeTask,
+    n: int,
+    ig_steps: int,
+    base_scores: EdgeScores,
+    tuned_scores: EdgeScores,
+    other_seed: list[EdgeScores],
+) -> dict[str, float]:
+    """How much of a base-vs-tuned circuit diff is noise: Jaccard indices of circuits that should agree.
+
+    * ``tuned_vs_other_seed`` / ``base_vs_other_seed``: a second tuning seed's circuit against the first's and
+      against the base's (when there is a tuned model): the diff is a property of the tuning only if the two
+      tuned circuits agree with each other more than with the base;
+    * ``base_halves`` / ``base_vs_tuned_halves``: the base's circuit on the first half of the prompts against its
+      circuit on the second half (prompt noise), and the base against the tuned model on the first half (the diff
+      at the same prompt count).
+    """
+    half = len(task) // 2
+    out: dict[str, float] = {}
+    if other_seed:
+        out["tuned_vs_other_seed"] = circuit_diff(tuned_scores, other_seed[0], n).jaccard
+        out["base_vs_other_seed"] = circuit_diff(base_scores, other_seed[0], n).jaccard
+    if half >= 1:
+        first, second = (
+            EdgeTask(task.name, task.clean[s], task.corrupt[s], task.answers[s], task.pos)
+            for s in (slice(0, half), slice(half, 2 * half))
+        )
+        base_first, base_second, tuned_first = (
+            attribute(m, t, "eap-ig", steps=ig_steps, batch_size=half)
+            for m, t in ((em, first), (em, second), (tuned, first))
+        )
+        out["base_halves"] = circuit_diff(base_first, base_second, n).jaccard
+        out["base_vs_tuned_halves"] = circuit_diff(base_first, tuned_first, n).jaccard
+    return out
+
+
 def main(cfg: CircuitsConfig) -> dict:
     """Rank, score and diff; write figures, tables, ``summary.json`` and ``report.html`` to ``cfg.out``."""
     cfg = cfg.preflight()
@@ -139,21 +188,18 @@ def main(cfg: CircuitsConfig) -> dict:
     timing["planted_s"] = time.perf_counter() - t0
     diff_name = "ioi" if cfg.quick else ("sentiment" if "sentiment" in tasks else tasks[0])
     tuned = "self" if cfg.quick else cfg.diff_with
-    say(cfg, f"circuit diff on {diff_name}: base vs {tuned}")
-    if tuned == "self":
-        other = em
-    else:
-        tuned_model = make_tuned("supervised", tune=tune_config(cfg.model, chat=False), progress=cfg.progress).model
-        check_pair(model, tuned_model, names=("base", "supervised model"))
-        other = edge_model(tuned_model)
+    say(cfg, f"circuit diff on {diff_name}: base vs {tuned}, and its noise: another tuning seed, other prompts")
     task = make_task(model, diff_name, prompts, cfg.seed)
     if cfg.quick:
         task = EdgeTask(task.name, task.clean[:2], task.corrupt[:2], task.answers[:2])
+    ig_steps = 2 if cfg.quick else cfg.ig_steps
+    tuned_ems = [em] if tuned == "self" else [edge_model(m) for m in tuned_models(cfg, model, (cfg.seed, cfg.seed + 1))]
     base_scores = by_task[diff_name]["eap-ig"]
-    tuned_scores = attribute(other, task, "eap-ig", steps=2 if cfg.quick else cfg.ig_steps, batch_size=len(task))
+    tuned_scores, *other_seed = [attribute(t, task, "eap-ig", steps=ig_steps, batch_size=len(task)) for t in tuned_ems]
     n = max(1, round(cfg.diff_percent / 100 * em.graph.n_edges))
     diff = circuit_diff(base_scores, tuned_scores, n)
     summary["diff"] = {"task": diff_name, "tuned": tuned, "n": n, **diff.counts()}
+    summary["diff"]["noise"] = diff_noise(em, tuned_ems[0], task, n, ig_steps, base_scores, tuned_scores, other_seed)
     table = diff.to_frame()
     summary["diff"]["largest_changes"] = table.head(10).to_dict("records")
     tables["circuit_diff"] = table

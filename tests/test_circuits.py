@@ -45,6 +45,15 @@ def linear_edges(tokenizer):
     return edge_model(boot(hf, tokenizer, "linear", prepend_bos=False))
 
 
+def test_subset_keeps_the_rows_and_the_metric_position():
+    task = _task(batch=5)
+    task = EdgeTask(task.name, task.clean, task.corrupt, task.answers, pos=3)
+    part = task.subset(slice(1, 3))
+    assert len(part) == 2 and part.pos == 3 and part.name == "random"
+    assert torch.equal(part.clean, task.clean[1:3]) and torch.equal(part.corrupt, task.corrupt[1:3])
+    assert torch.equal(part.answers, task.answers[1:3])
+
+
 def test_edge_counts_match_hand_counts():
     # 2 layers x 4 heads: layer 0 q/k/v 12 x 1 input, MLP 0 1 + 4, layer 1 q/k/v 12 x 6, MLP 1 1 + 5 + 4, logits 11
     assert Graph(2, 4).n_edges == 12 + 5 + 72 + 10 + 11

@@ -135,10 +135,7 @@ def diff_noise(
         out["tuned_vs_other_seed"] = circuit_diff(tuned_scores, other_seed[0], n).jaccard
         out["base_vs_other_seed"] = circuit_diff(base_scores, other_seed[0], n).jaccard
     if half >= 1:
-        first, second = (
-            EdgeTask(task.name, task.clean[s], task.corrupt[s], task.answers[s], task.pos)
-            for s in (slice(0, half), slice(half, 2 * half))
-        )
+        first, second = task.subset(slice(0, half)), task.subset(slice(half, 2 * half))
         base_first, base_second, tuned_first = (
             attribute(m, t, "eap-ig", steps=ig_steps, batch_size=half)
             for m, t in ((em, first), (em, second), (tuned, first))
@@ -160,10 +157,10 @@ def main(cfg: CircuitsConfig) -> dict:
     summary: dict = {"model": str(model.cfg.model_name), "edges": em.graph.n_edges, "percents": PERCENTS, "scores": {}}
     figures, tables, curves_all, timing = {}, {}, [], {}
     by_task: dict[str, dict[str, EdgeScores]] = {}
+    made: dict[str, EdgeTask] = {}
     for name in tasks:
         task = make_task(model, name, prompts, cfg.seed)
-        if cfg.quick:
-            task = EdgeTask(task.name, task.clean[:2], task.corrupt[:2], task.answers[:2])
+        made[name] = task = task.subset(slice(0, 2)) if cfg.quick else task
         say(cfg, f"{name}: ranking {em.graph.n_edges} edges by EAP, EAP-IG, random ({len(task)} prompts)")
         t0 = time.perf_counter()
         ranked = rankings(cfg, em, task)
@@ -189,9 +186,7 @@ def main(cfg: CircuitsConfig) -> dict:
     diff_name = "ioi" if cfg.quick else ("sentiment" if "sentiment" in tasks else tasks[0])
     tuned = "self" if cfg.quick else cfg.diff_with
     say(cfg, f"circuit diff on {diff_name}: base vs {tuned}, and its noise: another tuning seed, other prompts")
-    task = make_task(model, diff_name, prompts, cfg.seed)
-    if cfg.quick:
-        task = EdgeTask(task.name, task.clean[:2], task.corrupt[:2], task.answers[:2])
+    task = made[diff_name]
     ig_steps = 2 if cfg.quick else cfg.ig_steps
     tuned_ems = [em] if tuned == "self" else [edge_model(m) for m in tuned_models(cfg, model, (cfg.seed, cfg.seed + 1))]
     base_scores = by_task[diff_name]["eap-ig"]

@@ -54,6 +54,10 @@ class EdgeTask:
         """Per-prompt logit difference of the prompts at ``index``, stacked ``repeats`` times along the batch."""
         return LogitDiff(self.answers[index].repeat(repeats, 1), self.pos, per_prompt=True)
 
+    def subset(self, index: slice) -> EdgeTask:
+        """The prompts at ``index`` as a task of their own (same name and metric position)."""
+        return EdgeTask(self.name, self.clean[index], self.corrupt[index], self.answers[index], self.pos)
+
     def batches(self, size: int) -> Iterator[slice]:
         """Slices of at most ``size`` prompts covering the task."""
         return (slice(i, min(i + size, len(self))) for i in range(0, len(self), size))

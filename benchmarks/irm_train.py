@@ -115,30 +115,33 @@ def step_flops(model, data, batch_size: int) -> int:
     return counter.get_total_flops()
 
 
-def matmul_peak(n: int = 1536, reps: int = 6) -> float:
-    """Float32 matmul FLOP per CPU-second at size ``n`` (best of ``reps``)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def _matmul_rate(a: torch.Tensor, b: torch.Tensor, reps: int) -> float:
+    """FLOP per CPU-second of ``a @ b`` (best of ``reps``, after one warm-up)."""
     a @ b
     best = float("inf")
     for _ in range(reps):
         t = time.process_time()
         a @ b
         best = min(best, time.process_time() - t)
-    return 2 * n**3 / best
+    return 2 * a.shape[0] * a.shape[1] * b.shape[1] / best
+
+
+def matmul_peak(n: int = 1536, reps: int = 6) -> float:
+    """Float32 matmul FLOP per CPU-second at size ``n`` (best of ``reps``)."""
+    return _matmul_rate(torch.randn(n, n), torch.randn(n, n), reps)
 
 
 def dtype_rates(rows: int = 336, d_model: int = 576, d_mlp: int = 1536, reps: int = 10) -> dict[str, float]:
-    """GFLOP per CPU-second of one MLP-shaped matmul (a batch-16 step's rows) in float32, bfloat16 and float16:
-    whether half precision would be faster here (it is only on CPUs with bf16/fp16 matmul instructions)."""
-    rates = {}
-    for dtype in (torch.float32, torch.bfloat16, torch.float16):
-        a, b = torch.randn(rows, d_model, dtype=dtype), torch.randn(d_model, d_mlp, dtype=dtype)
-        a @ b
-        t = time.process_time()
-        for _ in range(reps):
-            a @ b
-        rates[str(dtype).removeprefix("torch.")] = 2 * rows * d_model * d_mlp * reps / (time.process_time() - t) / 1e9
-    return rates
+    """GFLOP per CPU-second of one MLP-shaped matmul (a batch-16 step's rows) in float32, bfloat16 and float16
+    (best of ``reps``): whether half precision would be faster here (it is only on CPUs with bf16/fp16 matmul
+    instructions)."""
+    return {
+        str(dtype).removeprefix("torch."): _matmul_rate(
+            torch.randn(rows, d_model, dtype=dtype), torch.randn(d_model, d_mlp, dtype=dtype), reps
+        )
+        / 1e9
+        for dtype in (torch.float32, torch.bfloat16, torch.float16)
+    }
 
 
 def setup() -> tuple[object, list[Encoded]]:
